@@ -1,0 +1,60 @@
+"""sparsenet: sparse neural networks on PyTorch.
+
+Weight sparseness (norms, pruning, low rank, weight sharing, entropy coding), neural
+sparseness (activation penalties, truncated activations) and deep sparse coding, after
+"A Review on Sparse Neural Network" (2017).
+"""
+
+from .checkpoint import load_model, save_model
+from .data import Dataset, digits, fashion_mnist, idx_dir, load_dataset, mnist, read_idx
+from .errors import CheckpointError, CorruptFileError, DataError, SparsenetError, SpecError
+from .models import LeNet5, LeNet300, build_model, model_for_dataset
+from .summary import model_summary
+from .training import (
+    Callback,
+    TrainConfig,
+    TrainState,
+    default_config,
+    evaluate,
+    fit,
+    predict,
+    seed_everything,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    # data
+    "Dataset",
+    "digits",
+    "fashion_mnist",
+    "idx_dir",
+    "load_dataset",
+    "mnist",
+    "read_idx",
+    # errors
+    "CheckpointError",
+    "CorruptFileError",
+    "DataError",
+    "SparsenetError",
+    "SpecError",
+    # models
+    "LeNet5",
+    "LeNet300",
+    "build_model",
+    "model_for_dataset",
+    # training
+    "Callback",
+    "TrainConfig",
+    "TrainState",
+    "default_config",
+    "evaluate",
+    "fit",
+    "predict",
+    "seed_everything",
+    # files
+    "load_model",
+    "save_model",
+    "model_summary",
+]

@@ -1,0 +1,133 @@
+"""Shared CLI plumbing: output (text or ``--json``), spec parsing, loading models and data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from ..errors import SpecError
+
+__all__ = [
+    "add_output_args",
+    "emit",
+    "parse_assignments",
+    "parse_int",
+    "load_any_model",
+    "positive_int",
+    "nonneg_int",
+    "positive_float",
+    "nonneg_float",
+]
+
+
+def add_output_args(p: argparse.ArgumentParser) -> None:
+    """``--json`` and ``--quiet``, which every command takes."""
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or status lines")
+
+
+def emit(args: argparse.Namespace, result: dict[str, Any], text: str | Callable[[], str]) -> None:
+    """Print ``result`` as JSON if ``--json``, else the human ``text``."""
+    if getattr(args, "json", False):
+        json.dump(result, sys.stdout, indent=2, default=_json_default)
+        sys.stdout.write("\n")
+    else:
+        print(text() if callable(text) else text)
+
+
+def _json_default(obj: Any) -> Any:
+    try:
+        import numpy as np
+
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, np.ndarray):
+            return obj.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    return str(obj)
+
+
+def parse_assignments(
+    spec: str, convert: Callable[[str], Any] = float, what: str = "NAME=VALUE"
+) -> dict[str, Any]:
+    """Parse ``"fc1=0.9,fc2=0.8"`` into ``{"fc1": 0.9, "fc2": 0.8}``; SpecError on bad input."""
+    out: dict[str, Any] = {}
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise SpecError(f"bad spec {spec!r}: {part!r} is not of the form {what}[,{what}...]")
+        try:
+            out[key.strip()] = convert(value.strip())
+        except ValueError:
+            raise SpecError(
+                f"bad spec {spec!r}: value {value.strip()!r} of {key.strip()!r} is not valid ({what})"
+            ) from None
+    if not out:
+        raise SpecError(f"empty spec {spec!r}; expected {what}[,{what}...]")
+    return out
+
+
+def parse_int(value: str) -> int:
+    return int(value)
+
+
+def _typed(
+    cast: Callable[[str], Any], ok: Callable[[Any], bool], expected: str
+) -> Callable[[str], Any]:
+    def conv(text: str) -> Any:
+        try:
+            v = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {expected}") from None
+        if not ok(v):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {expected}")
+        return v
+
+    return conv
+
+
+positive_int = _typed(int, lambda v: v >= 1, "an integer >= 1")
+nonneg_int = _typed(int, lambda v: v >= 0, "an integer >= 0")
+positive_float = _typed(
+    float, lambda v: v > 0 and v == v and v != float("inf"), "a finite number > 0"
+)
+nonneg_float = _typed(
+    float, lambda v: v >= 0 and v == v and v != float("inf"), "a finite number >= 0"
+)
+
+
+def load_any_model(path: str) -> tuple[nn.Module, dict[str, Any]]:
+    """Load a checkpoint (``.pt``) or, once :mod:`sparsenet.coding` provides it, a ``.snn`` file.
+
+    Returns ``(model, metadata)``.
+    """
+    from ..checkpoint import load_model
+
+    loader = _snn_loader()
+    if loader is not None and os.path.isfile(path):
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+        if loader[0](head):
+            return loader[1](path)
+    return load_model(path)
+
+
+def _snn_loader() -> (
+    tuple[Callable[[bytes], bool], Callable[[str], tuple[nn.Module, dict[str, Any]]]] | None
+):
+    """``(is_snn_header(head_bytes), load_with_metadata(path))`` from ``sparsenet.coding.container``."""
+    try:
+        from ..coding import container  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return container.is_snn_header, container.load_with_metadata
