@@ -31,20 +31,30 @@ def register(sub: Any) -> None:
     p.add_argument("model_path", metavar="MODEL", help="checkpoint (.pt) to factorise")
     rule = p.add_mutually_exclusive_group(required=True)
     rule.add_argument("--rank", help="one rank for every layer (32) or per layer (fc1=32,fc2=16)")
-    rule.add_argument("--energy", type=positive_float, help="keep this fraction of Σσ² per layer, in (0, 1]")
+    rule.add_argument(
+        "--energy", type=positive_float, help="keep this fraction of Σσ² per layer, in (0, 1]"
+    )
     rule.add_argument(
         "--budget",
         type=positive_float,
         help="keep at most this fraction of the considered layers' parameters, in (0, 1]",
     )
-    p.add_argument("--layers", help="comma-separated layers to consider (default: all Linear/Conv2d)")
-    p.add_argument("--force", action="store_true", help="factorise even when it does not save weights")
+    p.add_argument(
+        "--layers", help="comma-separated layers to consider (default: all Linear/Conv2d)"
+    )
+    p.add_argument(
+        "--force", action="store_true", help="factorise even when it does not save weights"
+    )
     p.add_argument("--finetune-epochs", type=nonneg_int, default=0)
     p.add_argument("--data", default=None, help="default: the data set the model was trained on")
-    p.add_argument("--lr", type=positive_float, default=None, help="fine-tuning lr (default: recipe lr / 5)")
+    p.add_argument(
+        "--lr", type=positive_float, default=None, help="fine-tuning lr (default: recipe lr / 5)"
+    )
     p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--plots", metavar="DIR", help="write a singular-value spectrum PNG per layer here")
+    p.add_argument(
+        "--plots", metavar="DIR", help="write a singular-value spectrum PNG per layer here"
+    )
     p.add_argument("--out", required=True, help="output checkpoint (.pt)")
     add_output_args(p)
     p.set_defaults(func=cmd_factorize)
@@ -105,14 +115,21 @@ def cmd_factorize(args: argparse.Namespace) -> int:
     table = plan_table(plan)
     plots = [os.fspath(p) for p in plot_spectra(plan, args.plots)] if args.plots else []
     rule = (
-        {"rank": rank} if rank is not None
-        else {"energy": args.energy} if args.energy is not None
+        {"rank": rank}
+        if rank is not None
+        else {"energy": args.energy}
+        if args.energy is not None
         else {"budget": args.budget}
     )
     new_meta = {k: v for k, v in meta.items() if k not in ("history", "config")}
     new_meta.update(
         dataset=data.name if data else meta.get("dataset"),
-        lowrank={**rule, **table, "finetune_epochs": args.finetune_epochs, "source": args.model_path},
+        lowrank={
+            **rule,
+            **table,
+            "finetune_epochs": args.finetune_epochs,
+            "source": args.model_path,
+        },
         test_accuracy=acc_final,
         test_accuracy_dense=acc_dense,
         test_accuracy_before_finetune=acc_svd,

@@ -43,7 +43,12 @@ def factorize(
     """
     if plan is None:
         plan = plan_ranks(
-            model, rank=rank, energy=energy, budget=budget, layers=layers, force=force,
+            model,
+            rank=rank,
+            energy=energy,
+            budget=budget,
+            layers=layers,
+            force=force,
             budget_error=budget_error,
         )
     for p in plan:
@@ -81,7 +86,10 @@ class FactorDrift(Callback):
         for n, m in state.model.named_modules():
             if n in self._start:
                 w0 = self._start[n]
-                d = float(torch.linalg.norm(m.dense_weight() - w0) / torch.linalg.norm(w0).clamp_min(1e-30))
+                d = float(
+                    torch.linalg.norm(m.dense_weight() - w0)
+                    / torch.linalg.norm(w0).clamp_min(1e-30)
+                )
                 drift = max(drift, d)
         state.metrics["lowrank_drift"] = drift
 

@@ -17,7 +17,7 @@ and ``spec()``; :func:`_rebuild` is registered with the checkpoint module so
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -94,20 +94,30 @@ class LowRankLinear(nn.Sequential):
         )
 
     @property
+    def first(self) -> nn.Linear:
+        """The n → r factor C (weight (r, n), no bias)."""
+        return cast(nn.Linear, self._modules["0"])
+
+    @property
+    def second(self) -> nn.Linear:
+        """The r → m factor B (weight (m, r), original bias)."""
+        return cast(nn.Linear, self._modules["1"])
+
+    @property
     def in_features(self) -> int:
-        return int(self[0].in_features)
+        return int(self.first.in_features)
 
     @property
     def out_features(self) -> int:
-        return int(self[1].out_features)
+        return int(self.second.out_features)
 
     @property
     def rank(self) -> int:
-        return int(self[0].out_features)
+        return int(self.first.out_features)
 
     def dense_weight(self) -> torch.Tensor:
         """The product B C (m, n) the two factors implement (effective weights, detached)."""
-        return (self[1].weight @ self[0].weight).detach()
+        return (self.second.weight @ self.first.weight).detach()
 
     def spec(self) -> dict[str, Any]:
         return {
@@ -115,7 +125,7 @@ class LowRankLinear(nn.Sequential):
             "in_features": self.in_features,
             "out_features": self.out_features,
             "rank": self.rank,
-            "bias": self[1].bias is not None,
+            "bias": self.second.bias is not None,
         }
 
     @classmethod
@@ -136,10 +146,10 @@ class LowRankLinear(nn.Sequential):
         )
         left, right = svd_factors(weight_matrix(layer), rank)
         with torch.no_grad():
-            new[0].weight.copy_(right)
-            new[1].weight.copy_(left)
-            if layer.bias is not None:
-                new[1].bias.copy_(layer.bias.detach())
+            new.first.weight.copy_(right)
+            new.second.weight.copy_(left)
+            if layer.bias is not None and new.second.bias is not None:
+                new.second.bias.copy_(layer.bias.detach())
         return new
 
 
@@ -166,7 +176,9 @@ class LowRankConv2d(nn.Sequential):
         dtype: torch.dtype | None = None,
     ) -> None:
         kh, kw_ = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
-        _check_rank(rank, min(out_channels, in_channels * kh * kw_), f"{in_channels}→{out_channels} conv")
+        _check_rank(
+            rank, min(out_channels, in_channels * kh * kw_), f"{in_channels}→{out_channels} conv"
+        )
         kw: dict[str, Any] = {"device": device, "dtype": dtype}
         super().__init__(
             nn.Conv2d(
@@ -177,32 +189,44 @@ class LowRankConv2d(nn.Sequential):
                 padding=padding,
                 dilation=dilation,
                 bias=False,
-                padding_mode=padding_mode,
+                padding_mode=padding_mode,  # type: ignore[arg-type]
                 **kw,
             ),  # C reshaped (r, in, kh, kw)
             nn.Conv2d(rank, out_channels, 1, bias=bias, **kw),  # B reshaped (out, r, 1, 1)
         )
 
     @property
+    def first(self) -> nn.Conv2d:
+        """The k×k conv with r filters (weight (r, in, kh, kw), no bias)."""
+        return cast(nn.Conv2d, self._modules["0"])
+
+    @property
+    def second(self) -> nn.Conv2d:
+        """The 1×1 conv r → out (weight (out, r, 1, 1), original bias)."""
+        return cast(nn.Conv2d, self._modules["1"])
+
+    @property
     def in_channels(self) -> int:
-        return int(self[0].in_channels)
+        return int(self.first.in_channels)
 
     @property
     def out_channels(self) -> int:
-        return int(self[1].out_channels)
+        return int(self.second.out_channels)
 
     @property
     def rank(self) -> int:
-        return int(self[0].out_channels)
+        return int(self.first.out_channels)
 
     def dense_weight(self) -> torch.Tensor:
         """The equivalent single conv weight (out, in, kh, kw) (effective weights, detached)."""
-        first = self[0].weight  # (r, in, kh, kw)
-        b = self[1].weight.reshape(self.out_channels, self.rank)  # (out, r)
-        return (b @ first.reshape(self.rank, -1)).reshape(self.out_channels, *first.shape[1:]).detach()
+        first = self.first.weight  # (r, in, kh, kw)
+        b = self.second.weight.reshape(self.out_channels, self.rank)  # (out, r)
+        return (
+            (b @ first.reshape(self.rank, -1)).reshape(self.out_channels, *first.shape[1:]).detach()
+        )
 
     def spec(self) -> dict[str, Any]:
-        c = self[0]
+        c = self.first
         return {
             "type": "conv2d",
             "in_channels": self.in_channels,
@@ -213,7 +237,7 @@ class LowRankConv2d(nn.Sequential):
             "padding": c.padding if isinstance(c.padding, str) else list(c.padding),
             "dilation": list(c.dilation),
             "padding_mode": c.padding_mode,
-            "bias": self[1].bias is not None,
+            "bias": self.second.bias is not None,
         }
 
     @classmethod
@@ -254,10 +278,10 @@ class LowRankConv2d(nn.Sequential):
         )
         left, right = svd_factors(weight_matrix(layer), rank)  # (out, r), (r, in·kh·kw)
         with torch.no_grad():
-            new[0].weight.copy_(right.reshape(new[0].weight.shape))
-            new[1].weight.copy_(left.reshape(new[1].weight.shape))
-            if layer.bias is not None:
-                new[1].bias.copy_(layer.bias.detach())
+            new.first.weight.copy_(right.reshape(new.first.weight.shape))
+            new.second.weight.copy_(left.reshape(new.second.weight.shape))
+            if layer.bias is not None and new.second.bias is not None:
+                new.second.bias.copy_(layer.bias.detach())
         return new
 
 
@@ -282,7 +306,9 @@ def factorize_layer(layer: nn.Module, rank: int) -> LowRankLinear | LowRankConv2
 
 def _check_rank(rank: int, max_rank: int, what: str) -> None:
     if not isinstance(rank, int) or isinstance(rank, bool) or not 1 <= rank <= max_rank:
-        raise SparsenetError(f"bad rank {rank!r} for a {what}; expected an integer in 1..{max_rank}")
+        raise SparsenetError(
+            f"bad rank {rank!r} for a {what}; expected an integer in 1..{max_rank}"
+        )
 
 
 @register_transform("lowrank")

@@ -47,7 +47,9 @@ def plot_spectrum(plan: LayerPlan) -> bytes:
     return buf.getvalue()
 
 
-def plot_spectra(plans: list[LayerPlan], out_dir: str | os.PathLike[str], prefix: str = "") -> list[Path]:
+def plot_spectra(
+    plans: list[LayerPlan], out_dir: str | os.PathLike[str], prefix: str = ""
+) -> list[Path]:
     """Write ``<out_dir>/<prefix>spectrum_<layer>.png`` for each layer; returns the paths."""
     out = Path(out_dir)
     paths = []

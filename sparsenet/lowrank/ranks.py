@@ -138,7 +138,7 @@ def energy_rank(sv: np.ndarray, energy: float) -> int:
         return 1
     cum = np.cumsum(s2) / total
     # Tolerance so energy=1.0 selects the last non-zero σ despite rounding in the cumsum.
-    return int(min(np.searchsorted(cum, energy - 1e-12) + 1, len(s2)))
+    return min(int(np.searchsorted(cum, energy - 1e-12)) + 1, len(s2))
 
 
 def _fraction(value: Any, what: str) -> float:
@@ -187,7 +187,9 @@ def plan_ranks(
     -------
     list of :class:`LayerPlan`, one per candidate layer, in model order.
     """
-    given = [k for k, v in (("rank", rank), ("energy", energy), ("budget", budget)) if v is not None]
+    given = [
+        k for k, v in (("rank", rank), ("energy", energy), ("budget", budget)) if v is not None
+    ]
     if len(given) != 1:
         raise SpecError(
             f"give exactly one of rank, energy or budget (got {', '.join(given) or 'none'})"
@@ -259,7 +261,7 @@ def _allocate_budget(plans: list[LayerPlan], budget: float, metric: str) -> None
     spent = 0
     heap: list[tuple[float, int, int, str]] = []  # (−gain/cost, order, cost, move)
     gains: list[np.ndarray] = []
-    for i, p in enumerate(plans):
+    for p in plans:
         m, n = p.shape
         s2 = p.singular_values**2
         norm = float(s2.sum()) if metric == "relative" else 1.0
