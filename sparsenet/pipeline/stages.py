@@ -22,7 +22,7 @@ from ..checkpoint import load_model
 from ..data import Dataset
 from ..errors import SparsenetError
 from ..models import arch_of
-from ..progress import log, progress
+from ..progress import log
 from ..training import Callback, TrainConfig, default_config, evaluate, fit
 from .recipe import Recipe, Stage
 
@@ -145,49 +145,29 @@ def regularize_stage(model: nn.Module, ctx: StageContext) -> nn.Module:
 
 
 def _weight_penalty(reg: Any, kind: str, strength: float, layers: list[str] | None) -> Callback:
-    kwargs: dict[str, Any] = {"layers": layers} if layers else {}
-    try:
-        return reg.WeightPenalty(kind, strength, **kwargs)  # type: ignore[no-any-return]
-    except TypeError:
-        return reg.WeightPenalty(**{"kind": kind, "strength": strength}, **kwargs)  # type: ignore[no-any-return]
-
-
-def _sparsity_schedule(target: float, iterations: int) -> list[float]:
-    """Han's iterative schedule: keep ``(1 - target)^(i/n)`` after step i, so each step removes
-    the same fraction of what is left, ending exactly at ``target``."""
-    return [1.0 - (1.0 - target) ** ((i + 1) / iterations) for i in range(iterations)]
+    name = {"group_lasso": "group"}.get(kind, kind)
+    return reg.WeightPenalty(name, strength, layers=layers)  # type: ignore[no-any-return]
 
 
 @stage("prune")
 def prune_stage(model: nn.Module, ctx: StageContext) -> nn.Module:
-    """Iterative pruning: ``iterations`` × (prune to the next target, retrain at lr × lr_factor)."""
+    """Iterative pruning (:func:`sparsenet.prune.prune_iterative`): ``iterations`` rounds of
+    prune-to-the-next-target then retrain at ``lr × lr_factor`` (Han: lr/10)."""
     pr = require("prune", "prune")
     s = ctx.settings
     if s["sensitivity"]:
         ctx.record["sensitivity"] = _sensitivity(pr, model, ctx)
-    n = s["iterations"]
-    if "sparsity" in s:
-        steps: list[dict[str, Any]] = [
-            {"sparsity": t} for t in _sparsity_schedule(s["sparsity"], n)
-        ]
-    elif "per_layer" in s:
-        per_step = {k: _sparsity_schedule(v, n) for k, v in s["per_layer"].items()}
-        steps = [{"per_layer": {k: v[i] for k, v in per_step.items()}} for i in range(n)]
-    else:  # Han's rule: threshold = quality × std, reached in n equal steps
-        steps = [{"quality": s["quality"] * (i + 1) / n} for i in range(n)]
-    cfg = retrain_config(model, ctx, s["retrain_epochs"])
-    iters = []
-    for i, target in enumerate(progress(steps, desc=f"{ctx.name} iterations", quiet=ctx.quiet)):
-        kwargs: dict[str, Any] = dict(target)
-        if s["method"] == "obd":
-            kwargs["data"] = ctx.data.train
-        model = pr.prune(model, method=s["method"], **kwargs)
-        after_prune = evaluate(model, *ctx.data.test)["accuracy"]
-        _train(model, ctx, cfg.replace(seed=ctx.seed * 100 + i), tag=f"iteration {i + 1}")
-        after = evaluate(model, *ctx.data.test)["accuracy"]
-        iters.append({"target": target, "accuracy_pruned": after_prune, "accuracy_retrained": after})
-        log(f"{ctx.name}: step {i + 1}/{n} {target} acc {after_prune:.4f} -> {after:.4f}", ctx.quiet)
-    ctx.record["iterations"] = iters
+    target = {k: s[k] for k in ("sparsity", "per_layer", "quality") if k in s}
+    base = base_config(model, ctx)
+    history: list[dict[str, Any]] = []
+    model = pr.prune_iterative(
+        model, ctx.data.train, method=s["method"], **target, steps=s["iterations"],
+        retrain_epochs=s["retrain_epochs"], config=base, lr=base.lr * s["lr_factor"],
+        val=ctx.data.test, seed=ctx.seed, history=history,
+    )
+    ctx.record["iterations"] = _jsonable(
+        [{k: v for k, v in h.items() if k != "fit"} for h in history]
+    )
     return model
 
 
@@ -215,7 +195,7 @@ def share_stage(model: nn.Module, ctx: StageContext) -> nn.Module:
     """k-means weight sharing (``bits`` per layer, ``init``), then centroid fine-tuning."""
     sh = require("share", "share")
     s = ctx.settings
-    model = sh.share_weights(model, bits=dict(s["bits"]), init=s["init"])
+    model = sh.share_weights(model, bits=dict(s["bits"]), init=s["init"], seed=ctx.seed)
     ctx.record["accuracy_before_finetune"] = evaluate(model, *ctx.data.test)["accuracy"]
     _train(model, ctx, retrain_config(model, ctx, s["finetune_epochs"]), tag="finetune")
     return model
