@@ -81,6 +81,11 @@ class Target:
     tensor: str = "weight"
 
     @property
+    def key(self) -> str:
+        """``"<module path>.<tensor>"``, as in ``named_parameters`` of an unparametrised model."""
+        return f"{self.name}.weight" if self.tensor == "weight" else self.name
+
+    @property
     def value(self) -> torch.Tensor:
         """The effective tensor (through any parametrisation)."""
         return getattr(self.module, self.tensor)
