@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SparsenetError
-from ..progress import log
 from .common import add_output_args, emit, nonneg_int
 
 __all__ = ["register", "cmd_run", "cmd_compress_recipe", "cmd_report"]
@@ -95,7 +94,6 @@ def _execute(args: argparse.Namespace, recipe_src: str, model: str | None, data:
         raise SparsenetError("no data set: pass --data NAME or set `data` in the recipe")
     stem = Path(model).stem if os.path.exists(model) else model
     run_dir = args.run_dir or os.path.join("runs", f"{recipe.name}-{stem}")
-    log(f"pipeline {recipe.name} on {model} ({data}), run directory {run_dir}", args.quiet)
     _model, rep = compress(model, data, recipe, run_dir=run_dir, out=getattr(args, "out", None),
                            resume=args.resume, force=args.force, quiet=args.quiet)
     f = rep["final"]

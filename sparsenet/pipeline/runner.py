@@ -216,6 +216,8 @@ def compress(
     rdir = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="sparsenet-run-"))
     run = _Run(recipe_obj, data_obj, rdir, Path(out) if out is not None else None, quiet)
 
+    module, pretrained, source = _resolve_model(model, data_obj, recipe_obj.seed)
+    log(f"pipeline {recipe_obj.name} on {source} ({data_obj.name}), run directory {rdir}", quiet)
     old = read_manifest(rdir) if (rdir / MANIFEST).is_file() else None
     if old is not None and not resume and not force:
         raise RunError(
@@ -235,7 +237,6 @@ def compress(
         pretrained = bool(initial["pretrained"])
         source = initial["source"]
     else:
-        module, pretrained, source = _resolve_model(model, data_obj, recipe_obj.seed)
         run.bare = copy.deepcopy(module)
         save_model(module, run.ckpt(None), metadata={"source": source})
         start = 0

@@ -175,7 +175,9 @@ def _sensitivity(pr: Any, model: nn.Module, ctx: StageContext) -> dict[str, Any]
     """Per-layer accuracy against sparsity without retraining (Han's Figure 6), on the test set."""
     grid = [0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98]
     x, y = ctx.data.test
-    result = pr.sensitivity(model, (x[:2000], y[:2000]), sparsities=grid)
+    xt, yt = ctx.data.train
+    result = pr.sensitivity(model, (x[:2000], y[:2000]), method=ctx.settings["method"],
+                            sparsities=grid, score_data=(xt[:2000], yt[:2000]), seed=ctx.seed)
     return _jsonable(result)
 
 

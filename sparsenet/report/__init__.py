@@ -45,9 +45,14 @@ def _coded_layers(size_report: Any) -> dict[str, float]:
 
 def _sensitivity_curves(raw: Any) -> dict[str, list[tuple[float, float]]]:
     """``{layer: [(sparsity, accuracy), ...]}`` from the prune stage's sensitivity record."""
+    curves: dict[str, list[tuple[float, float]]] = {}
+    if isinstance(raw, dict) and "sparsities" in raw and isinstance(raw.get("layers"), dict):
+        grid = raw["sparsities"]
+        for name, val in raw["layers"].items():
+            curves[name] = list(zip(grid, val["accuracy"], strict=False))
+        return curves
     if isinstance(raw, dict) and "layers" in raw:
         raw = raw["layers"]
-    curves: dict[str, list[tuple[float, float]]] = {}
     if isinstance(raw, dict):
         for name, val in raw.items():
             if isinstance(val, dict) and "sparsity" in val and "accuracy" in val:
@@ -66,7 +71,10 @@ def build_report(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     rdir = Path(run_dir)
     man = read_manifest(rdir)
     init = man["initial"]["metrics"]
-    base_acc, dense = init["accuracy"], init["dense_bytes"]
+    # The dense reference is the trained model: after the train stage if it ran, else the input.
+    trained = [e for e in man["stages"][:1] if e["kind"] == "train" and e["status"] == "done"]
+    ref = trained[0]["metrics"] if trained else init
+    base_acc, dense = ref["accuracy"], init["dense_bytes"]
     stages = [{"label": "initial", "kind": "initial", "accuracy": base_acc,
                "bytes": init["bytes"], "compression": dense / init["bytes"], "seconds": 0.0,
                "density": init["density"], "status": "done"}]
