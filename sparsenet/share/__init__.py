@@ -6,7 +6,7 @@ and fine-tuning moves each centroid by the sum of its cluster's gradients::
 
     from sparsenet.share import share_weights, quantization_report, bake
     share_weights(model, bits="conv=8,fc=5", init="optimal")
-    fit(model, data.train, TrainConfig(epochs=1, lr=1e-3))   # fine-tunes the centroids
+    finetune(model, data.train, epochs=1)    # Adam on the centroids (and biases)
     print(quantization_report(model)["total"])
     bake(model)                                              # plain weights again
 """
@@ -22,13 +22,14 @@ from .report import (
     snapshot_codebooks,
     storage_bits,
 )
-from .sharing import share_tensor, share_weights
+from .sharing import finetune, share_tensor, share_weights
 
 __all__ = [
     "INITS",
     "KMeans1D",
     "SharedWeight",
     "bake",
+    "finetune",
     "format_report",
     "index_dtype",
     "init_centroids",

@@ -59,6 +59,8 @@ class SharedWeight(nn.Module):
     """
 
     transform_kind = "codebook"
+    indices: torch.Tensor
+    keep: torch.Tensor
 
     def __init__(
         self,
@@ -161,7 +163,7 @@ def bake(model: nn.Module) -> nn.Module:
     the same ``model``.
     """
     for _name, tensor, module, p in list(shared_layers(model)):
-        plist = module.parametrizations[tensor]  # type: ignore[index, union-attr]
+        plist: Any = module.parametrizations[tensor]  # type: ignore[index, union-attr]
         with torch.no_grad():
             value = getattr(module, tensor).detach().clone()
         if len(plist) == 1:

@@ -126,7 +126,9 @@ class KMeans1D:
             raise SparsenetError(f"tol={self.tol!r}; expected a finite number >= 0")
         arr = np.asarray(x, dtype=np.float64)
         if arr.ndim != 1 or arr.size == 0:
-            raise SparsenetError(f"KMeans1D.fit: expected a non-empty 1-D array, got shape {arr.shape}")
+            raise SparsenetError(
+                f"KMeans1D.fit: expected a non-empty 1-D array, got shape {arr.shape}"
+            )
         if not np.isfinite(arr).all():
             raise SparsenetError("KMeans1D.fit: the data contain NaN or infinity")
         return arr

@@ -38,7 +38,7 @@ def reference_weight(module: nn.Module, tensor: str, p: SharedWeight) -> torch.T
     ``original`` receives no gradient while shared, so this is the clustered weight even
     after centroid fine-tuning (and after a save/load round trip).
     """
-    plist = module.parametrizations[tensor]  # type: ignore[index, union-attr]
+    plist: Any = module.parametrizations[tensor]  # type: ignore[index, union-attr]
     x = plist.original
     for q in plist:
         if q is p:
@@ -67,7 +67,7 @@ def quantization_report(model: nn.Module) -> dict[str, Any]:
     Frobenius), ``storage_bits_before`` (n·b), ``storage_bits_after`` (n·log2 k + k·b),
     ``compression`` (their ratio); and ``total`` with the summed counts and bits.
     """
-    layers = []
+    layers: list[dict[str, Any]] = []
     for name, tensor, module, p in shared_layers(model):
         ref = reference_weight(module, tensor, p).double()
         q = getattr(module, tensor).detach().double()
@@ -164,17 +164,22 @@ def plot_histograms(
         used = (p.cluster_sizes() > 0).cpu().numpy()
         now = p.centroids.detach().cpu().double().numpy()[used]
         fig, ax = plt.subplots(figsize=(7, 3.2))
-        counts, edges, _ = ax.hist(ref, bins=bins, color="#4a7ebb", alpha=0.8, label="weights")
+        hist = ax.hist(ref, bins=bins, color="#4a7ebb", alpha=0.8, label="weights")
+        counts, edges = np.asarray(hist[0]), np.asarray(hist[1])  # (bins,), (bins + 1,)
         centres = (edges[:-1] + edges[1:]) / 2
 
-        def height(c: np.ndarray, counts: np.ndarray = counts, centres: np.ndarray = centres) -> Any:
+        def height(
+            c: np.ndarray, counts: np.ndarray = counts, centres: np.ndarray = centres
+        ) -> Any:
             return np.interp(c, centres, counts)
 
         if before is not None and label in before:
             b = np.asarray(before[label])[used]
             ax.plot(b, height(b), "x", color="green", ms=6, label="centroids before fine-tuning")
         ax.plot(now, height(now), "o", color="red", ms=3.5, label="centroids now")
-        ax.set_title(f"{label}: {len(ref):,} non-zero weights, {p.bits} bits ({int(used.sum())}/{p.k} used)")
+        ax.set_title(
+            f"{label}: {len(ref):,} non-zero weights, {p.bits} bits ({int(used.sum())}/{p.k} used)"
+        )
         ax.set_xlabel("weight value")
         ax.set_ylabel("count")
         ax.legend(fontsize=7, loc="upper right")

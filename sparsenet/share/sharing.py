@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -10,11 +11,12 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..errors import SparsenetError
+from ..training import TrainConfig, fit
 from .bits import resolve_bits
 from .codebook import SharedWeight, index_dtype, shared_layers
 from .kmeans import INITS, KMeans1D
 
-__all__ = ["share_weights", "share_tensor"]
+__all__ = ["share_weights", "share_tensor", "finetune"]
 
 
 def share_tensor(
@@ -87,7 +89,40 @@ def share_weights(
     for name, b in table.items():
         module = model.get_submodule(name)
         with torch.no_grad():
-            weight = module.weight.detach().clone()  # effective, through existing transforms
+            weight = torch.as_tensor(module.weight).detach().clone()  # effective weight
         p = share_tensor(weight, b, init=init, max_iter=max_iter, tol=tol, seed=seed)
         parametrize.register_parametrization(module, "weight", p, unsafe=True)
     return model
+
+
+def finetune(
+    model: nn.Module,
+    train: tuple[torch.Tensor, torch.Tensor],
+    epochs: int = 1,
+    lr: float = 1e-3,
+    batch_size: int = 128,
+    seed: int = 0,
+    quiet: bool = True,
+    val: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> list[dict[str, Any]]:
+    """Fine-tune a shared model (its centroids and the unshared parameters) with :func:`fit`.
+
+    Each centroid's gradient is the sum of its members' gradients, thousands of terms for
+    a large layer, so plain SGD needs a learning rate tied to the cluster sizes. Adam
+    normalises the step per parameter, and ``lr=1e-3`` worked across 2-8 bits on the
+    LeNets (see docs/share.md), so it is the default here.
+
+    Returns
+    -------
+    the per-epoch history from :func:`~sparsenet.training.fit`.
+    """
+    cfg = TrainConfig(
+        epochs=epochs,
+        lr=lr,
+        optimizer="adam",
+        batch_size=batch_size,
+        schedule="cosine",
+        seed=seed,
+        quiet=quiet,
+    )
+    return fit(model, train, cfg, val=val)
