@@ -229,7 +229,10 @@ SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
         "bits": (parse_bits, {"conv": 8, "fc": 5}),
         "init": (choice("linear", "density", "random", "kmeans++", "optimal"), "linear"),
         "finetune_epochs": (integer(0), 0),
-        "lr_factor": _LR_FACTOR,
+        # A centroid's gradient sums its whole cluster's, so plain SGD at the training lr
+        # overshoots; Adam at 1e-3 is sparsenet.share's tested default.
+        "optimizer": (choice("adam", "sgd"), "adam"),
+        "lr": (number(0, lo_open=True), 1e-3),
     },
     "encode": {
         "coder": (choice("huffman", "ans"), "huffman"),

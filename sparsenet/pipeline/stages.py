@@ -199,7 +199,10 @@ def share_stage(model: nn.Module, ctx: StageContext) -> nn.Module:
     s = ctx.settings
     model = sh.share_weights(model, bits=dict(s["bits"]), init=s["init"], seed=ctx.seed)
     ctx.record["accuracy_before_finetune"] = evaluate(model, *ctx.data.test)["accuracy"]
-    _train(model, ctx, retrain_config(model, ctx, s["finetune_epochs"]), tag="finetune")
+    cfg = base_config(model, ctx).replace(
+        epochs=s["finetune_epochs"], lr=s["lr"], optimizer=s["optimizer"], seed=ctx.seed
+    )
+    _train(model, ctx, cfg, tag="finetune")
     return model
 
 
@@ -210,7 +213,8 @@ def encode_stage(model: nn.Module, ctx: StageContext) -> nn.Module:
     out = ctx.out
     if out is None:
         raise SparsenetError(f"{ctx.name}: no output path for the .snn file")
-    size = coding.save_snn(model, out, coder=ctx.settings["coder"])
+    meta = {"dataset": ctx.data.name, "recipe": ctx.recipe.name}
+    size = coding.save_snn(model, out, coder=ctx.settings["coder"], metadata=meta)
     ctx.record["out"] = str(out)
     ctx.record["file_bytes"] = out.stat().st_size
     ctx.record["size_report"] = _jsonable(size)

@@ -27,19 +27,19 @@ def _ckpt(run_dir: Path, entry: dict[str, Any] | None) -> Path:
     return run_dir / "stages" / f"{entry['index']:02d}-{entry['kind']}.pt"
 
 
-def _coded_layers(size_report: Any) -> dict[str, float]:
-    """Per-layer coded bits from the encoder's size report (``{name: bits}``), when it has them."""
+def _coded_layers(size_report: Any) -> dict[str, dict[str, float]]:
+    """Per-layer coded sizes from :func:`sparsenet.coding.save_snn`'s size report:
+    ``{layer: {"bits", "weight_bits", "index_bits", "entries"}}`` (bits after coding)."""
     rows = size_report.get("layers") if isinstance(size_report, dict) else None
-    out: dict[str, float] = {}
-    if isinstance(rows, dict):
-        rows = [{"name": k, **v} for k, v in rows.items() if isinstance(v, dict)]
+    out: dict[str, dict[str, float]] = {}
     for row in rows or []:
-        if not isinstance(row, dict) or "name" not in row:
-            continue
-        for key, scale in (("bits", 1), ("total_bits", 1), ("bytes", 8), ("total_bytes", 8)):
-            if isinstance(row.get(key), (int, float)):
-                out[str(row["name"])] = float(row[key]) * scale
-                break
+        if isinstance(row, dict) and "layer" in row and "total_bits_after" in row:
+            out[str(row["layer"])] = {
+                "bits": float(row["total_bits_after"]),
+                "weight_bits": float(row.get("weight_bits_after", 0)),
+                "index_bits": float(row.get("index_bits_after", 0)),
+                "entries": float(row.get("entries") or row.get("weights") or 1),
+            }
     return out
 
 
@@ -104,7 +104,10 @@ def build_report(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
             "name": lay["name"], "weights": lay["weights"], "density": lay["density"],
             "weight_bits": lay["weight_bits"], "index_bits": lay["index_bits"],
             "size_pq": lay["bits"] / dense_bits,
-            "size_coded": coded[lay["name"]] / dense_bits if lay["name"] in coded else None,
+            "size_coded": coded[lay["name"]]["bits"] / dense_bits if lay["name"] in coded else None,
+            "weight_bits_coded": _per_entry(coded.get(lay["name"]), "weight_bits"),
+            "index_bits_coded": _per_entry(coded.get(lay["name"]), "index_bits")
+            if lay["index_bits"] else None,
             "size_entropy": lay["entropy_bits"] / dense_bits,
         })
     final: dict[str, Any] = {"accuracy": last["accuracy"], "bytes": last["bytes"],
@@ -128,6 +131,10 @@ def build_report(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
         "complete": len(done) == len(man["recipe"]["stages"]),
         "seconds": sum(s.get("seconds") or 0.0 for s in stages),
     }
+
+
+def _per_entry(row: dict[str, float] | None, key: str) -> float | None:
+    return None if row is None else row[key] / max(row["entries"], 1.0)
 
 
 def _load(path: Path, model: nn.Module | None) -> nn.Module | None:
@@ -182,6 +189,10 @@ def _pct(x: float | None, digits: int = 1) -> str:
     return "–" if x is None else f"{100 * x:.{digits}f}%"
 
 
+def _bits(fixed: int, coded: float | None) -> str:
+    return f"{fixed}" if coded is None else f"{fixed} → {coded:.1f}"
+
+
 def format_markdown(rep: dict[str, Any]) -> str:
     """report.md: summary, per-stage table, per-layer table (Deep Compression Tables 2–3), plots."""
     f, b = rep["final"], rep["baseline"]
@@ -210,12 +221,15 @@ def format_markdown(rep: dict[str, Any]) -> str:
     lines += ["", "## Per layer (as in Deep Compression, Tables 2–3)", "",
               "Sizes are % of the dense float32 layer (weights and biases). P+Q: pruning and "
               "sharing at fixed width; coded: the .snn sections; entropy: the order-0 bound.", "",
-              "| layer | #W | W% | weight bits | index bits | size P+Q | size coded | entropy bound |",
+              "| layer | #W | W% | weight bits (P+Q → coded) | index bits (P+Q → coded) "
+              "| size P+Q | size coded | entropy bound |",
               "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for lay in rep["layers"]:
         lines.append(
-            f"| {lay['name']} | {lay['weights']:,} | {_pct(lay['density'])} | {lay['weight_bits']} | "
-            f"{lay['index_bits'] or '–'} | {_pct(lay['size_pq'], 2)} | {_pct(lay['size_coded'], 2)} | "
+            f"| {lay['name']} | {lay['weights']:,} | {_pct(lay['density'])} | "
+            f"{_bits(lay['weight_bits'], lay.get('weight_bits_coded'))} | "
+            f"{_bits(lay['index_bits'], lay.get('index_bits_coded')) if lay['index_bits'] else '–'} | "
+            f"{_pct(lay['size_pq'], 2)} | {_pct(lay['size_coded'], 2)} | "
             f"{_pct(lay['size_entropy'], 2)} |")
     titles = {"sharing": "Weight distribution before and after sharing",
               "symbols": "Distribution of sparse-index gaps and shared-weight indices",
