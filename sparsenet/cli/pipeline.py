@@ -30,6 +30,8 @@ def _run_args(p: argparse.ArgumentParser, existing: set[str] = frozenset()) -> N
     add("--force", action="store_true", help="start over even if --run-dir holds a run")
     add("--seed", type=nonneg_int, help="override the recipe's seed")
     add("--check", action="store_true", help="validate the recipe, print it and stop")
+    add("--threads", type=nonneg_int, default=0,
+        help="torch CPU threads (0: torch's default); 1 is fastest on a busy shared machine")
 
 
 def register(sub: Any) -> None:
@@ -88,6 +90,10 @@ def _execute(args: argparse.Namespace, recipe_src: str, model: str | None, data:
 
         print(_to_toml(recipe), end="")
         return 0
+    if getattr(args, "threads", 0):
+        import torch
+
+        torch.set_num_threads(args.threads)
     if not model:
         raise SparsenetError("no model: pass --model NAME|FILE or set `model` in the recipe")
     if not data:
