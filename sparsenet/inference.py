@@ -29,7 +29,9 @@ RUNTIMES = ("dense", "sparse")
 SPARSE_MAX_DENSITY = 0.5
 
 
-def _csr(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def _csr(
+    crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, size: tuple[int, int]
+) -> torch.Tensor:
     with warnings.catch_warnings():  # "sparse CSR support is in beta"
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(crow, col, val, size=size, check_invariants=False)
@@ -40,6 +42,11 @@ class SparseLinear(nn.Module):
 
     Buffers ``crow_indices`` (out+1,), ``col_indices`` (nnz,), ``values`` (nnz,) float32.
     """
+
+    crow_indices: torch.Tensor
+    col_indices: torch.Tensor
+    values: torch.Tensor
+    bias: torch.Tensor | None
 
     def __init__(
         self,
@@ -77,6 +84,11 @@ class SparseLinear(nn.Module):
 class SparseConv2d(nn.Module):
     """2-D convolution as CSR ``(out, in*kh*kw)`` times the unfolded input (im2col)."""
 
+    crow_indices: torch.Tensor
+    col_indices: torch.Tensor
+    values: torch.Tensor
+    bias: torch.Tensor | None
+
     def __init__(
         self,
         conv: nn.Conv2d,
@@ -87,20 +99,26 @@ class SparseConv2d(nn.Module):
     ):
         super().__init__()
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
-        self.kernel_size, self.stride = conv.kernel_size, conv.stride
-        self.padding, self.dilation = conv.padding, conv.dilation
+        self.kernel_size: tuple[int, int] = tuple(conv.kernel_size)  # type: ignore[assignment]
+        self.stride: tuple[int, int] = tuple(conv.stride)  # type: ignore[assignment]
+        self.padding: tuple[int, int] = tuple(conv.padding)  # type: ignore[assignment]
+        self.dilation: tuple[int, int] = tuple(conv.dilation)  # type: ignore[assignment]
         self.register_buffer("crow_indices", crow)
         self.register_buffer("col_indices", col)
         self.register_buffer("values", values)
         self.register_buffer("bias", bias)
-        k = self.in_channels * self.kernel_size[0] * self.kernel_size[1]  # type: ignore[index]
+        k = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
         self._w = _csr(crow, col, values, (self.out_channels, k))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
         cols = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)  # (B, K, L)
-        oh = (h + 2 * self.padding[0] - self.dilation[0] * (self.kernel_size[0] - 1) - 1) // self.stride[0] + 1  # type: ignore[index,operator]
-        ow = (w + 2 * self.padding[1] - self.dilation[1] * (self.kernel_size[1] - 1) - 1) // self.stride[1] + 1  # type: ignore[index,operator]
+        oh = (
+            h + 2 * self.padding[0] - self.dilation[0] * (self.kernel_size[0] - 1) - 1
+        ) // self.stride[0] + 1
+        ow = (
+            w + 2 * self.padding[1] - self.dilation[1] * (self.kernel_size[1] - 1) - 1
+        ) // self.stride[1] + 1
         k, L = cols.shape[1], cols.shape[2]
         flat = cols.permute(1, 0, 2).reshape(k, b * L)  # (K, B*L)
         y = (self._w @ flat).reshape(self.out_channels, b, L).permute(1, 0, 2)  # (B, out, L)
@@ -119,8 +137,12 @@ def _sparse_module(original: nn.Module, lc: Any, bias: torch.Tensor | None) -> n
     crow, col, val = (torch.from_numpy(a) for a in lc.csr())
     if type(original) is nn.Linear:
         return SparseLinear(original.in_features, original.out_features, crow, col, val, bias)
-    if type(original) is nn.Conv2d and original.groups == 1 and original.padding_mode == "zeros" \
-            and isinstance(original.padding, tuple):
+    if (
+        type(original) is nn.Conv2d
+        and original.groups == 1
+        and original.padding_mode == "zeros"
+        and isinstance(original.padding, tuple)
+    ):
         return SparseConv2d(original, crow, col, val, bias)
     return None
 
@@ -133,26 +155,42 @@ def build_model_from_snn(
         raise SparsenetError(f"runtime={runtime!r}; expected one of {RUNTIMES}")
     arch, transforms = snn.header.get("arch"), snn.header.get("transforms") or []
     if model is None:
-        if not isinstance(arch, dict) or not isinstance(arch.get("name"), str) \
-                or not isinstance(arch.get("kwargs", {}), dict) or not isinstance(transforms, list):
-            raise CorruptFileError(f"{source}: no usable architecture recorded; pass model= to load into")
+        if (
+            not isinstance(arch, dict)
+            or not isinstance(arch.get("name"), str)
+            or not isinstance(arch.get("kwargs", {}), dict)
+            or not isinstance(transforms, list)
+        ):
+            raise CorruptFileError(
+                f"{source}: no usable architecture recorded; pass model= to load into"
+            )
         try:  # on the meta device: hostile sizes allocate nothing
             with torch.device("meta"):
                 model = build_model(arch["name"], **arch.get("kwargs", {}))
                 apply_transforms(model, transforms)
         except Exception as exc:  # noqa: BLE001 - any failure means the header is unusable
-            raise CorruptFileError(f"{source}: architecture {str(arch)[:120]} cannot be built ({exc})") from None
-    declared = {lc.name: lc.shape for lc in snn.layers} | {k: tuple(v.shape) for k, v in snn.tensors.items()}
+            raise CorruptFileError(
+                f"{source}: architecture {str(arch)[:120]} cannot be built ({exc})"
+            ) from None
+    declared = {lc.name: lc.shape for lc in snn.layers} | {
+        k: tuple(v.shape) for k, v in snn.tensors.items()
+    }
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     if declared != expected:
         diff = sorted(set(declared.items()) ^ set(expected.items()))[:3]
-        raise CorruptFileError(f"{source}: stored tensors do not match the architecture (e.g. {diff})")
+        raise CorruptFileError(
+            f"{source}: stored tensors do not match the architecture (e.g. {diff})"
+        )
     state: dict[str, torch.Tensor] = dict(snn.tensors)
     for lc in snn.layers:
         mname, _, tname = lc.name.rpartition(".")
         module = model.get_submodule(mname)
         if runtime == "sparse" and lc.nnz <= SPARSE_MAX_DENSITY * lc.numel and tname == "weight":
-            bias = state.pop(f"{mname}.bias", None) if getattr(module, "bias", None) is not None else None
+            bias = (
+                state.pop(f"{mname}.bias", None)
+                if getattr(module, "bias", None) is not None
+                else None
+            )
             swapped = _sparse_module(module, lc, bias)
             if swapped is not None:
                 _replace(model, mname, swapped)
@@ -164,7 +202,9 @@ def build_model_from_snn(
     missing, unexpected = model.load_state_dict(state, strict=False)
     stale = [k for k in missing if not _is_sparse_buffer(model, k)]
     if stale or unexpected:
-        raise CorruptFileError(f"{source}: tensors missing {stale[:3]} or unexpected {unexpected[:3]}")
+        raise CorruptFileError(
+            f"{source}: tensors missing {stale[:3]} or unexpected {unexpected[:3]}"
+        )
     return model.eval()
 
 
@@ -184,9 +224,13 @@ def _materialise(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, (SparseLinear, SparseConv2d)):
             continue
-        if any(t.is_meta for t in list(m.parameters(recurse=False)) + list(m.buffers(recurse=False))):
+        if any(
+            t.is_meta for t in list(m.parameters(recurse=False)) + list(m.buffers(recurse=False))
+        ):
             if m._non_persistent_buffers_set:
-                raise CorruptFileError(f"{type(m).__name__} has non-persistent buffers the file cannot restore")
+                raise CorruptFileError(
+                    f"{type(m).__name__} has non-persistent buffers the file cannot restore"
+                )
             m.to_empty(device="cpu", recurse=False)
 
 
@@ -210,4 +254,6 @@ def load_snn(
     CorruptFileError
         Truncated, corrupted, wrong-version or hostile files.
     """
-    return build_model_from_snn(read_snn(path), runtime=runtime, model=model, source=os.fspath(path))
+    return build_model_from_snn(
+        read_snn(path), runtime=runtime, model=model, source=os.fspath(path)
+    )

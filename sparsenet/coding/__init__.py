@@ -28,7 +28,9 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:  # load_snn lives in sparsenet.inference, which imports this package
+def __getattr__(
+    name: str,
+) -> Any:  # load_snn lives in sparsenet.inference, which imports this package
     if name == "load_snn":
         from ..inference import load_snn
 

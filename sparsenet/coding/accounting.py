@@ -69,17 +69,27 @@ def layer_row(lc: LayerCode, bias_numel: int) -> dict[str, Any]:
     for name in STREAMS[lc.mode]:
         if name == "values":
             nbits = 32 * lc.entries
-            streams[name] = {"symbols": lc.entries, "raw_bits": nbits, "coded_bits": nbits,
-                             "table_bits": 0, "payload_bits": nbits, "entropy_bits": None,
-                             "bits_per_symbol": 32.0, "entropy_per_symbol": None, "actual_over_bound": None}
+            streams[name] = {
+                "symbols": lc.entries,
+                "raw_bits": nbits,
+                "coded_bits": nbits,
+                "table_bits": 0,
+                "payload_bits": nbits,
+                "entropy_bits": None,
+                "bits_per_symbol": 32.0,
+                "entropy_per_symbol": None,
+                "actual_over_bound": None,
+            }
         elif name == "gaps":
-            streams[name] = stream_stats(lc.gaps, lc.sections[name], lc.coder, int(lc.index_bits or 0))
+            streams[name] = stream_stats(
+                lc.stream("gaps"), lc.sections[name], lc.coder, int(lc.index_bits or 0)
+            )
         else:
             width = max(int(lc.bits or 0), math.ceil(math.log2(k + 1)) if k else 1)
-            streams[name] = stream_stats(lc.symbols, lc.sections[name], lc.coder, width)
+            streams[name] = stream_stats(lc.stream("index"), lc.sections[name], lc.coder, width)
     row["streams"] = streams
-    weight = streams.get("index") or streams.get("values")
-    gaps = streams.get("gaps")
+    weight: dict[str, Any] = streams["index"] if "index" in streams else streams["values"]
+    gaps: dict[str, Any] | None = streams.get("gaps")
     row["weight_bits_before"] = weight["raw_bits"]
     row["weight_bits_after"] = weight["coded_bits"]
     row["weight_entropy_bits"] = weight["entropy_bits"]
@@ -99,14 +109,31 @@ def size_report(snn: SnnFile) -> dict[str, Any]:
     """Per-layer rows and totals for a parsed (or just written) ``.snn`` file."""
     biases = {lc.name.rpartition(".")[0] + ".bias" for lc in snn.layers}
     rows = [
-        layer_row(lc, int(snn.tensors[b].numel()) if (b := lc.name.rpartition(".")[0] + ".bias") in snn.tensors else 0)
+        layer_row(
+            lc,
+            int(snn.tensors[b].numel())
+            if (b := lc.name.rpartition(".")[0] + ".bias") in snn.tensors
+            else 0,
+        )
         for lc in snn.layers
     ]
     other = sum(t.numel() * t.element_size() * 8 for k, t in snn.tensors.items() if k not in biases)
     total: dict[str, Any] = {"layer": "total"}
-    for key in ("weights", "nnz", "entries", "fillers", "codebook_bits", "bias_bits", "weight_bits_before",
-                "weight_bits_after", "index_bits_before", "index_bits_after", "total_bits_before",
-                "total_bits_after", "dense_bits"):
+    for key in (
+        "weights",
+        "nnz",
+        "entries",
+        "fillers",
+        "codebook_bits",
+        "bias_bits",
+        "weight_bits_before",
+        "weight_bits_after",
+        "index_bits_before",
+        "index_bits_after",
+        "total_bits_before",
+        "total_bits_after",
+        "dense_bits",
+    ):
         total[key] = sum(r[key] for r in rows)
     for key in ("weight_entropy_bits", "index_entropy_bits"):
         total[key] = sum(r[key] or 0.0 for r in rows)
@@ -131,9 +158,11 @@ def _kb(bits: float) -> str:
 
 def format_report(report: dict[str, Any]) -> str:
     """The report as a fixed-width text table (sizes in KiB)."""
-    head = (f"{'layer':<10}{'mode':<11}{'#weights':>10}{'density':>8}{'bits':>5}{'gap b':>6}"
-            f"{'wt KiB':>9}{'->':>3}{'coded':>8}{'idx KiB':>9}{'->':>3}{'coded':>8}"
-            f"{'wt/H':>7}{'idx/H':>7}{'ratio':>8}")
+    head = (
+        f"{'layer':<10}{'mode':<11}{'#weights':>10}{'density':>8}{'bits':>5}{'gap b':>6}"
+        f"{'wt KiB':>9}{'->':>3}{'coded':>8}{'idx KiB':>9}{'->':>3}{'coded':>8}"
+        f"{'wt/H':>7}{'idx/H':>7}{'ratio':>8}"
+    )
     lines = [f"coder: {report['coder']}", head, "-" * len(head)]
     for r in report["layers"] + [report["total"]]:
         st = r.get("streams", {})

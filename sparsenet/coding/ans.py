@@ -88,7 +88,9 @@ def encode(symbols: np.ndarray) -> bytes:
     import constriction
 
     s = np.asarray(symbols)
-    if s.ndim != 1 or (s.size and (s.dtype.kind not in "iu" or s.min() < 0 or s.max() >= MAX_ALPHABET - 1)):
+    if s.ndim != 1 or (
+        s.size and (s.dtype.kind not in "iu" or s.min() < 0 or s.max() >= MAX_ALPHABET - 1)
+    ):
         raise SparsenetError(
             f"ans.encode: expected a 1-D integer array with values in [0, {MAX_ALPHABET - 1}), "
             f"got shape {s.shape} dtype {s.dtype}"
@@ -121,7 +123,9 @@ def decode(data: bytes, expected_n: int | None = None) -> np.ndarray:
 
     data = bytes(data)
     if len(data) < _HEAD.size:
-        raise CorruptFileError(f"ans stream: {len(data)} bytes, shorter than its {_HEAD.size}-byte header")
+        raise CorruptFileError(
+            f"ans stream: {len(data)} bytes, shorter than its {_HEAD.size}-byte header"
+        )
     n, A, prec = _HEAD.unpack_from(data, 0)
     if expected_n is not None and n != expected_n:
         raise CorruptFileError(f"ans stream: holds {n} symbols, header declares {expected_n}")
@@ -133,14 +137,18 @@ def decode(data: bytes, expected_n: int | None = None) -> np.ndarray:
     fsize = np.dtype(_freq_dtype(prec)).itemsize
     rest = len(data) - _HEAD.size - fsize * A
     if rest < 0 or rest % 4:
-        raise CorruptFileError(f"ans stream: {len(data)} bytes do not fit its header (alphabet {A})")
+        raise CorruptFileError(
+            f"ans stream: {len(data)} bytes do not fit its header (alphabet {A})"
+        )
     if n == 0:
         if A or rest:
             raise CorruptFileError("ans stream: an empty stream carries a model or payload")
         return np.zeros(0, dtype=np.int64)
     if n > (rest * 8 + 64) << prec:
         raise CorruptFileError(f"ans stream: {rest} payload bytes cannot hold {n} symbols")
-    freqs = np.frombuffer(data, dtype=_freq_dtype(prec), count=A, offset=_HEAD.size).astype(np.int64)
+    freqs = np.frombuffer(data, dtype=_freq_dtype(prec), count=A, offset=_HEAD.size).astype(
+        np.int64
+    )
     if int(freqs.sum()) != 1 << prec or np.count_nonzero(freqs) < 2:
         raise CorruptFileError(f"ans stream: frequencies sum to {freqs.sum()}, expected 2**{prec}")
     words = np.frombuffer(data, dtype="<u4", offset=_HEAD.size + fsize * A).astype(np.uint32)
@@ -153,5 +161,7 @@ def decode(data: bytes, expected_n: int | None = None) -> np.ndarray:
             raise
         raise CorruptFileError(f"ans stream: payload does not decode ({exc})") from None
     if not ok or np.any(freqs[out] == 0):
-        raise CorruptFileError("ans stream: payload does not decode to exactly the declared symbols")
+        raise CorruptFileError(
+            "ans stream: payload does not decode to exactly the declared symbols"
+        )
     return out

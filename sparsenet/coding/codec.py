@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -83,28 +84,36 @@ class LayerCode:
         }
 
     # -- decoded views ---------------------------------------------------------------
+    def stream(self, name: str) -> np.ndarray:
+        """The decoded ``"gaps"``, ``"index"`` or ``"values"`` stream (must exist in this mode)."""
+        arr = {"gaps": self.gaps, "index": self.symbols, "values": self.values}[name]
+        if arr is None:
+            raise SparsenetError(f"{self.name}: a {self.mode} layer has no {name} stream")
+        return arr
+
     def real_positions(self) -> np.ndarray:
         """Flat row-major positions of the non-zeros, shape (nnz,)."""
         if self.mode == "dense":
-            return np.flatnonzero(self.values)
+            return np.flatnonzero(self.stream("values"))
         if self.mode == "codebook":
-            return np.flatnonzero(self.symbols)
-        pos = positions_from_gaps(self.gaps)
-        keep = self.symbols != 0 if self.mode == "sparse" else self.values != 0
+            return np.flatnonzero(self.stream("index"))
+        pos = positions_from_gaps(self.stream("gaps"))
+        keep = self.stream("index") != 0 if self.mode == "sparse" else self.stream("values") != 0
         return pos[keep]
 
     def real_values(self) -> np.ndarray:
         """float32 values of the non-zeros, in :meth:`real_positions` order."""
         if self.mode in ("dense", "sparse_raw"):
-            v = self.values
+            v = self.stream("values")
             return v[v != 0]
-        s = self.symbols
-        return self.codebook[s[s != 0] - 1]
+        s = self.stream("index")
+        cb = self.codebook if self.codebook is not None else np.zeros(0, dtype=np.float32)
+        return cb[s[s != 0] - 1]
 
     def dense(self) -> np.ndarray:
         """The weight tensor, float32 with :attr:`shape`."""
         if self.mode == "dense":
-            return self.values.reshape(self.shape)
+            return self.stream("values").reshape(self.shape)
         out = np.zeros(self.numel, dtype=np.float32)
         out[self.real_positions()] = self.real_values()
         return out.reshape(self.shape)
@@ -131,12 +140,16 @@ def shared_codebook(
     else:
         candidates.append(np.unique(values[: 1 << 20]))
     for cb in candidates:
-        if cb.size <= (1 << bits) and np.all(np.isfinite(cb)) and codebook_symbols(values, cb) is not None:
+        if (
+            cb.size <= (1 << bits)
+            and np.all(np.isfinite(cb))
+            and codebook_symbols(values, cb) is not None
+        ):
             return cb.astype(np.float32)
     return None
 
 
-def _code(coder: str, stream: str, arr: np.ndarray) -> bytes:
+def _code(coder: str, stream: str, arr: Any) -> bytes:
     if stream == "values":
         return np.asarray(arr, dtype="<f4").tobytes()
     return CODERS[coder].encode(arr)
@@ -179,25 +192,51 @@ def encode_layer(
     pos = np.flatnonzero(flat)
     vals = flat[pos]
     cb = shared_codebook(vals, bits, centroids)
-    base = dict(name=name, kind=kind, shape=tuple(int(s) for s in w.shape), coder=coder, nnz=int(pos.size))
+    base: dict[str, Any] = dict(
+        name=name, kind=kind, shape=tuple(int(s) for s in w.shape), coder=coder, nnz=int(pos.size)
+    )
     options: list[LayerCode] = []
-    if cb is not None:
-        sym = codebook_symbols(vals, cb)
+    sym = codebook_symbols(vals, cb) if cb is not None else None
+    if cb is not None and sym is not None:
         all_sym = np.zeros(flat.size, dtype=np.int64)
         all_sym[pos] = sym
-        options.append(LayerCode(mode="codebook", entries=flat.size, bits=bits, codebook=cb, symbols=all_sym, **base))
+        options.append(
+            LayerCode(
+                mode="codebook", entries=flat.size, bits=bits, codebook=cb, symbols=all_sym, **base
+            )
+        )
     else:
         options.append(LayerCode(mode="dense", entries=flat.size, values=flat.copy(), **base))
     if pos.size < flat.size:
         gaps, real = gap_stream(pos, index_bits)
-        if cb is not None:
+        if cb is not None and sym is not None:
             s = np.zeros(gaps.size, dtype=np.int64)
             s[real] = sym
-            options.append(LayerCode(mode="sparse", entries=gaps.size, bits=bits, index_bits=index_bits, codebook=cb, gaps=gaps, symbols=s, **base))
+            options.append(
+                LayerCode(
+                    mode="sparse",
+                    entries=gaps.size,
+                    bits=bits,
+                    index_bits=index_bits,
+                    codebook=cb,
+                    gaps=gaps,
+                    symbols=s,
+                    **base,
+                )
+            )
         else:
             v = np.zeros(gaps.size, dtype=np.float32)
             v[real] = vals
-            options.append(LayerCode(mode="sparse_raw", entries=gaps.size, index_bits=index_bits, gaps=gaps, values=v, **base))
+            options.append(
+                LayerCode(
+                    mode="sparse_raw",
+                    entries=gaps.size,
+                    index_bits=index_bits,
+                    gaps=gaps,
+                    values=v,
+                    **base,
+                )
+            )
     if layout == "sparse" and len(options) > 1:
         options = options[1:]
     for opt in options:
@@ -217,27 +256,45 @@ def decode_layer(meta: dict, sections: dict[str, bytes]) -> LayerCode:
     numel = int(np.prod(shape, dtype=np.int64))
     entries, nnz = meta["entries"], meta["nnz"]
     lc = LayerCode(
-        name=name, kind=meta["kind"], shape=shape, mode=mode, coder=coder, nnz=nnz, entries=entries,
-        bits=meta["bits"], index_bits=meta["index_bits"],
-        codebook=None if meta["codebook"] is None else np.asarray(meta["codebook"], dtype=np.float32),
+        name=name,
+        kind=meta["kind"],
+        shape=shape,
+        mode=mode,
+        coder=coder,
+        nnz=nnz,
+        entries=entries,
+        bits=meta["bits"],
+        index_bits=meta["index_bits"],
+        codebook=None
+        if meta["codebook"] is None
+        else np.asarray(meta["codebook"], dtype=np.float32),
         sections=sections,
     )
     where = f"layer {name!r}"
     if "values" in sections:
         if len(sections["values"]) != 4 * entries:
-            raise CorruptFileError(f"{where}: values section holds {len(sections['values'])} bytes, expected {4 * entries}")
+            raise CorruptFileError(
+                f"{where}: values section holds {len(sections['values'])} bytes, expected {4 * entries}"
+            )
         lc.values = np.frombuffer(sections["values"], dtype="<f4").astype(np.float32)
     dec = CODERS[coder].decode
     if "gaps" in sections:
         lc.gaps = dec(sections["gaps"], entries)
-        if entries and (lc.gaps.max() >= 1 << lc.index_bits or positions_from_gaps(lc.gaps)[-1] >= numel):
-            raise CorruptFileError(f"{where}: gap symbols exceed {lc.index_bits} bits or run past {numel} weights")
+        if entries and (
+            lc.gaps.max() >= 1 << int(lc.index_bits or 0)
+            or positions_from_gaps(lc.gaps)[-1] >= numel
+        ):
+            raise CorruptFileError(
+                f"{where}: gap symbols exceed {lc.index_bits} bits or run past {numel} weights"
+            )
     if "index" in sections:
         lc.symbols = dec(sections["index"], entries)
         k = lc.codebook.size if lc.codebook is not None else 0
         if entries and lc.symbols.max() > k:
-            raise CorruptFileError(f"{where}: index symbol {lc.symbols.max()} outside a codebook of {k}")
-    got = int(np.count_nonzero(lc.symbols if lc.symbols is not None else lc.values))
+            raise CorruptFileError(
+                f"{where}: index symbol {lc.symbols.max()} outside a codebook of {k}"
+            )
+    got = int(np.count_nonzero(lc.stream("index" if lc.symbols is not None else "values")))
     if got != nnz:
         raise CorruptFileError(f"{where}: streams hold {got} non-zeros, header declares {nnz}")
     return lc

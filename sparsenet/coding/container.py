@@ -117,10 +117,14 @@ def write_snn(
     tensor_meta = []
     for name, t in tensors.items():
         if t.dtype not in _DTYPE_NAMES:
-            raise SparsenetError(f"{name}: dtype {t.dtype} cannot be stored; expected one of {sorted(TENSOR_DTYPES)}")
+            raise SparsenetError(
+                f"{name}: dtype {t.dtype} cannot be stored; expected one of {sorted(TENSOR_DTYPES)}"
+            )
         dt = _DTYPE_NAMES[t.dtype]
         blob = t.detach().cpu().contiguous().numpy().astype(TENSOR_DTYPES[dt][1]).tobytes()
-        tensor_meta.append({"name": name, "dtype": dt, "shape": list(t.shape), "section": add(blob)})
+        tensor_meta.append(
+            {"name": name, "dtype": dt, "shape": list(t.shape), "section": add(blob)}
+        )
     table, off = [], 0
     for blob in sections:
         table.append({"offset": off, "length": len(blob), "crc32": zlib.crc32(blob)})
@@ -134,7 +138,9 @@ def write_snn(
         "sections": table,
     }
     hbytes = json.dumps(header, separators=(",", ":"), allow_nan=False).encode("utf-8")
-    body = _PRE.pack(MAGIC, VERSION, 0, len(hbytes), zlib.crc32(hbytes)) + hbytes + b"".join(sections)
+    body = (
+        _PRE.pack(MAGIC, VERSION, 0, len(hbytes), zlib.crc32(hbytes)) + hbytes + b"".join(sections)
+    )
     size = len(body) + _TRAIL.size
     data = body + _TRAIL.pack(size, zlib.crc32(body), END_MAGIC)
     atomic_write_bytes(path, data)
@@ -167,19 +173,33 @@ def _check_layer(i: int, m: Any, n_sections: int) -> int:
     where = f"layer {m['name']!r}"
     numel = _check_shape(where, m.get("shape"))
     _need(m.get("mode") in MODES, f"{where}: mode {m.get('mode')!r}, expected one of {MODES}")
-    _need(m.get("coder") in CODERS, f"{where}: coder {m.get('coder')!r}, expected one of {sorted(CODERS)}")
+    _need(
+        m.get("coder") in CODERS,
+        f"{where}: coder {m.get('coder')!r}, expected one of {sorted(CODERS)}",
+    )
     _need(m.get("kind") in ("fc", "conv"), f"{where}: kind {m.get('kind')!r}, expected fc or conv")
     _need(_is_int(m.get("nnz"), 0, numel), f"{where}: nnz {m.get('nnz')!r} not in [0, {numel}]")
-    _need(_is_int(m.get("entries"), m["nnz"], numel), f"{where}: entries {m.get('entries')!r} not in [nnz, {numel}]")
+    _need(
+        _is_int(m.get("entries"), m["nnz"], numel),
+        f"{where}: entries {m.get('entries')!r} not in [nnz, {numel}]",
+    )
     mode = m["mode"]
     sparse, shared = mode in ("sparse", "sparse_raw"), mode in ("codebook", "sparse")
-    _need(sparse or m["entries"] == numel, f"{where}: a {mode} layer must have one entry per weight")
-    _need(not sparse or _is_int(m.get("index_bits"), 1, 16), f"{where}: index_bits {m.get('index_bits')!r} not in 1..16")
-    _need(not shared or _is_int(m.get("bits"), 1, 16), f"{where}: bits {m.get('bits')!r} not in 1..16")
+    _need(
+        sparse or m["entries"] == numel, f"{where}: a {mode} layer must have one entry per weight"
+    )
+    _need(
+        not sparse or _is_int(m.get("index_bits"), 1, 16),
+        f"{where}: index_bits {m.get('index_bits')!r} not in 1..16",
+    )
+    _need(
+        not shared or _is_int(m.get("bits"), 1, 16), f"{where}: bits {m.get('bits')!r} not in 1..16"
+    )
     cb = m.get("codebook")
     if shared:
         _need(
-            isinstance(cb, list) and len(cb) <= 1 << m["bits"]
+            isinstance(cb, list)
+            and len(cb) <= 1 << m["bits"]
             and all(isinstance(v, float) and np.isfinite(v) for v in cb),
             f"{where}: codebook is not a list of at most 2**bits finite numbers",
         )
@@ -187,7 +207,8 @@ def _check_layer(i: int, m: Any, n_sections: int) -> int:
         _need(cb is None, f"{where}: a {mode} layer has no codebook")
     secs = m.get("sections")
     _need(
-        isinstance(secs, dict) and set(secs) == set(STREAMS[mode])
+        isinstance(secs, dict)
+        and set(secs) == set(STREAMS[mode])
         and all(_is_int(v, 0, n_sections - 1) for v in secs.values()),
         f"{where}: sections {str(secs)[:80]} do not match mode {mode} ({STREAMS[mode]})",
     )
@@ -197,24 +218,44 @@ def _check_layer(i: int, m: Any, n_sections: int) -> int:
 def parse_snn(data: bytes, source: str = "<bytes>") -> SnnFile:
     """Validate and decode the bytes of a ``.snn`` file. Raises :class:`CorruptFileError`."""
     size = len(data)
-    _need(size >= len(MAGIC) and data[: len(MAGIC)] == MAGIC, f"{source}: not a .snn file (bad magic)")
+    _need(
+        size >= len(MAGIC) and data[: len(MAGIC)] == MAGIC, f"{source}: not a .snn file (bad magic)"
+    )
     _need(size >= _PRE.size + _TRAIL.size, f"{source}: truncated ({size} bytes)")
     _, version, flags, hlen, hcrc = _PRE.unpack_from(data, 0)
-    _need(version == VERSION, f"{source}: .snn format version {version}, this sparsenet reads {VERSION}")
+    _need(
+        version == VERSION,
+        f"{source}: .snn format version {version}, this sparsenet reads {VERSION}",
+    )
     _need(flags == 0, f"{source}: unknown flags {flags:#x}")
     flen, fcrc, end = _TRAIL.unpack_from(data, size - _TRAIL.size)
-    _need(end == END_MAGIC and flen == size, f"{source}: truncated or extended (file is {size} bytes, trailer says {flen})")
-    _need(zlib.crc32(data[: size - _TRAIL.size]) == fcrc, f"{source}: whole-file CRC32 mismatch (corrupted)")
+    _need(
+        end == END_MAGIC and flen == size,
+        f"{source}: truncated or extended (file is {size} bytes, trailer says {flen})",
+    )
+    _need(
+        zlib.crc32(data[: size - _TRAIL.size]) == fcrc,
+        f"{source}: whole-file CRC32 mismatch (corrupted)",
+    )
     data_start = _PRE.size + hlen
-    _need(data_start <= size - _TRAIL.size, f"{source}: header length {hlen} runs past the end of the file")
+    _need(
+        data_start <= size - _TRAIL.size,
+        f"{source}: header length {hlen} runs past the end of the file",
+    )
     hbytes = data[_PRE.size : data_start]
     _need(zlib.crc32(hbytes) == hcrc, f"{source}: header CRC32 mismatch (corrupted)")
     try:
         header = json.loads(hbytes.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise CorruptFileError(f"{source}: header is not valid JSON ({str(exc)[:100]})") from None
-    _need(isinstance(header, dict) and header.get("format") == FORMAT, f"{source}: header has no '{FORMAT}' format tag")
-    _need(header.get("version") == VERSION, f"{source}: header version {header.get('version')!r}, expected {VERSION}")
+    _need(
+        isinstance(header, dict) and header.get("format") == FORMAT,
+        f"{source}: header has no '{FORMAT}' format tag",
+    )
+    _need(
+        header.get("version") == VERSION,
+        f"{source}: header version {header.get('version')!r}, expected {VERSION}",
+    )
     # Section table: contiguous, inside the file, CRC-checked.
     table = header.get("sections")
     _need(isinstance(table, list), f"{source}: no section table")
@@ -222,12 +263,16 @@ def parse_snn(data: bytes, source: str = "<bytes>") -> SnnFile:
     blobs, off = [], 0
     for i, s in enumerate(table):
         _need(
-            isinstance(s, dict) and _is_int(s.get("offset")) and _is_int(s.get("length"))
+            isinstance(s, dict)
+            and _is_int(s.get("offset"))
+            and _is_int(s.get("length"))
             and _is_int(s.get("crc32"), 0, 0xFFFFFFFF),
             f"{source}: section #{i} entry malformed",
         )
-        _need(s["offset"] == off and off + s["length"] <= data_len,
-              f"{source}: section #{i} ({s['offset']}+{s['length']}) is not inside the {data_len} data bytes")
+        _need(
+            s["offset"] == off and off + s["length"] <= data_len,
+            f"{source}: section #{i} ({s['offset']}+{s['length']}) is not inside the {data_len} data bytes",
+        )
         blob = data[data_start + off : data_start + off + s["length"]]
         _need(zlib.crc32(blob) == s["crc32"], f"{source}: section #{i} CRC32 mismatch (corrupted)")
         blobs.append(blob)
@@ -235,17 +280,31 @@ def parse_snn(data: bytes, source: str = "<bytes>") -> SnnFile:
     _need(off == data_len, f"{source}: {data_len - off} unaccounted bytes after the sections")
     # Layers and tensors: check declared sizes before decoding anything.
     layers_m, tensors_m = header.get("layers"), header.get("tensors")
-    _need(isinstance(layers_m, list) and isinstance(tensors_m, list), f"{source}: header lacks layers/tensors lists")
+    _need(
+        isinstance(layers_m, list) and isinstance(tensors_m, list),
+        f"{source}: header lacks layers/tensors lists",
+    )
     budget = max(MIN_DECODE_BUDGET, DECODE_RATIO * size)
     declared = sum(4 * _check_layer(i, m, len(blobs)) for i, m in enumerate(layers_m))
     for i, t in enumerate(tensors_m):
-        _need(isinstance(t, dict) and isinstance(t.get("name"), str) and t.get("dtype") in TENSOR_DTYPES
-              and _is_int(t.get("section"), 0, len(blobs) - 1), f"{source}: tensor #{i} entry malformed")
+        _need(
+            isinstance(t, dict)
+            and isinstance(t.get("name"), str)
+            and t.get("dtype") in TENSOR_DTYPES
+            and _is_int(t.get("section"), 0, len(blobs) - 1),
+            f"{source}: tensor #{i} entry malformed",
+        )
         n = _check_shape(f"tensor {t['name']!r}", t.get("shape"))
         nbytes = n * np.dtype(TENSOR_DTYPES[t["dtype"]][1]).itemsize
-        _need(len(blobs[t["section"]]) == nbytes, f"{source}: tensor {t['name']!r} section holds {len(blobs[t['section']])} bytes, its shape needs {nbytes}")
+        _need(
+            len(blobs[t["section"]]) == nbytes,
+            f"{source}: tensor {t['name']!r} section holds {len(blobs[t['section']])} bytes, its shape needs {nbytes}",
+        )
         declared += nbytes
-    _need(declared <= budget, f"{source}: declares {declared:,} bytes of tensors, more than this {size:,}-byte file can justify")
+    _need(
+        declared <= budget,
+        f"{source}: declares {declared:,} bytes of tensors, more than this {size:,}-byte file can justify",
+    )
     names = [m["name"] for m in layers_m] + [t["name"] for t in tensors_m]
     _need(len(set(names)) == len(names), f"{source}: duplicate tensor names")
     layers = []

@@ -161,7 +161,9 @@ def encoded_bits(symbols: np.ndarray, lengths: np.ndarray) -> int:
 def encode(symbols: np.ndarray, max_len: int = DEFAULT_MAX_LEN) -> bytes:
     """Encode a 1-D array of non-negative integers (< 2**20) as a canonical Huffman stream."""
     s = np.asarray(symbols)
-    if s.ndim != 1 or (s.size and (s.dtype.kind not in "iu" or s.min() < 0 or s.max() >= MAX_ALPHABET)):
+    if s.ndim != 1 or (
+        s.size and (s.dtype.kind not in "iu" or s.min() < 0 or s.max() >= MAX_ALPHABET)
+    ):
         raise SparsenetError(
             f"huffman.encode: expected a 1-D integer array with values in [0, {MAX_ALPHABET}), "
             f"got shape {s.shape} dtype {s.dtype}"
@@ -197,9 +199,13 @@ def table_bytes(data: bytes) -> int:
     return _HEAD.size + A + 4 * max(0, -(-n >> clog2) - 1)
 
 
-def _parse(data: bytes, expected_n: int | None) -> tuple[int, np.ndarray, int, int, np.ndarray, bytes, int]:
+def _parse(
+    data: bytes, expected_n: int | None
+) -> tuple[int, np.ndarray, int, int, np.ndarray, bytes, int]:
     if len(data) < _HEAD.size:
-        raise CorruptFileError(f"huffman stream: {len(data)} bytes, shorter than its {_HEAD.size}-byte header")
+        raise CorruptFileError(
+            f"huffman stream: {len(data)} bytes, shorter than its {_HEAD.size}-byte header"
+        )
     n, A, L, clog2, total = _HEAD.unpack_from(data, 0)
     if expected_n is not None and n != expected_n:
         raise CorruptFileError(f"huffman stream: holds {n} symbols, header declares {expected_n}")
@@ -220,11 +226,15 @@ def _parse(data: bytes, expected_n: int | None) -> tuple[int, np.ndarray, int, i
     offsets = np.frombuffer(data, dtype="<u4", count=n_off, offset=pos).astype(np.int64)
     pos += 4 * n_off
     if n and (lengths.max() != L or L == 0):
-        raise CorruptFileError(f"huffman stream: longest code length {lengths.max()} != declared {L}")
+        raise CorruptFileError(
+            f"huffman stream: longest code length {lengths.max()} != declared {L}"
+        )
     if n and int(np.sum(np.left_shift(np.int64(1), L - lengths[lengths > 0]))) > (1 << L):
         raise CorruptFileError("huffman stream: code lengths violate the Kraft inequality")
     if n_off and (np.any(np.diff(offsets) <= 0) or offsets[0] <= 0 or offsets[-1] >= total):
-        raise CorruptFileError("huffman stream: chunk offsets are not increasing inside the payload")
+        raise CorruptFileError(
+            "huffman stream: chunk offsets are not increasing inside the payload"
+        )
     return n, lengths, L, clog2, offsets, data[pos:], total
 
 
@@ -248,7 +258,12 @@ def decode(data: bytes, expected_n: int | None = None) -> np.ndarray:
     # The L-bit window starting at every bit position p < total, MSB first.
     buf = np.frombuffer(payload + b"\0\0\0\0", dtype=np.uint8).astype(np.uint32)
     nbytes = (total + 7) // 8
-    word = (buf[:nbytes] << 24) | (buf[1 : nbytes + 1] << 16) | (buf[2 : nbytes + 2] << 8) | buf[3 : nbytes + 3]
+    word = (
+        (buf[:nbytes] << 24)
+        | (buf[1 : nbytes + 1] << 16)
+        | (buf[2 : nbytes + 2] << 8)
+        | buf[3 : nbytes + 3]
+    )
     shift = np.tile(np.arange(8, dtype=np.uint32), nbytes)[:total]
     win = (np.repeat(word, 8)[:total] << shift) >> np.uint32(32 - L)  # (total,)
     clen = tab_len[win]

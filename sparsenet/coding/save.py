@@ -40,7 +40,9 @@ def parse_bits(spec: str | dict[str, int] | None, default: dict[str, int]) -> di
         for part in filter(None, (p.strip() for p in spec.split(","))):
             key, sep, val = part.partition("=")
             if not sep or not val.strip().isdigit():
-                raise SpecError(f"bad bits spec {spec!r}: {part!r} is not NAME=BITS (e.g. conv=8,fc=5)")
+                raise SpecError(
+                    f"bad bits spec {spec!r}: {part!r} is not NAME=BITS (e.g. conv=8,fc=5)"
+                )
             out[key.strip()] = int(val)
     else:
         out.update({str(k): int(v) for k, v in spec.items()})
@@ -77,7 +79,9 @@ def effective_tensors(model: nn.Module) -> dict[str, tuple[nn.Module, str, str, 
         if parametrize.is_parametrized(m):
             names += list(m.parametrizations.keys())  # type: ignore[union-attr]
         names += [
-            n for n, b in m._buffers.items() if b is not None and n not in m._non_persistent_buffers_set
+            n
+            for n, b in m._buffers.items()
+            if b is not None and n not in m._non_persistent_buffers_set
         ]
         for n in names:
             key = f"{mname}.{n}" if mname else n
