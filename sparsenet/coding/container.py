@@ -165,12 +165,19 @@ def _check_shape(where: str, shape: Any) -> int:
     return int(np.prod(shape, dtype=object)) if shape else 1
 
 
+_LAYER_KEYS = {"name", "kind", "shape", "mode", "coder", "nnz", "entries", "bits", "index_bits", "codebook", "sections"}
+
+
 def _check_layer(i: int, m: Any, n_sections: int) -> int:
     """Type-check one layer entry; returns its number of weights."""
     where = f"layer #{i}"
     _need(isinstance(m, dict), f"{where}: not an object")
     _need(isinstance(m.get("name"), str), f"{where}: no name")
     where = f"layer {m['name']!r}"
+    missing = _LAYER_KEYS - set(m)
+    _need(not missing, f"{where}: missing keys {sorted(missing)}")
+    for key in ("bits", "index_bits"):
+        _need(m[key] is None or _is_int(m[key], 1, 16), f"{where}: {key} {m[key]!r} not null or 1..16")
     numel = _check_shape(where, m.get("shape"))
     _need(m.get("mode") in MODES, f"{where}: mode {m.get('mode')!r}, expected one of {MODES}")
     _need(
