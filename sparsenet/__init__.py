@@ -6,8 +6,10 @@ sparseness (activation penalties, truncated activations) and deep sparse coding,
 """
 
 from .checkpoint import load_model, save_model
+from .coding import save_snn
 from .data import Dataset, digits, fashion_mnist, idx_dir, load_dataset, mnist, read_idx
 from .errors import CheckpointError, CorruptFileError, DataError, SparsenetError, SpecError
+from .inference import load_snn as load
 from .lowrank import factorize
 from .models import LeNet5, LeNet300, build_model, model_for_dataset
 from .summary import model_summary
@@ -60,4 +62,7 @@ __all__ = [
     "load_model",
     "save_model",
     "model_summary",
+    # compressed models (.snn)
+    "load",
+    "save_snn",
 ]
