@@ -78,7 +78,7 @@ def test_obd_scores_are_half_h_w_squared(digits_data):
     targets = prunable_targets(model)
     scores = crit.scores(model, targets)
     hd = hessian_diagonal(model, data, form="lm")
-    for t, s in zip(targets, scores):
+    for t, s in zip(targets, scores, strict=True):
         w = t.value.detach()
         assert torch.allclose(s, 0.5 * hd[f"{t.name}.weight"] * w * w)
     prune(model, "obd", sparsity=0.9, data=data)
