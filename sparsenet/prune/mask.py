@@ -48,6 +48,7 @@ class Mask(nn.Module):
     """
 
     transform_kind = "mask"
+    mask: torch.Tensor
 
     def __init__(self, mask: torch.Tensor) -> None:
         super().__init__()
@@ -107,7 +108,7 @@ def get_mask(module: nn.Module, tensor: str = "weight") -> torch.Tensor | None:
     masks = _masks_on(module, tensor)
     if not masks:
         return None
-    out = masks[0].mask
+    out: torch.Tensor = masks[0].mask
     for m in masks[1:]:
         out = out & m.mask
     return out
@@ -136,7 +137,7 @@ def apply_mask(module: nn.Module, mask: torch.Tensor, tensor: str = "weight") ->
     else:
         p = Mask(mask)
         parametrize.register_parametrization(module, tensor, p, unsafe=True)
-    plist = module.parametrizations[tensor]  # type: ignore[index,union-attr]
+    plist: Any = module.parametrizations[tensor]  # type: ignore[index,union-attr]
     if plist[0] is p:  # the mask acts directly on `original`: zero it there too
         plist.original.mul_(p.mask)
     return p
@@ -187,7 +188,7 @@ def bake(model: nn.Module) -> nn.Module:
     for module in list(model.modules()):
         if not parametrize.is_parametrized(module):
             continue
-        for tensor in list(module.parametrizations.keys()):  # type: ignore[union-attr]
+        for tensor in list(module.parametrizations.keys()):  # type: ignore[union-attr,operator]
             plist = module.parametrizations[tensor]  # type: ignore[index,union-attr]
             if all(isinstance(p, Mask) for p in plist):
                 parametrize.remove_parametrizations(module, tensor, leave_parametrized=True)

@@ -14,7 +14,7 @@ weight of a one-hidden-layer net under MSE) and LeCun's approximation elsewhere.
 
 The walk runs over the model's chain of leaf modules (nested ``nn.Sequential`` is
 flattened). Each rule is vectorised over the batch: a Linear layer is two matrix
-products, a convolution reuses ``torch.nn.grad.conv2d_weight``/``conv2d_input`` with the
+products, a convolution reuses ``nn_grad.conv2d_weight``/``conv2d_input`` with the
 squared input / squared kernel, so one pass costs about one gradient pass more.
 Written by hand because no maintained library computes this recursion (BackPACK's
 ``DiagHessian`` is close but not a dependency here, and it is not LeCun's recursion).
@@ -28,6 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn import grad as nn_grad
 
 from ..errors import SparsenetError
 
@@ -109,7 +110,8 @@ def _avgpool_weights(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if isinstance(m, nn.AvgPool2d):
         count = F.avg_pool2d(ones, count_include_pad=True, divisor_override=1, **kw)
         return m(ones) / count
-    k = m.kernel_size[0] if isinstance(m.kernel_size, tuple) else m.kernel_size
+    ks: Any = m.kernel_size
+    k = int(ks[0] if isinstance(ks, tuple) else ks)
     count = F.avg_pool1d(ones, count_include_pad=True, **kw) * k
     return m(ones) / count
 
@@ -130,7 +132,7 @@ def _batch(
     for _, m in chain:
         if isinstance(m, (*_ROUTING, *_AVGPOOL)):
             with torch.enable_grad():
-                out, vjp = torch.func.vjp(m, a)
+                out, vjp = torch.func.vjp(m, a)[:2]
             inputs.append((a, vjp))
             a = out.detach()
         else:
@@ -158,12 +160,12 @@ def _batch(
                 stride=m.stride, padding=m.padding, dilation=m.dilation, groups=m.groups
             )
             # Σ_n Σ_positions h_y · x² over each kernel tap: the weight-gradient conv of x², h.
-            _add(acc, f"{name}.weight", torch.nn.grad.conv2d_weight(inp * inp, w.shape, h, **kw))
+            _add(acc, f"{name}.weight", nn_grad.conv2d_weight(inp * inp, w.shape, h, **kw))
             if m.bias is not None:
                 _add(acc, f"{name}.bias", h.sum(dim=(0, 2, 3)))
             if not first:
-                h = torch.nn.grad.conv2d_input(inp.shape, w * w, h, **kw)
-                g = torch.nn.grad.conv2d_input(inp.shape, w, g, **kw) if full else g
+                h = nn_grad.conv2d_input(inp.shape, w * w, h, **kw)
+                g = nn_grad.conv2d_input(inp.shape, w, g, **kw) if full else g
         elif isinstance(m, tuple(ELEMENTWISE)):
             out = m(inp)
             d1, d2 = _rule(m)(inp, out)

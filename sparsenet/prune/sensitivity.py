@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..io import atomic_write, write_json
+from ..io import atomic_write_bytes, write_json
 from ..progress import progress
 from ..training import evaluate
 from .criteria import Criterion, make_criterion
@@ -113,7 +113,7 @@ def plot_sensitivity(result: dict[str, Any], path: str | os.PathLike[str]) -> Pa
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    return atomic_write(path, lambda fh: fh.write(buf.getvalue()))  # type: ignore[func-returns-value]
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def write_sensitivity(result: dict[str, Any], out_dir: str | os.PathLike[str]) -> dict[str, str]:
