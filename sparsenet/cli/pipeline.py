@@ -55,26 +55,50 @@ def register(sub: Any) -> None:
         add_output_args(p)
         p.set_defaults(func=cmd_compress_recipe)
     else:  # the coding command owns `compress`: add --recipe and dispatch on it
-        have = {s for a in existing._actions for s in a.option_strings}
-        if "--recipe" not in have:
-            existing.add_argument("--recipe", help="run a pipeline recipe instead of one step")
-        if "--model" not in have:
-            existing.add_argument("--model", help="with --recipe: registry name or model file")
-        _run_args(existing, have)
-        single = existing.get_default("func")
-
-        def dispatch(args: argparse.Namespace) -> int:
-            if getattr(args, "recipe", None):
-                return cmd_compress_recipe(args)
-            return int(single(args) or 0)
-
-        existing.set_defaults(func=dispatch)
+        _extend_compress(existing)
 
     p = sub.add_parser("report", help="regenerate the report of a pipeline run directory")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--out", help="report folder (default: RUN_DIR/report)")
     add_output_args(p)
     p.set_defaults(func=cmd_report)
+
+
+def _extend_compress(existing: argparse.ArgumentParser) -> None:
+    """Make the single-step ``compress MODEL.pt --out F`` parser also take ``--recipe``.
+
+    Its positional MODEL becomes optional (``--model`` names the model with a recipe) and
+    the handler dispatches: with ``--recipe`` the pipeline, without it the single step,
+    which still requires MODEL and ``--out``.
+    """
+    have = {s for a in existing._actions for s in a.option_strings}
+    single = existing.get_default("func")
+    positional = [a for a in existing._actions if not a.option_strings and a.dest != "help"]
+    out_action = next((a for a in existing._actions if "--out" in a.option_strings), None)
+    for action in positional:
+        action.nargs, action.required, action.default = "?", False, None
+    if out_action is not None:
+        out_action.required = False
+    existing.add_argument("--recipe", help="run a pipeline recipe (built-in name or .toml)")
+    if "--model" not in have:
+        existing.add_argument("--model", help="with --recipe: registry name or model file")
+    if "--data" not in have:
+        existing.add_argument("--data", default=None, help="with --recipe: data set (fashion-mnist)")
+    _run_args(existing, have)
+
+    def dispatch(args: argparse.Namespace) -> int:
+        if getattr(args, "recipe", None):
+            return cmd_compress_recipe(args)
+        missing = [a.metavar or a.dest for a in positional if getattr(args, a.dest) is None]
+        if out_action is not None and getattr(args, out_action.dest) is None:
+            missing.append("--out")
+        if missing:
+            raise SparsenetError(
+                f"compress: {' and '.join(map(str, missing))} required (or --recipe NAME --model M)"
+            )
+        return int(single(args) or 0)
+
+    existing.set_defaults(func=dispatch)
 
 
 def _execute(args: argparse.Namespace, recipe_src: str, model: str | None, data: str | None) -> int:

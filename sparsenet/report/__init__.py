@@ -97,8 +97,11 @@ def build_report(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
             coded = _coded_layers(rec.get("size_report"))
     done = [e for e in man["stages"] if e["status"] == "done"]
     last = done[-1]["metrics"] if done else init
+    # Per-layer bits come from the last model that still carries its transforms (the
+    # model loaded back from a .snn has plain weights); coded sizes from the encoder.
+    carriers = [e for e in done if e["kind"] != "encode"]
     layers = []
-    for lay in last["layers"]:
+    for lay in (carriers[-1]["metrics"] if carriers else init)["layers"]:
         dense_bits = lay["dense_bits"]
         layers.append({
             "name": lay["name"], "weights": lay["weights"], "density": lay["density"],
