@@ -34,12 +34,13 @@ import hashlib
 import json
 import math
 import os
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from ..errors import SparsenetError
 

@@ -79,7 +79,7 @@ def build_report(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
                "bytes": init["bytes"], "compression": dense / init["bytes"], "seconds": 0.0,
                "density": init["density"], "status": "done"}]
     sensitivity: dict[str, list[tuple[float, float]]] = {}
-    coded: dict[str, float] = {}
+    coded: dict[str, dict[str, float]] = {}
     encode_entry = None
     for e in man["stages"]:
         row = {"label": f"{e['index']}:{e['kind']}", "kind": e["kind"], "status": e["status"],
@@ -156,8 +156,8 @@ def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
     ``model`` is a bare instance of the architecture, needed only for custom (unregistered)
     models, whose checkpoints cannot rebuild themselves.
     """
-    from . import plots
     from ..pipeline.runner import read_manifest
+    from . import plots
 
     rdir = Path(run_dir)
     odir = Path(out) if out is not None else rdir / "report"

@@ -27,7 +27,7 @@ def _weights(model: nn.Module) -> dict[str, np.ndarray]:
     return out
 
 
-def _grid(n: int) -> tuple[Any, np.ndarray]:
+def _grid(n: int) -> tuple[Any, Any]:
     cols = min(n, 3)
     rows = (n + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)

@@ -1,6 +1,12 @@
 import pytest
 
-from sparsenet.pipeline import RecipeError, builtin_recipes, load_recipe, parse_recipe, validate_recipe
+from sparsenet.pipeline import (
+    RecipeError,
+    builtin_recipes,
+    load_recipe,
+    parse_recipe,
+    validate_recipe,
+)
 from sparsenet.pipeline.runner import _to_toml
 
 GOOD = """
