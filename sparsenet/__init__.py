@@ -12,6 +12,7 @@ from .errors import CheckpointError, CorruptFileError, DataError, SparsenetError
 from .inference import load_snn as load
 from .lowrank import factorize
 from .models import LeNet5, LeNet300, build_model, model_for_dataset
+from .pipeline import compress
 from .summary import model_summary
 from .training import (
     Callback,
@@ -28,6 +29,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "compress",
     # data
     "Dataset",
     "digits",

@@ -119,6 +119,10 @@ def build_report(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     if encode_entry is not None:
         final["file"] = encode_entry["record"].get("out")
         final["file_bytes"] = encode_entry["record"].get("file_bytes")
+        total = (encode_entry["record"].get("size_report") or {}).get("total") or {}
+        if isinstance(total.get("ratio"), (int, float)):
+            # Han et al.'s accounting: the coded tensors alone, without the file's header
+            final["compression_tensors"] = total["ratio"]
     return {
         "run_dir": str(rdir),
         "recipe": man["recipe"].get("name"),
@@ -209,6 +213,9 @@ def format_markdown(rep: dict[str, Any]) -> str:
     ]
     if f.get("file"):
         lines.append(f"- File: `{f['file']}` ({f['file_bytes']:,} bytes)")
+    if f.get("compression_tensors"):
+        lines.append(f"- Coded tensors alone (Deep Compression's accounting, no file header): "
+                     f"**{f['compression_tensors']:.1f}×**")
     lines += [f"- Seed {rep['seed']}, total stage time {rep['seconds']:.1f} s"
               + ("" if rep["complete"] else " (**run incomplete**)"), "",
               "## Accuracy and compression after every stage", "",

@@ -57,7 +57,8 @@ def test_resume_after_killed_stage_gives_same_file_bytes(tmp_path, digits_data, 
     monkeypatch.setitem(STAGES, kind, killed)
     out = tmp_path / "resumed.snn"
     with pytest.raises(KeyboardInterrupt):
-        compress("lenet300", digits_data, E2E, run_dir=tmp_path / "b", out=out, quiet=True)
+        compress("lenet300", digits_data, E2E, run_dir=tmp_path / "b", out=out, quiet=True,
+                 report=False)
     statuses = [s["status"] for s in read_manifest(tmp_path / "b")["stages"]]
     assert statuses[-1] == "interrupted"
     monkeypatch.setitem(STAGES, kind, real)

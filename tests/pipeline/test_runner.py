@@ -92,12 +92,13 @@ def test_resume_after_interrupt_equals_uninterrupted(tmp_path, digits_data, monk
     trains = _count(monkeypatch, "train")
     _interrupt_once(monkeypatch, "share", exc)
     with pytest.raises(type(exc)):
-        compress("lenet300", digits_data, SHARE_ONLY, run_dir=tmp_path / "b", quiet=True)
+        compress("lenet300", digits_data, SHARE_ONLY, run_dir=tmp_path / "b", quiet=True,
+                 report=False)
     man = read_manifest(tmp_path / "b")
     assert [s["status"] for s in man["stages"]] == [
         "done", "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"]
     resumed, _ = compress("lenet300", digits_data, SHARE_ONLY, run_dir=tmp_path / "b",
-                          quiet=True, resume=True)
+                          quiet=True, resume=True, report=False)
     assert trains["n"] == 1  # the finished train stage was not redone
     _same_state(_state(ref), _state(resumed))
 
@@ -107,12 +108,15 @@ def test_resume_reuses_the_unchanged_prefix_and_force_redoes(tmp_path, digits_da
     trains, shares = _count(monkeypatch, "train"), _count(monkeypatch, "share")
     changed = json.loads(json.dumps(SHARE_ONLY))
     changed["stages"][1]["share"]["bits"] = 3
-    _, rep = compress("lenet300", digits_data, changed, run_dir=tmp_path, quiet=True, resume=True)
+    _, rep = compress("lenet300", digits_data, changed, run_dir=tmp_path, quiet=True, resume=True,
+                      report=False)
     assert (trains["n"], shares["n"]) == (0, 1)
     assert all(lay["weight_bits"] == 3 for lay in rep["layers"])
-    compress("lenet300", digits_data, changed, run_dir=tmp_path, quiet=True, resume=True)
+    compress("lenet300", digits_data, changed, run_dir=tmp_path, quiet=True, resume=True,
+             report=False)
     assert (trains["n"], shares["n"]) == (0, 1)  # everything finished: nothing redone
-    compress("lenet300", digits_data, changed, run_dir=tmp_path, quiet=True, force=True)
+    compress("lenet300", digits_data, changed, run_dir=tmp_path, quiet=True, force=True,
+             report=False)
     assert (trains["n"], shares["n"]) == (1, 2)
 
 
