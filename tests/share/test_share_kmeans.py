@@ -132,3 +132,33 @@ def test_estimator_contract():
     km = KMeans1D(3, init="density", max_iter=7, tol=0.5, seed=9)
     assert vars(km) == {"n_clusters": 3, "init": "density", "max_iter": 7, "tol": 0.5, "seed": 9}
     assert km.fit(np.arange(10.0)) is km
+
+
+try:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+except ImportError:  # pragma: no cover
+    given = None
+
+if given is not None:
+
+    @settings(max_examples=40, deadline=None)
+    @given(
+        values=st.lists(
+            st.floats(-1, 1, allow_nan=False, width=32).filter(lambda v: v != 0),
+            min_size=1,
+            max_size=40,
+        ),
+        bits=st.integers(1, 4),
+        init=st.sampled_from(INITS),
+    )
+    def test_property_optimal_bound_and_lossless(values, bits, init):
+        x = np.asarray(values, dtype=np.float64)
+        k = 2**bits
+        km = KMeans1D(k, init=init, seed=0).fit(x)
+        opt = KMeans1D(k, init="optimal").fit(x)
+        # ckwrap's dynamic program works with running sums of x and x², so its SSE carries an
+        # absolute rounding error of order eps·Σx²; allow 1e-12·Σx² on top (tiny-value cases).
+        assert opt.inertia_ <= km.inertia_ * (1 + 1e-12) + 1e-12 * float(x @ x)
+        if len(np.unique(x)) <= k:
+            assert np.array_equal(km.cluster_centers_[km.labels_], x)
