@@ -13,6 +13,7 @@ from .inference import load_snn as load
 from .lowrank import factorize
 from .models import LeNet5, LeNet300, build_model, model_for_dataset
 from .pipeline import compress
+from .share import share_weights
 from .summary import model_summary
 from .training import (
     Callback,
@@ -67,4 +68,6 @@ __all__ = [
     # compressed models (.snn)
     "load",
     "save_snn",
+    # weight sharing
+    "share_weights",
 ]
