@@ -72,7 +72,7 @@ def test_fibonacci_frequencies_need_the_limit():
     f = np.array(fib)
     assert huffman.code_lengths(f).max() == 29  # optimal code is 29 deep
     limited = huffman.code_lengths(f, max_len=12).astype(np.int64)
-    assert limited.max() == 12 and np.sum(2.0 ** -limited) <= 1.0
+    assert limited.max() == 12 and np.sum(2.0**-limited) <= 1.0
     x = np.repeat(np.arange(30), np.minimum(f, 500))
     roundtrip(x, max_len=12)
 
