@@ -274,7 +274,11 @@ def decode(data: bytes, expected_n: int | None = None) -> np.ndarray:
     nxt[(clen == 0) | (nxt > total)] = sink
     nxt = np.concatenate((nxt, np.array([sink, sink], dtype=np.int32)))
     starts = np.concatenate(([0], offsets)).astype(np.int32)
-    pos = _follow_lanes(nxt, total, n)
+    pos = None
+    for extra in (48, 400):  # symbols a lane may walk past the next lane's start to resync
+        pos = _follow_lanes(nxt, total, n, extra)
+        if pos is not None:
+            break
     if pos is None:  # lanes did not resynchronise (or the stream is corrupt)
         pos = _pointer_doubling(nxt, starts, clog2, n)
     if np.any(pos >= total):
