@@ -72,7 +72,7 @@ class SparseLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)  # (B, in)
-        y = (self._w @ x2.T).T  # (B, out)
+        y = torch.sparse.mm(self._w, x2.T).T  # (B, out)
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*lead, self.out_features)
@@ -121,7 +121,9 @@ class SparseConv2d(nn.Module):
         ) // self.stride[1] + 1
         k, L = cols.shape[1], cols.shape[2]
         flat = cols.permute(1, 0, 2).reshape(k, b * L)  # (K, B*L)
-        y = (self._w @ flat).reshape(self.out_channels, b, L).permute(1, 0, 2)  # (B, out, L)
+        y = (
+            torch.sparse.mm(self._w, flat).reshape(self.out_channels, b, L).permute(1, 0, 2)
+        )  # (B, out, L)
         if self.bias is not None:
             y = y + self.bias[None, :, None]
         return y.reshape(b, self.out_channels, oh, ow)
@@ -220,18 +222,26 @@ def _is_sparse_buffer(model: nn.Module, key: str) -> bool:
 
 
 def _materialise(model: nn.Module) -> None:
-    """Give every tensor still on the meta device real (uninitialised) CPU storage."""
+    """Give every tensor still on the meta device real (uninitialised) CPU storage.
+
+    Done by hand: ``Module.to_empty`` goes through ``torch._refs.empty_like``, whose first
+    call imports ``torch.fx.experimental.symbolic_shapes`` (~1.5 s).
+    """
     for m in model.modules():
         if isinstance(m, (SparseLinear, SparseConv2d)):
             continue
-        if any(
-            t.is_meta for t in list(m.parameters(recurse=False)) + list(m.buffers(recurse=False))
-        ):
-            if m._non_persistent_buffers_set:
-                raise CorruptFileError(
-                    f"{type(m).__name__} has non-persistent buffers the file cannot restore"
+        for name, p in list(m._parameters.items()):
+            if p is not None and p.is_meta:
+                m._parameters[name] = nn.Parameter(
+                    torch.empty(p.shape, dtype=p.dtype), p.requires_grad
                 )
-            m.to_empty(device="cpu", recurse=False)
+        for name, b in list(m._buffers.items()):
+            if b is not None and b.is_meta:
+                if name in m._non_persistent_buffers_set:
+                    raise CorruptFileError(
+                        f"{type(m).__name__}.{name} is a non-persistent buffer the file cannot restore"
+                    )
+                m._buffers[name] = torch.empty(b.shape, dtype=b.dtype)
 
 
 def load_snn(

@@ -165,7 +165,19 @@ def _check_shape(where: str, shape: Any) -> int:
     return int(np.prod(shape, dtype=object)) if shape else 1
 
 
-_LAYER_KEYS = {"name", "kind", "shape", "mode", "coder", "nnz", "entries", "bits", "index_bits", "codebook", "sections"}
+_LAYER_KEYS = {
+    "name",
+    "kind",
+    "shape",
+    "mode",
+    "coder",
+    "nnz",
+    "entries",
+    "bits",
+    "index_bits",
+    "codebook",
+    "sections",
+}
 
 
 def _check_layer(i: int, m: Any, n_sections: int) -> int:
@@ -177,7 +189,9 @@ def _check_layer(i: int, m: Any, n_sections: int) -> int:
     missing = _LAYER_KEYS - set(m)
     _need(not missing, f"{where}: missing keys {sorted(missing)}")
     for key in ("bits", "index_bits"):
-        _need(m[key] is None or _is_int(m[key], 1, 16), f"{where}: {key} {m[key]!r} not null or 1..16")
+        _need(
+            m[key] is None or _is_int(m[key], 1, 16), f"{where}: {key} {m[key]!r} not null or 1..16"
+        )
     numel = _check_shape(where, m.get("shape"))
     _need(m.get("mode") in MODES, f"{where}: mode {m.get('mode')!r}, expected one of {MODES}")
     _need(

@@ -273,8 +273,29 @@ def decode(data: bytes, expected_n: int | None = None) -> np.ndarray:
     nxt = np.arange(total, dtype=np.int32) + clen
     nxt[(clen == 0) | (nxt > total)] = sink
     nxt = np.concatenate((nxt, np.array([sink, sink], dtype=np.int32)))
-    # Symbol j of chunk c starts at nxt^(j)(offset_c): pointer doubling over j's bits.
     starts = np.concatenate(([0], offsets)).astype(np.int32)
+    pos = None
+    for extra in (48, 400):  # symbols a lane may walk past the next lane's start to resync
+        pos = _follow_lanes(nxt, total, n, extra)
+        if pos is not None:
+            break
+    if pos is None:  # lanes did not resynchronise (or the stream is corrupt)
+        pos = _pointer_doubling(nxt, starts, clog2, n)
+    if np.any(pos >= total):
+        raise CorruptFileError("huffman stream: payload does not decode to the declared symbols")
+    ends = nxt[pos]
+    last = np.minimum(np.arange(1, starts.size + 1) << clog2, n) - 1
+    want_end = np.concatenate((starts[1:], [total]))
+    if np.any(ends[last] != want_end):
+        raise CorruptFileError("huffman stream: chunks do not end at the stored offsets")
+    return tab_sym[win[pos]].astype(np.int64)
+
+
+def _pointer_doubling(nxt: np.ndarray, starts: np.ndarray, clog2: int, n: int) -> np.ndarray:
+    """Start of every symbol: symbol j of chunk c starts at ``nxt^(j)(starts[c])``.
+
+    Always correct; ``log2(chunk)`` passes over the whole ``nxt`` array.
+    """
     chunk = 1 << clog2
     first = np.repeat(np.arange(starts.size) * chunk, chunk)[:n]
     j = np.arange(n) - first
@@ -285,11 +306,66 @@ def decode(data: bytes, expected_n: int | None = None) -> np.ndarray:
         pos = np.where(take, jump[pos], pos)
         if (1 << (k + 1)) <= j.max():
             jump = jump[jump]
-    if np.any(pos >= total):
-        raise CorruptFileError("huffman stream: payload does not decode to the declared symbols")
-    ends = nxt[pos]
-    last = np.minimum(np.arange(1, starts.size + 1) * chunk, n) - 1
-    want_end = np.concatenate((starts[1:], [total]))
-    if np.any(ends[last] != want_end):
-        raise CorruptFileError("huffman stream: chunks do not end at the stored offsets")
-    return tab_sym[win[pos]].astype(np.int64)
+    return pos
+
+
+def _follow_lanes(nxt: np.ndarray, total: int, n: int, extra: int = 32) -> np.ndarray | None:
+    """Start of every symbol by walking ``nxt`` from equally spaced bit positions at once.
+
+    Lane ``j`` starts at bit ``j * seg`` (maybe mid-code) and walks until ``extra`` symbols
+    past the next lane's start. Huffman codes resynchronise quickly: lane ``j`` soon lands
+    on a position that lane ``j+1`` (or a later one) also visited inside its own segment,
+    and from there both paths are the same. The true path is lane 0, then the lane it
+    synchronises with, and so on. Returns None when some lane on that path never
+    synchronises (e.g. fixed-length codes) or the stream is inconsistent; the caller then
+    falls back to :func:`_pointer_doubling`, which also produces the precise error.
+    """
+    seg = max(256, -(-total // 4096))
+    m = -(-total // seg)
+    starts = np.arange(m, dtype=np.int64) * seg
+    nexts = np.append(starts[1:], total)
+    p = starts.astype(nxt.dtype)
+    rows = [p]
+    while True:
+        for _ in range(8):
+            p = nxt[p]
+            rows.append(p)
+        if bool((p >= nexts).all()) or len(rows) > seg + 8:
+            break
+    for _ in range(extra):
+        p = nxt[p]
+        rows.append(p)
+    hist = np.stack(rows)  # (T, m) bit position of each lane after t steps
+    # Mark each lane's own path (positions inside its own segment) with lane and step.
+    flat = np.flatnonzero(hist < nexts)  # flat index t * m + j
+    own_pos = hist.ravel()[flat]
+    own_lane = np.full(total + 2, -1, dtype=np.int32)
+    own_step = np.zeros(total + 2, dtype=np.int32)
+    own_lane[own_pos] = flat % m
+    own_step[own_pos] = flat // m
+    # A lane exits where it first reaches another lane's own path, or the end of the stream.
+    exits = ((hist >= nexts) & (own_lane[hist] >= 0)) | (hist == total)
+    t_exit = exits.argmax(axis=0)
+    ok = exits.any(axis=0).tolist()
+    exit_pos = hist[t_exit, np.arange(m)].tolist()
+    t_exit_l = t_exit.tolist()
+    chain, t_in, t_out = [], [], []
+    j, entry = 0, 0
+    for _ in range(m):
+        if not ok[j] or t_exit_l[j] < entry:
+            return None
+        chain.append(j)
+        t_in.append(entry)
+        t_out.append(t_exit_l[j])
+        x = exit_pos[j]
+        if x == total:
+            break
+        j, entry = int(own_lane[x]), int(own_step[x])
+    else:
+        return None
+    counts = np.array(t_out) - np.array(t_in)
+    if int(counts.sum()) != n:
+        return None
+    base = np.repeat(np.cumsum(counts) - counts, counts)
+    t_idx = np.arange(n) - base + np.repeat(t_in, counts)
+    return hist[t_idx, np.repeat(chain, counts)]

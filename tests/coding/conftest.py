@@ -9,7 +9,9 @@ from torch import nn
 from sparsenet.models import build_model
 
 
-def prune_and_share(model: nn.Module, density: float = 0.1, k: int = 16, seed: int = 0) -> nn.Module:
+def prune_and_share(
+    model: nn.Module, density: float = 0.1, k: int = 16, seed: int = 0
+) -> nn.Module:
     """Zero all but the largest ``density`` of each Linear/Conv weight, round the rest to k values."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():

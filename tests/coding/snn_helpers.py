@@ -24,7 +24,11 @@ def rechecksum(data: bytes) -> bytes:
         new_h = json.dumps(header, separators=(",", ":")).encode()
     except Exception:  # noqa: BLE001 - leave a broken header broken
         new_h = hbytes
-    body = _PRE.pack(magic, version, flags, len(new_h), zlib.crc32(new_h)) + new_h + data[start:body_end]
+    body = (
+        _PRE.pack(magic, version, flags, len(new_h), zlib.crc32(new_h))
+        + new_h
+        + data[start:body_end]
+    )
     size = len(body) + _TRAIL.size
     return body + _TRAIL.pack(size, zlib.crc32(body), END_MAGIC)
 
@@ -37,5 +41,7 @@ def edit_header(data: bytes, fn: Callable[[dict[str, Any]], None]) -> bytes:
     header = json.loads(data[_PRE.size : _PRE.size + hlen])
     fn(header)
     new_h = json.dumps(header).encode()
-    out = data[: _PRE.size - 8] + struct.pack("<II", len(new_h), 0) + new_h + data[_PRE.size + hlen :]
+    out = (
+        data[: _PRE.size - 8] + struct.pack("<II", len(new_h), 0) + new_h + data[_PRE.size + hlen :]
+    )
     return rechecksum(out)

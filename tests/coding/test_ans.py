@@ -30,7 +30,13 @@ def test_roundtrip_property(x):
 
 @pytest.mark.parametrize(
     "x",
-    [np.zeros(0, np.int64), np.array([5]), np.full(1000, 3), np.arange(1 << 16), np.array([65535, 0])],
+    [
+        np.zeros(0, np.int64),
+        np.array([5]),
+        np.full(1000, 3),
+        np.arange(1 << 16),
+        np.array([65535, 0]),
+    ],
     ids=["empty", "one", "constant", "alphabet16", "extremes"],
 )
 def test_roundtrip_edge_cases(x):

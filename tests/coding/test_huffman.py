@@ -72,7 +72,7 @@ def test_fibonacci_frequencies_need_the_limit():
     f = np.array(fib)
     assert huffman.code_lengths(f).max() == 29  # optimal code is 29 deep
     limited = huffman.code_lengths(f, max_len=12).astype(np.int64)
-    assert limited.max() == 12 and np.sum(2.0 ** -limited) <= 1.0
+    assert limited.max() == 12 and np.sum(2.0**-limited) <= 1.0
     x = np.repeat(np.arange(30), np.minimum(f, 500))
     roundtrip(x, max_len=12)
 
@@ -109,3 +109,26 @@ def test_corrupt_streams_raise_corrupt_file_error():
             huffman.decode(bytes(b))
         except CorruptFileError:
             pass
+
+
+@settings(max_examples=30, deadline=None)
+@given(hnp.arrays(np.int64, st.integers(1, 5000), elements=st.integers(0, 50)))
+def test_lane_decoder_and_pointer_doubling_agree(x):
+    data = huffman.encode(x)
+    fast = huffman.decode(data)
+    original = huffman._follow_lanes
+    try:
+        huffman._follow_lanes = lambda *a, **k: None  # force the fallback path
+        slow = huffman.decode(data)
+    finally:
+        huffman._follow_lanes = original
+    assert np.array_equal(fast, x) and np.array_equal(slow, x)
+
+
+def test_fixed_length_codes_that_never_resynchronise():
+    # 3-bit fixed-length code: lanes start at multiples of 256 bits, which is not a
+    # multiple of 3, so most lanes stay misaligned and the fallback must take over.
+    x = np.random.default_rng(3).integers(0, 8, 3000)
+    data = huffman.encode(x)
+    assert set(np.frombuffer(data, np.uint8, 8, huffman._HEAD.size)) == {3}
+    assert np.array_equal(huffman.decode(data), x)

@@ -22,7 +22,9 @@ def logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def test_lenet300_roundtrip_bit_exact(tmp_path, lenet300_digits, digits_data, coder, layout):
     x = digits_data.x_test[:128]
     path = tmp_path / "m.snn"
-    report = save_snn(lenet300_digits, path, coder=coder, layout=layout, metadata={"dataset": "digits"})
+    report = save_snn(
+        lenet300_digits, path, coder=coder, layout=layout, metadata={"dataset": "digits"}
+    )
     assert report["total"]["file_bytes"] == path.stat().st_size
     dense = sparsenet.load(path)
     assert torch.equal(logits(dense, x), logits(lenet300_digits, x))
@@ -53,7 +55,9 @@ def test_dense_unshared_model_is_stored_raw(tmp_path, digits_data):
     save_snn(m, tmp_path / "m.snn")
     snn = read_snn(tmp_path / "m.snn")
     assert {lc.mode for lc in snn.layers} == {"dense"}
-    assert torch.equal(logits(load_snn(tmp_path / "m.snn"), digits_data.x_test), logits(m, digits_data.x_test))
+    assert torch.equal(
+        logits(load_snn(tmp_path / "m.snn"), digits_data.x_test), logits(m, digits_data.x_test)
+    )
 
 
 class _Doubler(nn.Module):
@@ -102,7 +106,9 @@ def test_parametrised_codebook_layer(tmp_path, digits_data):
             return self.centroids[self.indices]
 
     m = sparsenet.build_model("lenet300", seed=0, in_features=64)
-    parametrize.register_parametrization(m.fc2, "weight", Codebook(m.fc2.weight.detach(), 3), unsafe=True)
+    parametrize.register_parametrization(
+        m.fc2, "weight", Codebook(m.fc2.weight.detach(), 3), unsafe=True
+    )
     save_snn(m, tmp_path / "m.snn")
     fc2 = next(lc for lc in read_snn(tmp_path / "m.snn").layers if lc.name == "fc2.weight")
     assert fc2.mode == "codebook" and fc2.bits == 3 and fc2.codebook.size == 8
@@ -200,3 +206,24 @@ def test_missing_file_and_not_snn(tmp_path):
     (tmp_path / "x.snn").write_bytes(b"hello world")
     with pytest.raises(CorruptFileError, match="magic"):
         load_snn(tmp_path / "x.snn")
+
+
+@pytest.mark.parametrize("coder", ["huffman", "ans"])
+def test_rechecksummed_flips_in_coded_sections(tmp_path, tiny_model, coder):
+    """Flips inside the coded streams, CRCs fixed: the stream validators must catch them."""
+    from sparsenet.coding.container import _PRE
+
+    save_snn(tiny_model, tmp_path / "t.snn", coder=coder, layout="sparse")
+    data = (tmp_path / "t.snn").read_bytes()
+    start = _PRE.size + _PRE.unpack_from(data, 0)[3]
+    rng = np.random.default_rng(2)
+    corrupt = 0
+    for _ in range(300):
+        b = bytearray(data)
+        i = int(rng.integers(start, len(data) - 16))
+        b[i] ^= 1 << int(rng.integers(8))
+        try:
+            parse(rechecksum(bytes(b)))
+        except CorruptFileError:
+            corrupt += 1
+    assert corrupt > 30

@@ -31,7 +31,9 @@ def test_gaps_roundtrip_and_fit_in_b_bits(mask, b):
 
 @pytest.mark.parametrize("coder", ["huffman", "ans"])
 @pytest.mark.parametrize("layout", ["auto", "sparse"])
-@pytest.mark.parametrize("case", ["pruned_shared", "pruned_raw", "dense_raw", "dense_shared", "all_zero"])
+@pytest.mark.parametrize(
+    "case", ["pruned_shared", "pruned_raw", "dense_raw", "dense_shared", "all_zero"]
+)
 def test_layer_roundtrip_every_mode(coder, layout, case):
     rng = np.random.default_rng(0)
     w = rng.normal(size=(40, 3, 5, 5)).astype(np.float32)
@@ -55,8 +57,15 @@ def test_layer_roundtrip_every_mode(coder, layout, case):
 
 def test_centroids_give_the_codebook_even_if_unused():
     w = np.array([[0.0, 0.5], [0.5, 0.0]], np.float32)
-    lc = encode_layer("f.weight", "fc", w, bits=2, index_bits=2, coder="huffman",
-                      centroids=np.array([-1.0, 0.25, 0.5, 2.0], np.float32))
+    lc = encode_layer(
+        "f.weight",
+        "fc",
+        w,
+        bits=2,
+        index_bits=2,
+        coder="huffman",
+        centroids=np.array([-1.0, 0.25, 0.5, 2.0], np.float32),
+    )
     assert lc.codebook.tolist() == [-1.0, 0.25, 0.5, 2.0]
 
 
