@@ -45,6 +45,12 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--force", action="store_true", help="factorise even when it does not save weights"
     )
+    p.add_argument(
+        "--budget-error",
+        choices=["absolute", "relative"],
+        default="absolute",
+        help="error a rank step removes under --budget: σ² or σ²/‖W‖² (default absolute)",
+    )
     p.add_argument("--finetune-epochs", type=nonneg_int, default=0)
     p.add_argument("--data", default=None, help="default: the data set the model was trained on")
     p.add_argument(
@@ -91,7 +97,13 @@ def cmd_factorize(args: argparse.Namespace) -> int:
     if args.finetune_epochs and not data_name:
         raise SparsenetError(f"{args.model_path}: no data set recorded; pass --data to fine-tune")
     plan = plan_ranks(
-        model, rank=rank, energy=args.energy, budget=args.budget, layers=layers, force=args.force
+        model,
+        rank=rank,
+        energy=args.energy,
+        budget=args.budget,
+        layers=layers,
+        force=args.force,
+        budget_error=args.budget_error,
     )
     data = load_dataset(data_name) if data_name else None
     acc_dense = evaluate(model, *data.test)["accuracy"] if data else None

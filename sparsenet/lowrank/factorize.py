@@ -23,7 +23,7 @@ def factorize(
     layers: list[str] | None = None,
     force: bool = False,
     plan: list[LayerPlan] | None = None,
-    budget_error: str = "relative",
+    budget_error: str = "absolute",
 ) -> nn.Module:
     """Replace Linear/Conv2d layers by truncated-SVD low-rank layers, in place.
 

@@ -160,3 +160,44 @@ def test_finetune_trains_both_factors(digits_data):
     assert not torch.equal(model.fc1.first.weight, w0[0])
     assert not torch.equal(model.fc1.second.weight, w0[1])
     assert hist[0]["lowrank_drift"] > 0
+
+
+class _HalfMask(nn.Module):
+    """A stand-in for a later pruning stage: a registered mask parametrisation."""
+
+    transform_kind = "test-lowrank-mask"
+
+    def __init__(self, shape):
+        super().__init__()
+        self.register_buffer("mask", torch.ones(shape))
+
+    def forward(self, w):
+        return w * self.mask
+
+    def spec(self):
+        return {"shape": list(self.mask.shape)}
+
+    @classmethod
+    def from_spec(cls, spec):
+        return cls(spec["shape"])
+
+
+def test_factors_take_a_later_parametrisation_and_round_trip(tmp_path):
+    from torch.nn.utils import parametrize
+
+    from sparsenet.checkpoint import register_parametrization
+
+    register_parametrization(_HalfMask)
+    model = build_model("lenet300", seed=0)
+    factorize(model, rank={"fc1": 12})
+    first = model.fc1.first
+    p = _HalfMask(first.weight.shape)
+    p.mask[:, ::2] = 0
+    parametrize.register_parametrization(first, "weight", p)
+    assert float((model.fc1.first.weight == 0).float().mean()) >= 0.5
+    save_model(model, tmp_path / "m.pt")
+    loaded, _ = load_model(tmp_path / "m.pt")
+    assert parametrize.is_parametrized(loaded.fc1.first, "weight")
+    x = torch.rand(3, 1, 28, 28)
+    model.eval()
+    assert torch.equal(loaded(x), model(x))
