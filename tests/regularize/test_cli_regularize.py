@@ -1,7 +1,6 @@
 import json
 
 import pytest
-import torch
 
 from sparsenet.checkpoint import load_model
 from sparsenet.cli import main
