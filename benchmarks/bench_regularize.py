@@ -312,8 +312,12 @@ def plot(result: dict[str, Any], out: Path) -> None:
 
     if "han" in result:
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        palette = iter(["tab:gray", "tab:blue", "tab:cyan", "tab:red", "tab:orange", "tab:green"])
-        colours = {name: next(palette, "k") for name in result["han"]["runs"]}
+        shades = {
+            "none": iter(["tab:gray"]),
+            "l1": iter(["tab:cyan", "tab:blue", "navy"]),
+            "l2": iter(["tab:orange", "tab:red", "darkred"]),
+        }
+        colours = {name: next(shades[name.split()[0]], "k") for name in result["han"]["runs"]}
         for name, run in result["han"]["runs"].items():
             xs = [r["sparsity"] * 100 for r in run["pruned"]]
             label = name
@@ -420,7 +424,11 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=1, help="torch threads (1: the machine is shared)"
     )
     p.add_argument("--quick", action="store_true", help="10k samples, 2 epochs, fewer points")
+    p.add_argument("--plot-only", action="store_true", help="redraw the PNGs from the JSON")
     args = p.parse_args(argv)
+    if args.plot_only:
+        plot(json.loads((Path(args.out) / "bench_regularize.json").read_text()), Path(args.out))
+        return 0
     if args.quick:
         args.train_samples, args.epochs, args.retrain_epochs = 10000, 2, 1
         args.sparsities, args.log1p, args.taus = [0.8, 0.95], [1e-3, 1e-2], [0.1, 0.3]
