@@ -14,6 +14,7 @@ from .lowrank import factorize
 from .models import LeNet5, LeNet300, build_model, model_for_dataset
 from .pipeline import compress
 from .share import share_weights
+from .regularize import ActivationPenalty, WeightPenalty, replace_activations
 from .summary import model_summary
 from .training import (
     Callback,
@@ -61,6 +62,10 @@ __all__ = [
     "fit",
     "predict",
     "seed_everything",
+    # regularize
+    "WeightPenalty",
+    "ActivationPenalty",
+    "replace_activations",
     # files
     "load_model",
     "save_model",

@@ -31,7 +31,12 @@ from .penalties import (
     log1p_penalty,
 )
 from .sites import activation_sites, weight_layers
-from .spec import parse_act_penalty, parse_activation, parse_weight_penalty
+from .spec import (
+    callbacks_from_specs,
+    parse_act_penalty,
+    parse_activation,
+    parse_weight_penalty,
+)
 
 __all__ = [
     # penalties (training callbacks) and their closed forms
@@ -62,4 +67,5 @@ __all__ = [
     "parse_weight_penalty",
     "parse_act_penalty",
     "parse_activation",
+    "callbacks_from_specs",
 ]

@@ -170,7 +170,7 @@ def replace_activations(
     else:
         factory = activation
     sites = activation_sites(model, layers)
-    for requested, (site, module) in sites.items():
+    for requested, (_site, module) in sites.items():
         if not is_activation(module):
             raise SpecError(
                 f"replace_activations: {requested!r} is not followed by an activation module "

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -59,7 +60,7 @@ def weight_sparsity(
     out: dict[str, Any] = {"eps": eps, "layers": {}}
     tot_n = tot_zero = tot_small = 0
     for name, m in weight_layers(model, layers).items():
-        w = m.weight.detach()
+        w = cast(torch.Tensor, m.weight).detach()
         n, zeros = w.numel(), int((w == 0).sum())
         small = int((w.abs() < eps).sum()) if eps > 0 else zeros
         out["layers"][name] = {
@@ -79,6 +80,24 @@ def weight_sparsity(
         "sparsity_eps": tot_small / max(tot_n, 1),
     }
     return out
+
+
+@dataclass
+class _SiteStats:
+    """Running counts of one activation site over the batches seen."""
+
+    zeros: int = 0
+    entries: int = 0
+    hoyer_sum: float = 0.0
+    alive: torch.Tensor | None = None  # (units,) bool: non-zero on some sample
+
+    def add(self, z: torch.Tensor) -> None:
+        """Count a batch ``z`` of shape (B, units)."""
+        self.zeros += int((z == 0).sum())
+        self.entries += z.numel()
+        self.hoyer_sum += float(hoyer(z, dim=1).sum())
+        alive = (z != 0).any(0)
+        self.alive = alive if self.alive is None else (self.alive | alive)
 
 
 @torch.no_grad()
@@ -101,18 +120,12 @@ def activation_sparsity(
     and ``total`` (zeros over all measured entries).
     """
     sites = activation_sites(model, layers)
-    stats = {k: {"zeros": 0, "entries": 0, "hoyer_sum": 0.0, "alive": None} for k in sites}
+    stats = {k: _SiteStats() for k in sites}
     handles = []
     for key, (_site, module) in sites.items():
 
-        def hook(_m: nn.Module, _i: Any, out: torch.Tensor, key: str = key) -> None:
-            z = out.detach().reshape(out.shape[0], -1)  # (B, units)
-            s = stats[key]
-            s["zeros"] += int((z == 0).sum())
-            s["entries"] += z.numel()
-            s["hoyer_sum"] += float(hoyer(z, dim=1).sum())
-            alive = (z != 0).any(0)
-            s["alive"] = alive if s["alive"] is None else (s["alive"] | alive)
+        def hook(_m: nn.Module, _i: Any, out: torch.Tensor, s: _SiteStats = stats[key]) -> None:
+            s.add(out.detach().reshape(out.shape[0], -1))  # (B, units)
 
         handles.append(module.register_forward_hook(hook))
     was_training = model.training
@@ -129,16 +142,14 @@ def activation_sparsity(
     zeros = entries = 0
     for key, (site, _m) in sites.items():
         s = stats[key]
-        units = s["entries"] // max(n, 1)
-        alive = s["alive"]
         result["layers"][key] = {
             "site": site,
-            "units": units,
-            "sparsity": s["zeros"] / max(s["entries"], 1),
-            "dead": int((~alive).sum()) if alive is not None else 0,
-            "hoyer": s["hoyer_sum"] / max(n, 1),
+            "units": s.entries // max(n, 1),
+            "sparsity": s.zeros / max(s.entries, 1),
+            "dead": int((~s.alive).sum()) if s.alive is not None else 0,
+            "hoyer": s.hoyer_sum / max(n, 1),
         }
-        zeros, entries = zeros + s["zeros"], entries + s["entries"]
+        zeros, entries = zeros + s.zeros, entries + s.entries
     result["total"] = {"sparsity": zeros / max(entries, 1)}
     return result
 

@@ -27,7 +27,7 @@ mean activation; it needs activations in [0, 1] (sigmoid-like), and ρ̂ is clam
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -96,9 +96,7 @@ def l1_activation(z: torch.Tensor) -> torch.Tensor:
 def kl_sparsity(z: torch.Tensor, rho: float = 0.05) -> torch.Tensor:
     """Σ_i KL(ρ ‖ ρ̂_i) with ρ̂_i the batch mean of unit i; z of shape (B, ...) in [0, 1]."""
     rho_hat = z.reshape(z.shape[0], -1).mean(0).clamp(_KL_EPS, 1 - _KL_EPS)  # (units,)
-    return (
-        rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))
-    ).sum()
+    return (rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))).sum()
 
 
 def _check_lam(lam: float, who: str) -> float:
@@ -151,7 +149,7 @@ class WeightPenalty(Callback):
         return {"group": "group_lasso"}.get(self.kind, self.kind)
 
     def _term(self, m: nn.Module) -> torch.Tensor:
-        w: torch.Tensor = m.weight  # effective weight, through any parametrisation
+        w = cast(torch.Tensor, m.weight)  # effective weight, through any parametrisation
         b = getattr(m, "bias", None) if self.include_bias else None
         if self.kind == "group":
             if b is not None and self.groups == "out":

@@ -107,7 +107,7 @@ def activation_sites(
     ------
     SpecError : a name is neither an activation module nor a weight layer.
     """
-    modules = dict(model.named_modules())
+    modules: dict[str, nn.Module] = dict(model.named_modules())
     if layers is None:
         out: dict[str, tuple[str, nn.Module]] = {}
         prev: dict[str, str] = {}
@@ -117,19 +117,22 @@ def activation_sites(
                 prev[nxt[0]] = name
         for name, m in modules.items():
             if name and not _inside_parametrization(name) and is_activation(m):
-                out[prev.get(name, name)] = (name, m)
+                out[prev.get(name) or name] = (name, m)
         return out
     wanted = list(layers)
     bad = [
         n
         for n in wanted
-        if n not in modules or not (is_activation(modules[n]) or isinstance(modules[n], WEIGHT_TYPES))
+        if n not in modules
+        or not (is_activation(modules[n]) or isinstance(modules[n], WEIGHT_TYPES))
     ]
     if bad:
         known = [
             n
             for n, m in modules.items()
-            if n and not _inside_parametrization(n) and (is_activation(m) or isinstance(m, WEIGHT_TYPES))
+            if n
+            and not _inside_parametrization(n)
+            and (is_activation(m) or isinstance(m, WEIGHT_TYPES))
         ]
         raise _unknown("layer(s) for activations", bad, known)
     out = {}

@@ -15,9 +15,14 @@ bad text and the expected form.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
 
 from ..errors import SpecError
+from ..training import Callback
 
 __all__ = [
     "WeightPenaltySpec",
@@ -26,6 +31,7 @@ __all__ = [
     "parse_weight_penalty",
     "parse_act_penalty",
     "parse_activation",
+    "callbacks_from_specs",
     "WEIGHT_FORM",
     "ACT_PENALTY_FORM",
     "ACTIVATION_FORM",
@@ -109,7 +115,9 @@ def parse_act_penalty(text: str) -> ActPenaltySpec:
     lam = _number(parts[1], text, ACT_PENALTY_FORM, "LAMBDA", 0.0, math.inf)
     rho = None
     if kind == "kl":
-        rho = _number(parts[2], text, ACT_PENALTY_FORM, "RHO", 0.0, 1.0) if len(parts) == 3 else 0.05
+        rho = (
+            _number(parts[2], text, ACT_PENALTY_FORM, "RHO", 0.0, 1.0) if len(parts) == 3 else 0.05
+        )
         if rho <= 0:
             raise _bad(text, ACT_PENALTY_FORM, "RHO must be > 0")
     return ActPenaltySpec(kind, lam, rho, layers)
@@ -126,3 +134,55 @@ def parse_activation(text: str) -> ActivationSpec:
         raise _bad(text, ACTIVATION_FORM, "expected exactly one ':' between KIND and TAU")
     high = 1.0 if kind == "truncated-sigmoid" else math.inf
     return ActivationSpec(kind, _number(parts[1], text, ACTIVATION_FORM, "TAU", 0.0, high), layers)
+
+
+def callbacks_from_specs(
+    model: nn.Module,
+    l1: str | None = None,
+    l2: str | None = None,
+    group_lasso: str | None = None,
+    act_penalties: Sequence[str] = (),
+    include_bias: bool = False,
+) -> tuple[list[Callback], dict[str, Any]]:
+    """Penalty callbacks for ``model`` from CLI spec strings, with layer names checked now.
+
+    ``l1`` and ``l2`` together are the elastic net (two independent terms, so each keeps its
+    own λ and layers). Returns ``(callbacks, description)``, the description being a
+    JSON-able record for the checkpoint's metadata.
+
+    Raises
+    ------
+    SpecError : a malformed spec or a layer name the model does not have.
+    """
+    from .penalties import ActivationPenalty, WeightPenalty
+    from .sites import activation_sites, weight_layers
+
+    callbacks: list[Callback] = []
+    record: dict[str, Any] = {}
+    for kind, text in (("l1", l1), ("l2", l2), ("group", group_lasso)):
+        if text is None:
+            continue
+        ws = parse_weight_penalty(text)
+        weight_layers(model, ws.layers)  # validates names
+        callbacks.append(WeightPenalty(kind, ws.lam, ws.layers, include_bias=include_bias))
+        record[kind] = {
+            "lam": ws.lam,
+            "layers": list(ws.layers) if ws.layers else None,
+            "include_bias": include_bias,
+        }
+    acts = []
+    for text in act_penalties:
+        aps = parse_act_penalty(text)
+        activation_sites(model, aps.layers)
+        callbacks.append(ActivationPenalty(aps.kind, aps.lam, aps.layers, rho=aps.rho or 0.05))
+        acts.append(
+            {
+                "kind": aps.kind,
+                "lam": aps.lam,
+                "rho": aps.rho,
+                "layers": list(aps.layers) if aps.layers else None,
+            }
+        )
+    if acts:
+        record["activation_penalties"] = acts
+    return callbacks, record

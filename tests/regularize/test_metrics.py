@@ -27,13 +27,17 @@ def test_hoyer_extremes_and_formula():
     # scale-invariant, per-row along dim
     rows = torch.stack([x, 10 * x, torch.tensor([0.0, 0.0, 0.0, 1.0])])
     h = hoyer(rows, dim=1)
-    assert h.shape == (3,) and torch.allclose(h, torch.tensor([expected, expected, 1.0], dtype=h.dtype))
+    assert h.shape == (3,) and torch.allclose(
+        h, torch.tensor([expected, expected, 1.0], dtype=h.dtype)
+    )
 
 
 def test_weight_sparsity_counts():
     m = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
     with torch.no_grad():
-        m[0].weight.copy_(torch.tensor([[0.0, 1e-4, 2.0, 0.0], [0.5, 0.0, -1e-5, 1.0], [1, 1, 1, 1]]))
+        m[0].weight.copy_(
+            torch.tensor([[0.0, 1e-4, 2.0, 0.0], [0.5, 0.0, -1e-5, 1.0], [1, 1, 1, 1]])
+        )
         m[2].weight.fill_(0.0)
         m[0].bias.fill_(0.0)  # biases are not counted
     r = weight_sparsity(m, eps=1e-3)

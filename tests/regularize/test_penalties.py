@@ -222,3 +222,25 @@ def test_l1_activation_penalty_raises_activation_sparsity(digits_data):
     s_plain = activation_sparsity(plain, x)["total"]["sparsity"]
     s_sparse = activation_sparsity(sparse, x)["total"]["sparsity"]
     assert s_sparse > s_plain + 0.1
+
+
+def test_weight_penalty_sees_parametrised_weight():
+    from torch.nn.utils import parametrize
+
+    class FixedMask(nn.Module):
+        def __init__(self, mask):
+            super().__init__()
+            self.register_buffer("mask", mask)
+
+        def forward(self, w):
+            return w * self.mask
+
+    m = _tiny()
+    mask = (torch.arange(12).reshape(3, 4) % 3 != 0).float()
+    parametrize.register_parametrization(m[0], "weight", FixedMask(mask))
+    v = WeightPenalty("l1", 1.0, layers=["0"]).value(m)
+    raw = m[0].parametrizations.weight.original
+    assert torch.isclose(v, (raw * mask).abs().sum())
+    v.backward()
+    # pruned positions get no penalty gradient; kept ones get sign(w)
+    assert torch.equal(raw.grad, torch.sign(raw.detach()) * mask)
