@@ -13,8 +13,8 @@ from .inference import load_snn as load
 from .lowrank import factorize
 from .models import LeNet5, LeNet300, build_model, model_for_dataset
 from .pipeline import compress
-from .share import share_weights
 from .regularize import ActivationPenalty, WeightPenalty, replace_activations
+from .share import share_weights
 from .summary import model_summary
 from .training import (
     Callback,

@@ -13,7 +13,6 @@ from torch import nn
 from ..checkpoint import load_checkpoint, save_model
 from ..data import load_dataset
 from ..distributed import barrier, is_main, world_size
-from ..errors import SparsenetError
 from ..errors import SparsenetError, SpecError
 from ..models import MODELS, model_for_dataset
 from ..progress import log
