@@ -104,9 +104,10 @@ def test_builtin_recipes_are_valid_and_han_settings():
     assert share["finetune_epochs"] > 0
     assert r5.stages[3].settings["coder"] == "huffman"
     r3 = load_recipe("deep-compression", model="lenet300")
-    per = r3.stages[1].settings["per_layer"]
-    kept = (1 - per["fc1"]) * 784 * 300 + (1 - per["fc2"]) * 300 * 100 + (1 - per["fc3"]) * 1000
-    assert 0.07 < kept / 266_200 < 0.09  # Han: about 8% of the weights survive
+    assert r3.name == "deep-compression-lenet300"
+    assert 0.07 < 1 - r3.stages[1].settings["sparsity"] < 0.09  # about 8% of the weights survive
+    kept = 0.66 * 500 + 0.12 * 25_000 + 0.08 * 400_000 + 0.19 * 5_000  # Han's LeNet-5 targets
+    assert 0.07 < kept / 430_500 < 0.09
     assert load_recipe("deep-compression", model="vgg").name == "deep-compression"
 
 
