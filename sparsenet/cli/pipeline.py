@@ -101,10 +101,16 @@ def _extend_compress(existing: argparse.ArgumentParser) -> None:
     existing.set_defaults(func=dispatch)
 
 
+def _model_name(model: str) -> str | None:
+    from ..pipeline.runner import _model_name as name_of
+
+    return name_of(model)
+
+
 def _execute(args: argparse.Namespace, recipe_src: str, model: str | None, data: str | None) -> int:
     from ..pipeline import compress, load_recipe
 
-    recipe = load_recipe(recipe_src, model=model if model and not os.path.exists(model) else None)
+    recipe = load_recipe(recipe_src, model=_model_name(model) if model else None)
     if args.seed is not None:
         recipe = recipe.with_overrides(seed=args.seed)
     model = model or recipe.model

@@ -115,12 +115,15 @@ def _resolve_model(model: nn.Module | str, data: Dataset, seed: int) -> tuple[nn
 
 
 def _model_name(model: nn.Module | str) -> str | None:
+    """The registry name of ``model`` (module, model file or name), to pick recipe variants."""
+    if isinstance(model, (str, os.PathLike)) and os.path.isfile(model):
+        from ..cli.common import load_any_model
+
+        model = load_any_model(os.fspath(model))[0]
     if isinstance(model, nn.Module):
         arch = arch_of(model)
         return arch["name"] if arch else None
-    if os.path.exists(model):
-        return None
-    return model
+    return os.fspath(model)
 
 
 class _Run:

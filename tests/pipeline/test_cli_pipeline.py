@@ -89,3 +89,13 @@ def test_run_recipe_file_then_report_regenerates(tmp_path, capsys):
     assert rc == 2 and "--resume" in err
     rc, _, err = run(capsys, "run", str(recipe), "--run-dir", str(run_dir), "--quiet", "--resume")
     assert rc == 0, err
+
+
+def test_builtin_variant_follows_the_model_file(tmp_path, capsys):
+    from sparsenet.checkpoint import save_model
+    from sparsenet.models import model_for_dataset
+
+    path = tmp_path / "net.pt"
+    save_model(model_for_dataset("lenet5", (1, 8, 8), 10, seed=0), path)
+    rc, out, _ = run(capsys, "run", "deep-compression", "--model", str(path), "--check")
+    assert rc == 0 and 'name = "deep-compression-lenet5"' in out
