@@ -5,8 +5,8 @@ Both start from the same trained dense model and follow the same recipe (the bui
 lr/10, bits):
 
 * **sparsenet**: ``sparsenet.pipeline.compress(model, data, recipe)`` → ``.snn`` file.
-* **peer**: ``torch.nn.utils.prune.l1_unstructured`` per layer, iteratively to the same
-  targets, with the same retraining (``sparsenet.training.fit``, same config); scikit-learn
+* **peer**: ``torch.nn.utils.prune.l1_unstructured`` per layer (``global_unstructured`` for a
+  global target), iteratively to the same targets, with the same retraining (``sparsenet.training.fit``, same config); scikit-learn
   ``KMeans`` (linear init, one run) on each layer's non-zeros; the weights as CSR arrays
   (``scipy.sparse``) whose column indices and cluster indices are Huffman coded with
   ``dahuffman``; codebooks, row pointers and biases stored raw. No centroid fine-tuning:
@@ -67,7 +67,8 @@ def peer_pipeline(model: nn.Module, data: Dataset, recipe: Any) -> dict[str, Any
     stages = {s.kind: s.settings for s in recipe.stages}
     pr, sh = stages["prune"], stages["share"]
     layers = _layers(model)
-    targets = pr["per_layer"] if "per_layer" in pr else dict.fromkeys(layers, pr["sparsity"])
+    global_target = pr.get("sparsity")  # one threshold over all layers, like sparsenet's default
+    targets = pr["per_layer"] if "per_layer" in pr else dict.fromkeys(layers, global_target)
     base = default_config(model.arch["name"], data.name).replace(quiet=True)  # type: ignore[union-attr]
     n = pr["iterations"]
     done = dict.fromkeys(targets, 0.0)
@@ -77,8 +78,12 @@ def peer_pipeline(model: nn.Module, data: Dataset, recipe: Any) -> dict[str, Any
         for name, s in targets.items():
             goal = 1.0 - (1.0 - s) ** (k / n)  # the same geometric schedule as sparsenet
             amount = 1.0 - (1.0 - goal) / (1.0 - done[name])  # of what is left
-            tprune.l1_unstructured(layers[name], "weight", amount=float(amount))
+            if global_target is None:
+                tprune.l1_unstructured(layers[name], "weight", amount=float(amount))
             done[name] = goal
+        if global_target is not None:
+            tprune.global_unstructured([(m, "weight") for m in layers.values()],
+                                       pruning_method=tprune.L1Unstructured, amount=float(amount))
         cfg = base.replace(epochs=pr["retrain_epochs"], lr=base.lr * pr["lr_factor"],
                            seed=recipe.seed * 1000 + 1)
         if cfg.epochs:
