@@ -100,13 +100,20 @@ def plot_sensitivity(curves: dict[str, list[tuple[float, float]]], path: Path) -
 
 def plot_accuracy_size(points: list[dict[str, Any]], path: Path) -> Path:
     """Accuracy against model size (KB, log scale), one point per stage."""
-    fig, ax = plt.subplots(figsize=(6, 4))
-    xs = [p["bytes"] / 1024 for p in points]
-    ys = [p["accuracy"] * 100 for p in points]
+    merged: list[dict[str, Any]] = []
+    for p in points:  # a stage that changed nothing (a skipped train) shares its point
+        if merged and merged[-1]["bytes"] == p["bytes"] and merged[-1]["accuracy"] == p["accuracy"]:
+            merged[-1] = {**merged[-1], "label": f"{merged[-1]['label']}, {p['label']}"}
+        else:
+            merged.append(dict(p))
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    xs = [p["bytes"] / 1024 for p in merged]
+    ys = [p["accuracy"] * 100 for p in merged]
     ax.plot(xs, ys, marker="o", color="tab:blue")
-    for p, x, y in zip(points, xs, ys, strict=True):
+    for i, (p, x, y) in enumerate(zip(merged, xs, ys, strict=True)):
         ax.annotate(f"{p['label']} ({p['compression']:.0f}x)", (x, y), fontsize=8,
-                    textcoords="offset points", xytext=(4, 4))
+                    textcoords="offset points", xytext=(-4, 8 if i % 2 == 0 else -14),
+                    ha="right" if i == len(merged) - 1 else "left")
     ax.set_xscale("log")
     ax.invert_xaxis()
     ax.set_xlabel("size (KB, log scale)")
