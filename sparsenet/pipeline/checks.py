@@ -1,0 +1,149 @@
+"""Value checkers for recipe keys: each maps ``(value, key path)`` to a normalised value or
+raises :class:`RecipeError` naming the key path, what was expected and what was given."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import SparsenetError
+
+__all__ = [
+    "RecipeError",
+    "Check",
+    "number",
+    "integer",
+    "choice",
+    "boolean",
+    "string",
+    "string_list",
+    "per_layer",
+    "parse_bits",
+    "rank_spec",
+    "fail",
+]
+
+
+class RecipeError(SparsenetError):
+    """A recipe has an unknown key, a missing key or a bad value (the message names its path)."""
+
+
+Check = Callable[[Any, str], Any]  # (value, key path) -> normalised value, or raise RecipeError
+
+def _fmt(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def fail(path: str, expected: str, value: Any) -> RecipeError:
+    return RecipeError(f"{path}: expected {expected}, got {_fmt(value)}")
+
+
+def number(lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+           hi_open: bool = False) -> Check:
+    """A finite int or float within the given (open or closed) bounds."""
+    if lo is not None and hi is not None:
+        what = f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+    elif lo is not None:
+        what = f"a number {'>' if lo_open else '>='} {lo:g}"
+    else:
+        what = "a finite number"
+
+    def check(v: Any, path: str) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise fail(path, what, v)
+        if lo is not None and (v <= lo if lo_open else v < lo):
+            raise fail(path, what, v)
+        if hi is not None and (v >= hi if hi_open else v > hi):
+            raise fail(path, what, v)
+        return float(v)
+
+    return check
+
+
+def integer(lo: int | None = None, hi: int | None = None) -> Check:
+    what = "an integer" + (f" >= {lo}" if lo is not None and hi is None else "")
+    if lo is not None and hi is not None:
+        what = f"an integer in [{lo}, {hi}]"
+
+    def check(v: Any, path: str) -> int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise fail(path, what, v)
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise fail(path, what, v)
+        return v
+
+    return check
+
+
+def choice(*options: str) -> Check:
+    what = "one of " + ", ".join(repr(o) for o in options)
+
+    def check(v: Any, path: str) -> str:
+        if v not in options:
+            raise fail(path, what, v)
+        return str(v)
+
+    return check
+
+
+def boolean(v: Any, path: str) -> bool:
+    if not isinstance(v, bool):
+        raise fail(path, "true or false", v)
+    return v
+
+
+def string(v: Any, path: str) -> str:
+    if not isinstance(v, str) or not v:
+        raise fail(path, "a non-empty string", v)
+    return v
+
+
+def string_list(v: Any, path: str) -> list[str]:
+    if not isinstance(v, list) or not v:
+        raise fail(path, "a non-empty list of layer names", v)
+    return [string(x, f"{path}[{i}]") for i, x in enumerate(v)]
+
+
+def per_layer(value: Check) -> Check:
+    """A table ``{layer_name = value, ...}`` with each value checked by ``value``."""
+
+    def check(v: Any, path: str) -> dict[str, Any]:
+        if not isinstance(v, dict) or not v:
+            raise fail(path, "a table of layer = value", v)
+        return {str(k): value(x, f"{path}.{k}") for k, x in v.items()}
+
+    return check
+
+
+def parse_bits(v: Any, path: str = "bits") -> dict[str, int]:
+    """Bits per layer: an int (all layers), ``"conv=8,fc=5,fc3=6"`` or a table of the same.
+
+    Keys ``conv`` and ``fc`` select by layer type, any other key is a layer name.
+    Returns the table form, e.g. ``{"conv": 8, "fc": 5}``.
+    """
+    bits = integer(1, 16)
+    if isinstance(v, int) and not isinstance(v, bool):
+        n = bits(v, path)
+        return {"conv": n, "fc": n}
+    if isinstance(v, str):
+        table: dict[str, Any] = {}
+        for part in v.split(","):
+            key, sep, val = part.strip().partition("=")
+            if not sep or not key.strip():
+                raise fail(path, "NAME=BITS[,NAME=BITS...] such as 'conv=8,fc=5'", v)
+            try:
+                table[key.strip()] = int(val)
+            except ValueError:
+                raise fail(f"{path}.{key.strip()}", "an integer in [1, 16]", val.strip()) from None
+        v = table
+    if isinstance(v, dict) and v:
+        return {str(k): bits(x, f"{path}.{k}") for k, x in v.items()}
+    raise fail(path, "bits as an integer, 'conv=8,fc=5' or a table", v)
+
+
+def rank_spec(v: Any, path: str) -> int | dict[str, int]:
+    if isinstance(v, dict):
+        return per_layer(integer(1))(v, path)
+    return integer(1)(v, path)
