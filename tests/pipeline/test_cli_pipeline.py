@@ -99,3 +99,24 @@ def test_builtin_variant_follows_the_model_file(tmp_path, capsys):
     save_model(model_for_dataset("lenet5", (1, 8, 8), 10, seed=0), path)
     rc, out, _ = run(capsys, "run", "deep-compression", "--model", str(path), "--check")
     assert rc == 0 and 'name = "deep-compression-lenet5"' in out
+
+
+def test_compress_recipe_form_writes_the_snn(tmp_path, capsys):
+    pytest.importorskip("sparsenet.coding")
+    recipe = tmp_path / "enc.toml"
+    recipe.write_text(
+        "seed = 1\n[[stages]]\ntrain = { epochs = 1 }\n[[stages]]\nshare = { bits = 3 }\n"
+        "[[stages]]\nencode = { coder = 'ans' }\n"
+    )
+    out = tmp_path / "m.snn"
+    rc, stdout, err = run(capsys, "compress", "--recipe", str(recipe), "--model", "lenet300",
+                          "--data", "digits", "--out", str(out), "--run-dir",
+                          str(tmp_path / "run"), "--json", "--quiet")
+    assert rc == 0, err
+    rep = json.loads(stdout)
+    assert rep["final"]["file_bytes"] == out.stat().st_size
+    rc, stdout, _ = run(capsys, "eval", str(out), "--json")
+    assert rc == 0 and json.loads(stdout)["test_accuracy"] == rep["final"]["accuracy"]
+    # without --recipe, the single-step form still wants its MODEL and --out
+    rc, _, err = run(capsys, "compress", "--out", str(out))
+    assert rc == 2 and "MODEL" in err and err.count("\n") == 1
