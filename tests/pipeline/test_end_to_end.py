@@ -74,3 +74,29 @@ def test_resume_after_killed_stage_gives_same_file_bytes(tmp_path, digits_data, 
              resume=True, report=False)
     assert calls["train"] == 0
     assert out.read_bytes() == ref.read_bytes()
+
+
+def test_every_stage_kind_composes(tmp_path, digits_data):
+    pytest.importorskip("sparsenet.lowrank")
+    pytest.importorskip("sparsenet.regularize")
+    recipe = {
+        "seed": 2,
+        "stages": [
+            {"train": {"epochs": 2}},
+            {"regularize": {"l1": 1e-4, "epochs": 1}},
+            {"factorize": {"rank": {"fc1": 16, "fc2": 16}, "finetune_epochs": 1}},
+            {"prune": {"sparsity": 0.5, "retrain_epochs": 1, "lr_factor": 0.5}},
+            {"share": {"bits": 4, "finetune_epochs": 1}},
+            {"encode": {"coder": "ans"}},
+        ],
+    }
+    out = tmp_path / "all.snn"
+    _, rep = compress("lenet300", digits_data, recipe, run_dir=tmp_path / "run", out=out,
+                      quiet=True, report=False)
+    assert [s["kind"] for s in rep["stages"]][1:] == [
+        "train", "regularize", "factorize", "prune", "share", "encode"]
+    names = [lay["name"] for lay in rep["layers"]]
+    assert "fc1.0" in names and "fc1.1" in names  # the low-rank factors are ordinary layers
+    assert all(lay["weight_bits"] == 4 for lay in rep["layers"])
+    loaded = coding.load_snn(out)
+    assert evaluate(loaded, *digits_data.test)["accuracy"] == rep["final"]["accuracy"]
