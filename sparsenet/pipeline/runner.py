@@ -37,7 +37,7 @@ from ..data import Dataset, load_dataset
 from ..errors import SparsenetError
 from ..io import atomic_write_text, write_json
 from ..models import arch_of, model_for_dataset
-from ..progress import log
+from ..progress import log, progress
 from ..training import evaluate, seed_everything
 from .recipe import Recipe, load_recipe
 from .stages import STAGES, StageContext
@@ -262,7 +262,9 @@ def compress(
         log(f"resuming {rdir}: {start} finished stage(s) reused", quiet)
 
     n = len(recipe_obj.stages)
-    for i in range(start, n):
+    # One bar over the stages; inside each, fit draws its own bar per epoch.
+    for i in progress(range(start, n), desc=recipe_obj.name, total=n - start, quiet=quiet,
+                      unit="stage", position=0):
         st = recipe_obj.stages[i]
         ctx = StageContext(recipe=recipe_obj, index=i, stage=st, data=data_obj,
                            pretrained=pretrained, quiet=quiet, work_dir=rdir,
