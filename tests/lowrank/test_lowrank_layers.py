@@ -201,3 +201,18 @@ def test_factors_take_a_later_parametrisation_and_round_trip(tmp_path):
     x = torch.rand(3, 1, 28, 28)
     model.eval()
     assert torch.equal(loaded(x), model(x))
+
+
+@pytest.mark.parametrize(
+    "entry, match",
+    [
+        ({"module": "fc9", "kind": "lowrank", "args": {"type": "linear"}}, "no layer 'fc9'"),
+        ({"module": "fc1", "kind": "lowrank", "args": {"type": "conv3d"}}, "unknown layer type"),
+    ],
+)
+def test_bad_transform_entry_is_a_checkpoint_error(entry, match):
+    from sparsenet.checkpoint import apply_transforms
+    from sparsenet.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match=match):
+        apply_transforms(build_model("lenet300"), [entry])
