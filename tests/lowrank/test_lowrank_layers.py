@@ -216,3 +216,17 @@ def test_bad_transform_entry_is_a_checkpoint_error(entry, match):
 
     with pytest.raises(CheckpointError, match=match):
         apply_transforms(build_model("lenet300"), [entry])
+
+
+def test_parametrised_layer_is_factorised_from_its_effective_weight():
+    from torch.nn.utils import parametrize
+
+    torch.manual_seed(4)
+    layer = nn.Linear(12, 9)
+    p = _HalfMask(layer.weight.shape)
+    p.mask[:, ::3] = 0
+    parametrize.register_parametrization(layer, "weight", p)
+    low = factorize_layer(layer, 9)  # full rank: exactly the masked layer
+    x = torch.randn(4, 12)
+    torch.testing.assert_close(low(x), layer(x), atol=1e-5, rtol=0)
+    assert not parametrize.is_parametrized(low.first)
