@@ -321,6 +321,20 @@ def render(out: Path) -> None:
                 )
             print(f"| {bits} | " + " | ".join(cells) + " |")
         print(
+            "\noptimal vs linear: MSE ratio linear/optimal; accuracy optimal − linear (points), shared/fine-tuned:"
+        )
+        cmp = []
+        for bits in BITS:
+            lin, opt = (
+                next(z for z in r["inits"] if z["bits"] == bits and z["init"] == i)
+                for i in ("linear", "optimal")
+            )
+            cmp.append(
+                f"{bits}b ×{lin['mse'] / opt['mse']:.2f} {100 * (opt['acc_shared'] - lin['acc_shared']):+.2f}/"
+                f"{100 * (opt['acc_finetuned'] - lin['acc_finetuned']):+.2f}"
+            )
+        print("; ".join(cmp))
+        print(
             "\n| layer | n | k | sklearn s | ours kmeans++ s (×) | ours linear s (×) | ours optimal s (×) | SSE optimal/sklearn |"
         )
         print("|---|---:|---:|---:|---:|---:|---:|---:|")
