@@ -307,9 +307,13 @@ def render(out: Path) -> None:
     for path in sorted(out.glob("*.json")):
         r = json.loads(path.read_text())
         tag = f"{r['model']} {r['variant']}"
+        n_test = r["budget"]["test_n_part1"]
         print(
-            f"\n#### {tag}: unshared {100 * r['unshared_acc']:.2f}% (density {100 * r['density']:.1f}%)\n"
+            f"\n#### {tag}: unshared {100 * r['unshared_acc']:.2f}% on 10,000 test images, "
+            f"{100 * r['unshared_acc_test_n']:.2f}% on the {n_test:,} used below "
+            f"(density {100 * r['density']:.1f}%)\n"
         )
+        print("Cells: quantisation MSE · test accuracy (%) shared → after fine-tuning.\n")
         print("| bits | " + " | ".join(INITS) + " |")
         print("|---:|" + "---|" * len(INITS))
         for bits in BITS:
