@@ -9,6 +9,7 @@ from .checkpoint import load_model, save_model
 from .data import Dataset, digits, fashion_mnist, idx_dir, load_dataset, mnist, read_idx
 from .errors import CheckpointError, CorruptFileError, DataError, SparsenetError, SpecError
 from .models import LeNet5, LeNet300, build_model, model_for_dataset
+from .share import share_weights
 from .summary import model_summary
 from .training import (
     Callback,
@@ -57,4 +58,6 @@ __all__ = [
     "load_model",
     "save_model",
     "model_summary",
+    # weight sharing
+    "share_weights",
 ]
