@@ -230,3 +230,18 @@ def test_parametrised_layer_is_factorised_from_its_effective_weight():
     x = torch.randn(4, 12)
     torch.testing.assert_close(low(x), layer(x), atol=1e-5, rtol=0)
     assert not parametrize.is_parametrized(low.first)
+
+
+def test_weight_sharing_on_the_factors_round_trips(tmp_path):
+    share = pytest.importorskip("sparsenet.share")
+    model = build_model("lenet5", seed=0)
+    factorize(model, rank={"conv2": 8, "fc1": 16})
+    share.share_weights(model, "conv=6,fc=4")
+    # each factor is its own shared layer: at most 2**bits distinct weight values
+    assert len(torch.unique(model.fc1.first.weight.detach())) <= 16
+    assert len(torch.unique(model.conv2.second.weight.detach())) <= 64
+    save_model(model, tmp_path / "m.pt")
+    loaded, _ = load_model(tmp_path / "m.pt")
+    x = torch.rand(2, 1, 28, 28)
+    model.eval()
+    assert torch.equal(loaded(x), model(x))
