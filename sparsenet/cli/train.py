@@ -124,8 +124,9 @@ def add_regularize_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--activation",
         type=_spec_type(spec.parse_activation),
-        metavar="KIND:TAU[@LAYER,...]",
-        help="swap activations: truncated-sigmoid|thresholded-relu|shifted-relu, e.g. truncated-sigmoid:0.1",
+        metavar="KIND:TAU[:ste][@LAYER,...]",
+        help="swap activations: truncated-sigmoid|thresholded-relu|shifted-relu; ':ste' gives "
+        "truncated-sigmoid a straight-through gradient; e.g. truncated-sigmoid:0.1",
     )
 
 

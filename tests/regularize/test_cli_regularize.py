@@ -69,8 +69,8 @@ def test_train_with_penalties_and_activation(tmp_path, capsys):
         ("--group-lasso", "-1", "LAMBDA[@LAYER,...]"),
         ("--act-penalty", "log1p", "KIND:LAMBDA[:RHO][@LAYER,...]"),
         ("--act-penalty", "entropy:1e-4", "KIND:LAMBDA[:RHO][@LAYER,...]"),
-        ("--activation", "truncated-sigmoid", "KIND:TAU[@LAYER,...]"),
-        ("--activation", "truncated-sigmoid:2", "KIND:TAU[@LAYER,...]"),
+        ("--activation", "truncated-sigmoid", "KIND:TAU[:ste][@LAYER,...]"),
+        ("--activation", "truncated-sigmoid:2", "KIND:TAU[:ste][@LAYER,...]"),
     ],
 )
 def test_malformed_spec_exit_2_one_line(tmp_path, capsys, flag, value, form):
