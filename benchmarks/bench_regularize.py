@@ -198,6 +198,15 @@ def act_runs(args: argparse.Namespace) -> list[dict[str, Any]]:
     ]
     runs += [
         {
+            "label": f"truncated-sigmoid τ={tau:g} straight-through",
+            "family": "truncated-sigmoid (straight-through)",
+            "tau": tau,
+            "activation": f"truncated-sigmoid:{tau}:ste",
+        }
+        for tau in args.ste_taus
+    ]
+    runs += [
+        {
             "label": f"thresholded-relu τ={tau:g}",
             "family": "thresholded-relu",
             "tau": tau,
@@ -363,6 +372,7 @@ def plot(result: dict[str, Any], out: Path) -> None:
             "l1-act": "D",
             "thresholded-relu": "^",
             "truncated-sigmoid": "s",
+            "truncated-sigmoid (straight-through)": "v",
             "truncated-sigmoid + log1p": "P",
         }
         off = []
@@ -463,6 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sparsities", type=float, nargs="+", default=SPARSITIES)
     p.add_argument("--log1p", type=float, nargs="+", default=[1e-4, 1e-3, 3e-3, 1e-2, 3e-2])
     p.add_argument("--taus", type=float, nargs="+", default=[0.1, 0.3, 0.5, 0.6])
+    p.add_argument("--ste-taus", type=float, nargs="+", default=[0.5, 0.6, 0.7])
     p.add_argument("--sigmoid-lr", type=float, default=0.3)
     p.add_argument("--relu-taus", type=float, nargs="+", default=[0.1, 0.25, 0.5])
     p.add_argument(
@@ -491,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
         args.sparsities, args.log1p, args.taus = [0.8, 0.95], [1e-3, 1e-2], [0.1, 0.3]
         args.l1, args.l2 = [1e-4], [5e-4]
         args.relu_taus, args.l1_act, args.cost_samples, args.cost_repeats = [0.25], [], 5000, 1
-        args.combos = ["0.5,1e-2"]
+        args.combos, args.ste_taus = ["0.5,1e-2"], [0.6]
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -523,6 +534,15 @@ def main(argv: list[str] | None = None) -> int:
         + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     name = "bench_regularize_quick.json" if args.quick else "bench_regularize.json"
+    parts_run = {part: result["commit"] for part in args.parts}
+    if (out / name).exists() and set(args.parts) != {"han", "activations", "cost"}:
+        # Re-running some parts: keep the others from the previous run, and say so.
+        old = json.loads((out / name).read_text())
+        for part in {"han", "activations", "cost"} - set(args.parts):
+            if part in old:
+                result[part] = old[part]
+                parts_run[part] = old.get("parts_commit", {}).get(part, old.get("commit"))
+    result["parts_commit"] = parts_run
     t_start = time.perf_counter()
     baseline = None
     if "han" in args.parts:
