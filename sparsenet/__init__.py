@@ -10,6 +10,7 @@ from .data import Dataset, digits, fashion_mnist, idx_dir, load_dataset, mnist, 
 from .errors import CheckpointError, CorruptFileError, DataError, SparsenetError, SpecError
 from .models import LeNet5, LeNet300, build_model, model_for_dataset
 from .regularize import ActivationPenalty, WeightPenalty, replace_activations
+from .share import share_weights
 from .summary import model_summary
 from .training import (
     Callback,
@@ -62,4 +63,6 @@ __all__ = [
     "load_model",
     "save_model",
     "model_summary",
+    # weight sharing
+    "share_weights",
 ]

@@ -19,11 +19,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
+from torch.utils.data import DistributedSampler
 
+from . import distributed as dist_
 from .checkpoint import load_checkpoint, save_model
 from .errors import CheckpointError, SparsenetError
 from .progress import log, progress
@@ -268,24 +270,46 @@ def fit(
     for cb in callbacks:
         cb.on_train_begin(state)
     n = len(x_train)
+    world, my_rank = dist_.world_size(), dist_.rank()
+    if cfg.batch_size % world:
+        raise SparsenetError(
+            f"batch_size={cfg.batch_size} is not divisible by the {world} processes; "
+            "expected a multiple of the world size (it is the global batch)"
+        )
+    # DistributedSampler also in one process, so 1 process with batch B and W processes with
+    # B/W each see the same global batches (rank r takes every W-th index of the permutation).
+    sampler: DistributedSampler[int] = DistributedSampler(
+        cast(Any, range(n)),
+        num_replicas=world,
+        rank=my_rank,
+        shuffle=True,
+        seed=cfg.seed,
+        drop_last=False,
+    )
+    local_batch = cfg.batch_size // world
+    forward: nn.Module = model
+    if world > 1:
+        forward = nn.parallel.DistributedDataParallel(model)
     while state.epoch < cfg.epochs and not state.stop:
         epoch = state.epoch
-        # Seeds derive from (seed, epoch) alone, so a resumed run replays the same batches.
-        torch.manual_seed(cfg.seed * 1_000_003 + epoch)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch))
+        # Seeds derive from (seed, epoch, rank) alone, so a resumed run replays the same batches.
+        torch.manual_seed(cfg.seed * 1_000_003 + epoch * 1009 + my_rank)
+        sampler.set_epoch(epoch)
+        perm = torch.tensor(list(iter(sampler)), dtype=torch.long)
         state.metrics = {}
         for cb in callbacks:
             cb.on_epoch_begin(state)
         model.train()
         t0 = time.perf_counter()
-        total_loss, total_correct = 0.0, 0
-        starts = range(0, n, cfg.batch_size)
-        for start in progress(starts, desc=f"epoch {epoch + 1}/{cfg.epochs}", quiet=cfg.quiet):
-            idx = perm[start : start + cfg.batch_size]
+        totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, samples
+        starts = range(0, len(perm), local_batch)
+        quiet = cfg.quiet or not dist_.is_main()
+        for start in progress(starts, desc=f"epoch {epoch + 1}/{cfg.epochs}", quiet=quiet):
+            idx = perm[start : start + local_batch]
             x = x_train[idx].to(cfg.device)
             y = y_train[idx].to(cfg.device)
             state.x, state.y = x, y
-            logits = model(x)
+            logits = forward(x)
             loss = loss_fn(logits, y)
             state.logits, state.loss = logits, loss
             objective = loss
@@ -301,13 +325,20 @@ def fit(
             for cb in callbacks:
                 cb.on_step_end(state)
             state.step += 1
-            total_loss += float(loss.detach()) * len(idx)
-            total_correct += int((logits.detach().argmax(1) == y).sum())
+            totals += torch.tensor(
+                [
+                    float(loss.detach()) * len(idx),
+                    float((logits.detach().argmax(1) == y).sum()),
+                    len(idx),
+                ],
+                dtype=torch.float64,
+            )
+        dist_.all_reduce_sum(totals)
         record: dict[str, Any] = {
             "epoch": epoch + 1,
             "lr": optimizer.param_groups[0]["lr"],
-            "train_loss": total_loss / n,
-            "train_acc": total_correct / n,
+            "train_loss": float(totals[0] / totals[2]),
+            "train_acc": float(totals[1] / totals[2]),
         }
         scheduler.step()
         if val is not None:
@@ -319,12 +350,16 @@ def fit(
             cb.on_epoch_end(state)
         record.update(state.metrics)
         state.history.append(record)
+        if dist_.debug_enabled():
+            dist_.check_replicas_equal(model, f"epoch {epoch + 1}")
         msg = f"epoch {epoch + 1}/{cfg.epochs} loss {record['train_loss']:.4f} acc {record['train_acc']:.4f}"
         if val is not None:
             msg += f" val_acc {record['val_acc']:.4f}"
-        log(msg + f" ({record['seconds']:.1f}s)", cfg.quiet)
+        log(msg + f" ({record['seconds']:.1f}s)", quiet)
         if checkpoint is not None:
-            _save(state, checkpoint, callbacks, metadata)
+            if dist_.is_main():
+                _save(state, checkpoint, callbacks, metadata)
+            dist_.barrier()
     for cb in callbacks:
         cb.on_train_end(state)
     model.eval()

@@ -16,7 +16,7 @@ from ..errors import SparsenetError
 __all__ = ["main", "build_parser"]
 
 # Sub-command modules, in help order. Each defines register(subparsers).
-COMMAND_MODULES = ["train"]
+COMMAND_MODULES = ["train", "share"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,6 +39,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        # Under torchrun (WORLD_SIZE > 1) join the process group; a no-op otherwise.
+        from ..distributed import init_from_env
+
+        init_from_env()
         rc = args.func(args)
     except (SparsenetError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         msg = str(exc) if not isinstance(exc, OSError) else f"{exc.filename}: {exc.strerror}"

@@ -12,6 +12,7 @@ from torch import nn
 
 from ..checkpoint import load_checkpoint, save_model
 from ..data import load_dataset
+from ..distributed import barrier, is_main, world_size
 from ..errors import SparsenetError, SpecError
 from ..models import MODELS, model_for_dataset
 from ..progress import log
@@ -200,8 +201,9 @@ def cmd_train(
         extra_meta = {**(extra_meta or {}), "regularize": reg_record}
     cfg = train_config_from_args(args, args.model, data.name)
     log(
-        f"training {args.model} on {data!r}: {cfg.epochs} epochs, {cfg.optimizer} lr={cfg.lr}",
-        args.quiet,
+        f"training {args.model} on {data!r}: {cfg.epochs} epochs, {cfg.optimizer} lr={cfg.lr}"
+        + (f", {world_size()} processes" if world_size() > 1 else ""),
+        args.quiet or not is_main(),
     )
     meta = {"dataset": data.name, "complete": False, **(extra_meta or {})}
     history = fit(
@@ -222,9 +224,11 @@ def cmd_train(
         history=history,
         config=asdict(cfg),
     )
-    # Keep the training state so a later --resume with more epochs continues from here.
-    prior = load_checkpoint(args.out).get("train_state") if os.path.exists(args.out) else None
-    save_model(model, args.out, metadata=meta, train_state=prior)
+    if is_main():
+        # Keep the training state so a later --resume with more epochs continues from here.
+        prior = load_checkpoint(args.out).get("train_state") if os.path.exists(args.out) else None
+        save_model(model, args.out, metadata=meta, train_state=prior)
+    barrier()
     result = {
         "model": args.model,
         "dataset": data.name,

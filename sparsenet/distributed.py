@@ -1,0 +1,116 @@
+"""``torch.distributed`` helpers: start-up from ``torchrun``'s environment, ranks, reductions.
+
+Everything here is a no-op in a single process, so library code can call it unconditionally.
+``torchrun --nproc-per-node 2 -m sparsenet ...`` sets ``RANK``/``WORLD_SIZE``/``MASTER_ADDR``;
+:func:`init_from_env` then joins the process group (gloo on CPU, NCCL with CUDA).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+__all__ = [
+    "init_from_env",
+    "is_distributed",
+    "rank",
+    "world_size",
+    "is_main",
+    "barrier",
+    "all_reduce_sum",
+    "check_replicas_equal",
+    "debug_enabled",
+]
+
+
+def init_from_env(backend: str | None = None) -> bool:
+    """Join the process group described by torchrun's environment variables.
+
+    Returns True when running distributed (``WORLD_SIZE`` > 1). Safe to call repeatedly.
+    """
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size() > 1
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+    dist.init_process_group(backend=backend)
+    # One intra-op thread per rank by default: ranks already use the cores.
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.get_world_size()))
+    return dist.get_world_size() > 1
+
+
+def is_distributed() -> bool:
+    """True inside an initialised process group of more than one rank."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main() -> bool:
+    """Rank 0 (or a single process): the one that writes files and prints."""
+    return rank() == 0
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum ``t`` over ranks in place (identity in one process); returns ``t``."""
+    if is_distributed():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def debug_enabled() -> bool:
+    """``SPARSENET_DEBUG_DISTRIBUTED=1`` turns on cross-rank consistency assertions."""
+    return os.environ.get("SPARSENET_DEBUG_DISTRIBUTED", "") not in ("", "0")
+
+
+def check_replicas_equal(model: nn.Module, what: str = "model") -> None:
+    """Assert every parameter and buffer (masks, codebooks, indices) is identical on all ranks.
+
+    Compares each tensor's float64 sum and sum of squares across ranks; raises
+    ``AssertionError`` naming the first tensor that differs.
+    """
+    if not is_distributed():
+        return
+    names: list[str] = []
+    stats: list[torch.Tensor] = []
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        v = t.detach().double().flatten().cpu()
+        names.append(name)
+        stats.append(
+            torch.stack(
+                [v.sum(), (v * v).sum(), torch.tensor(float(v.numel()), dtype=torch.float64)]
+            )
+        )
+    local = torch.stack(stats) if stats else torch.zeros(0, 3, dtype=torch.float64)
+    gathered = [torch.empty_like(local) for _ in range(world_size())]
+    dist.all_gather(gathered, local)
+    for r, other in enumerate(gathered):
+        diff = (other != gathered[0]).any(dim=1)
+        if bool(diff.any()):
+            bad = names[int(diff.nonzero()[0])]
+            raise AssertionError(f"{what}: tensor {bad!r} differs between rank 0 and rank {r}")
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Send a picklable object from ``src`` to every rank (identity in one process)."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
