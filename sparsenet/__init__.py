@@ -10,6 +10,7 @@ from .data import Dataset, digits, fashion_mnist, idx_dir, load_dataset, mnist, 
 from .errors import CheckpointError, CorruptFileError, DataError, SparsenetError, SpecError
 from .lowrank import factorize
 from .models import LeNet5, LeNet300, build_model, model_for_dataset
+from .regularize import ActivationPenalty, WeightPenalty, replace_activations
 from .share import share_weights
 from .summary import model_summary
 from .training import (
@@ -57,6 +58,10 @@ __all__ = [
     "fit",
     "predict",
     "seed_everything",
+    # regularize
+    "WeightPenalty",
+    "ActivationPenalty",
+    "replace_activations",
     # files
     "load_model",
     "save_model",
