@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import timeit
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -163,16 +164,17 @@ def throughput(streams: dict[str, np.ndarray], reps: int) -> list[dict[str, Any]
 
 
 def latency(model: nn.Module, tmp: Path, reps: int) -> list[dict[str, Any]]:
-    """Dense vs sparse runtime (and scipy CSR as a peer), one thread, same run."""
+    """Dense vs the sparse runtime (peers: bare scipy CSR, bare torch CSR), one thread, same run."""
     import scipy.sparse as sp
 
     path = tmp / "lat.snn"
     save_snn(model, path)
     dense, sparse = load_snn(path), load_snn(path, runtime="sparse")
-    mats = [
-        (sp.csr_matrix(m.weight.detach().numpy()), m.bias.detach().numpy())
-        for m in (model.fc1, model.fc2, model.fc3)
-    ]
+    layers = (model.fc1, model.fc2, model.fc3)
+    mats = [(sp.csr_matrix(m.weight.detach().numpy()), m.bias.detach().numpy()) for m in layers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        tmats = [(m.weight.detach().to_sparse_csr(), m.bias.detach()) for m in layers]
 
     def scipy_forward(x: np.ndarray) -> np.ndarray:
         h = x.reshape(x.shape[0], -1).T  # (784, B)
@@ -180,6 +182,14 @@ def latency(model: nn.Module, tmp: Path, reps: int) -> list[dict[str, Any]]:
             h = w @ h + b[:, None]
             if i < 2:
                 np.maximum(h, 0, out=h)
+        return h.T
+
+    def torch_csr_forward(x: torch.Tensor) -> torch.Tensor:
+        h = x.reshape(x.shape[0], -1).T  # (784, B)
+        for i, (w, b) in enumerate(tmats):
+            h = torch.sparse.mm(w, h) + b[:, None]
+            if i < 2:
+                h = torch.relu(h)
         return h.T
 
     rows = []
@@ -193,6 +203,7 @@ def latency(model: nn.Module, tmp: Path, reps: int) -> list[dict[str, Any]]:
                 "dense": lambda x=x: dense(x),
                 "sparse": lambda x=x: sparse(x),
                 "scipy_csr": lambda xn=xn: scipy_forward(xn),
+                "torch_csr": lambda x=x: torch_csr_forward(x),
             }
             for f in fns.values():
                 f()
@@ -209,6 +220,8 @@ def latency(model: nn.Module, tmp: Path, reps: int) -> list[dict[str, Any]]:
                 "scipy_csr_us": 1e6 * t["scipy_csr"],
                 "sparse_speedup": t["dense"] / t["sparse"],
                 "scipy_speedup": t["dense"] / t["scipy_csr"],
+                "torch_csr_us": 1e6 * t["torch_csr"],
+                "torch_csr_speedup": t["dense"] / t["torch_csr"],
             }
         )
     return rows
@@ -217,7 +230,7 @@ def latency(model: nn.Module, tmp: Path, reps: int) -> list[dict[str, Any]]:
 _LOAD_SNIPPET = """
 import json, sys, time
 sys.path.insert(0, {root!r})
-import torch, sparsenet, sparsenet.inference, sparsenet.coding, constriction
+import torch, sparsenet, sparsenet.inference, sparsenet.coding, constriction, scipy.sparse
 torch.set_num_threads(1)
 def status(key):
     for line in open("/proc/self/status"):
@@ -373,8 +386,9 @@ def main() -> None:
         print("\n== LeNet-300-100 at 8% density, 1 thread: time per forward (us)")
         for r in result["latency"]:
             print(
-                f"batch {r['batch']:>3}: dense {r['dense_us']:8.1f}  sparse(torch CSR) {r['sparse_us']:8.1f} "
-                f"({r['sparse_speedup']:.2f}x)  scipy CSR {r['scipy_csr_us']:8.1f} ({r['scipy_speedup']:.2f}x)"
+                f"batch {r['batch']:>3}: dense {r['dense_us']:8.1f}  sparse runtime {r['sparse_us']:8.1f} "
+                f"({r['sparse_speedup']:.2f}x)  bare scipy CSR {r['scipy_csr_us']:8.1f} ({r['scipy_speedup']:.2f}x)"
+                f"  bare torch CSR {r['torch_csr_us']:8.1f} ({r['torch_csr_speedup']:.2f}x)"
             )
         result["load"] = load_cost(load_paths, reps)
         print(
@@ -382,7 +396,8 @@ def main() -> None:
         )
         for r in result["load"]:
             print(
-                f"{r['file']:<34}{r['bytes']:>10,} B {r['load_ms']:>8.1f} ms {r['peak_rss_delta_kib']:>8,} KiB"
+                f"{r['file']:<34}{r['bytes']:>10,} B {r['load_ms']:>8.1f} ms "
+                f"peak +{r['peak_rss_delta_kib']:,} KiB, resident +{r['resident_delta_kib']:,} KiB"
             )
     (out / "bench_coding.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
     plot(streams_all, out)
