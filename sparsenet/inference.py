@@ -225,8 +225,9 @@ def build_model_from_snn(
             if bias is not None:
                 state[f"{mname}.bias"] = bias
         state[lc.name] = torch.from_numpy(lc.dense())
+    # assign=True adopts the decoded tensors as the parameters: no second copy.
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     _materialise(model)
-    missing, unexpected = model.load_state_dict(state, strict=False)
     stale = [k for k in missing if not _is_sparse_buffer(model, k)]
     if stale or unexpected:
         raise CorruptFileError(
