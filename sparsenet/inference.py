@@ -63,13 +63,17 @@ class _CSRMatmul(nn.Module):
             (values.numpy(), col.numpy(), crow.numpy()), shape=shape, copy=False
         )
 
-    def _matmul(self, m: torch.Tensor) -> torch.Tensor:
-        """``W @ m`` for ``m`` of shape (K, N); returns (out, N)."""
-        if (
+    @staticmethod
+    def _numpy_ok(m: torch.Tensor) -> bool:
+        return (
             m.device.type == "cpu"
             and m.dtype == torch.float32
             and not (torch.is_grad_enabled() and m.requires_grad)
-        ):
+        )
+
+    def _matmul(self, m: torch.Tensor) -> torch.Tensor:
+        """``W @ m`` for ``m`` of shape (K, N); returns (out, N)."""
+        if self._numpy_ok(m):
             return torch.from_numpy(self._sp @ m.detach().numpy())
         return torch.sparse.mm(self._w, m)
 
@@ -101,6 +105,11 @@ class SparseLinear(_CSRMatmul):
         return int(self.values.numel())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2 and self._numpy_ok(x):  # the common inference case, all in numpy
+            y = self._sp @ x.detach().numpy().T  # (out, B)
+            if self.bias is not None:
+                y += self.bias.numpy()[:, None]
+            return torch.from_numpy(y).T  # (B, out)
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)  # (B, in)
         y = self._matmul(x2.T).T  # (B, out)
