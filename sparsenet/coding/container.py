@@ -137,7 +137,11 @@ def write_snn(
         "tensors": tensor_meta,
         "sections": table,
     }
-    hbytes = json.dumps(header, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    try:
+        text = json.dumps(header, separators=(",", ":"), allow_nan=False, default=_json_default)
+    except ValueError as exc:
+        raise SparsenetError(f".snn header (metadata?) is not plain JSON: {exc}") from None
+    hbytes = text.encode("utf-8")
     body = (
         _PRE.pack(MAGIC, VERSION, 0, len(hbytes), zlib.crc32(hbytes)) + hbytes + b"".join(sections)
     )
@@ -145,6 +149,14 @@ def write_snn(
     data = body + _TRAIL.pack(size, zlib.crc32(body), END_MAGIC)
     atomic_write_bytes(path, data)
     return size
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, (np.ndarray, torch.Tensor)):
+        return obj.tolist()
+    return str(obj)
 
 
 # ---------------------------------------------------------------------------- reading
