@@ -33,7 +33,7 @@ from torch import nn
 
 from ..errors import CorruptFileError, SparsenetError
 from ..io import atomic_write_bytes
-from .codec import CODERS, MODES, STREAMS, LayerCode, decode_layer
+from .codec import CODERS, MODES, STREAMS, LayerCode, codebook_from_text, decode_layer
 
 __all__ = [
     "MAGIC",
@@ -230,12 +230,10 @@ def _check_layer(i: int, m: Any, n_sections: int) -> int:
     )
     cb = m.get("codebook")
     if shared:
-        _need(
-            isinstance(cb, list)
-            and len(cb) <= 1 << m["bits"]
-            and all(isinstance(v, float) and np.isfinite(v) for v in cb),
-            f"{where}: codebook is not a list of at most 2**bits finite numbers",
-        )
+        try:
+            codebook_from_text(cb, 1 << m["bits"])
+        except CorruptFileError as exc:
+            raise CorruptFileError(f"{where}: {exc}") from None
     else:
         _need(cb is None, f"{where}: a {mode} layer has no codebook")
     secs = m.get("sections")

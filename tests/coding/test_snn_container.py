@@ -179,6 +179,8 @@ def test_rechecksummed_bit_flips_load_or_raise_corrupt(tiny_file):
         (lambda h: h["layers"][0].update(entries=h["layers"][0]["entries"] + 1), "symbols"),
         (lambda h: h["layers"][0].update(mode="weird"), "mode"),
         (lambda h: h["layers"][0].update(codebook=["x"]), "codebook"),
+        (lambda h: h["layers"][0].update(codebook="AAAA" * 100), "codebook"),
+        (lambda h: h["layers"][0].update(codebook="AACA/wAAwH8="), "codebook"),  # inf, nan
         (lambda h: h["sections"][0].update(length=10**9), "section"),
         (lambda h: h["tensors"][0].update(shape=[10**6]), "bytes"),
         (lambda h: h["tensors"][0].update(dtype="complex128"), "tensor"),
