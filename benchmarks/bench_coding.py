@@ -9,8 +9,8 @@
 5. .snn load time and peak memory against the torch checkpoint.
 
 Pruning/sharing use sparsenet.prune / sparsenet.share when present; otherwise a per-layer
-magnitude threshold and k-means (linear init, as Deep Compression) stand in, without
-retraining: the accuracies shown are of the un-retrained model and only give context.
+magnitude threshold / k-means (linear init, as Deep Compression) stand in. No retraining:
+the accuracies shown are of the un-retrained model and only give context.
 
     nice -n 5 .venv/bin/python benchmarks/bench_coding.py [--quick] [--out DIR]
 """
@@ -83,15 +83,21 @@ def compressed(name: str, density: dict[str, float] | None = None) -> tuple[nn.M
     density = density or DENSITY[name]
     try:
         from sparsenet.prune import prune  # type: ignore[attr-defined]
-        from sparsenet.share import share_weights  # type: ignore[attr-defined]
 
         prune(model, method="magnitude", per_layer=density)
-        share_weights(model, bits=BITS)
-        return model, "sparsenet.prune + sparsenet.share"
+        how = ["sparsenet.prune (magnitude)"]
     except ImportError:
         magnitude_prune(model, density)
+        how = ["per-layer magnitude threshold"]
+    try:
+        from sparsenet.share import share_weights
+
+        share_weights(model, bits=BITS, init="linear")
+        how.append("sparsenet.share (linear init)")
+    except ImportError:
         kmeans_share(model)
-        return model, "magnitude threshold + sklearn KMeans (linear init), no retraining"
+        how.append("sklearn KMeans (linear init)")
+    return model, " + ".join(how) + ", no retraining"
 
 
 def accuracy(model: nn.Module, data: Any) -> float:

@@ -11,6 +11,7 @@ from .data import Dataset, digits, fashion_mnist, idx_dir, load_dataset, mnist, 
 from .errors import CheckpointError, CorruptFileError, DataError, SparsenetError, SpecError
 from .inference import load_snn as load
 from .models import LeNet5, LeNet300, build_model, model_for_dataset
+from .share import share_weights
 from .summary import model_summary
 from .training import (
     Callback,
@@ -59,6 +60,8 @@ __all__ = [
     "load_model",
     "save_model",
     "model_summary",
+    # weight sharing
+    "share_weights",
     # compressed models (.snn)
     "load",
     "save_snn",
