@@ -16,7 +16,7 @@ from ..errors import SparsenetError
 __all__ = ["main", "build_parser"]
 
 # Sub-command modules, in help order. Each defines register(subparsers).
-COMMAND_MODULES = ["train", "share", "factorize"]
+COMMAND_MODULES = ["train", "share", "factorize", "coding"]
 
 
 class _Parser(argparse.ArgumentParser):
