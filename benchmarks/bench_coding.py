@@ -9,8 +9,8 @@
 5. .snn load time and peak memory against the torch checkpoint.
 
 Pruning/sharing use sparsenet.prune / sparsenet.share when present; otherwise a per-layer
-magnitude threshold and k-means (linear init, as Deep Compression) stand in, without
-retraining: the accuracies shown are of the un-retrained model and only give context.
+magnitude threshold / k-means (linear init, as Deep Compression) stand in. No retraining:
+the accuracies shown are of the un-retrained model and only give context.
 
     nice -n 5 .venv/bin/python benchmarks/bench_coding.py [--quick] [--out DIR]
 """
@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import timeit
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -82,15 +83,21 @@ def compressed(name: str, density: dict[str, float] | None = None) -> tuple[nn.M
     density = density or DENSITY[name]
     try:
         from sparsenet.prune import prune  # type: ignore[attr-defined]
-        from sparsenet.share import share_weights  # type: ignore[attr-defined]
 
         prune(model, method="magnitude", per_layer=density)
-        share_weights(model, bits=BITS)
-        return model, "sparsenet.prune + sparsenet.share"
+        how = ["sparsenet.prune (magnitude)"]
     except ImportError:
         magnitude_prune(model, density)
+        how = ["per-layer magnitude threshold"]
+    try:
+        from sparsenet.share import share_weights
+
+        share_weights(model, bits=BITS, init="linear")
+        how.append("sparsenet.share (linear init)")
+    except ImportError:
         kmeans_share(model)
-        return model, "magnitude threshold + sklearn KMeans (linear init), no retraining"
+        how.append("sklearn KMeans (linear init)")
+    return model, " + ".join(how) + ", no retraining"
 
 
 def accuracy(model: nn.Module, data: Any) -> float:
@@ -157,22 +164,41 @@ def throughput(streams: dict[str, np.ndarray], reps: int) -> list[dict[str, Any]
                 "encode_speedup": t_dah_e / t_ours_e,
                 "ours_bits": 8 * len(data),
                 "dahuffman_bits": 8 * len(enc_d),
+                "_t": (t_ours_d, t_dah_d, t_ours_e, t_dah_e),
             }
         )
     return rows
 
 
+def model_totals(rows: list[dict[str, Any]], prefix: str) -> dict[str, Any]:
+    """All of one model's streams, each decoded on its own as the file stores them."""
+    mine = [r for r in rows if r["stream"].startswith(prefix + ".")]
+    t = np.sum([r["_t"] for r in mine], axis=0)
+    n = sum(r["symbols"] for r in mine)
+    return {
+        "stream": f"{prefix}: all {len(mine)} streams",
+        "symbols": n,
+        "ours_decode_msym_s": n / t[0] / 1e6,
+        "dahuffman_decode_msym_s": n / t[1] / 1e6,
+        "decode_speedup": t[1] / t[0],
+        "ours_encode_msym_s": n / t[2] / 1e6,
+        "dahuffman_encode_msym_s": n / t[3] / 1e6,
+        "encode_speedup": t[3] / t[2],
+    }
+
+
 def latency(model: nn.Module, tmp: Path, reps: int) -> list[dict[str, Any]]:
-    """Dense vs sparse runtime (and scipy CSR as a peer), one thread, same run."""
+    """Dense vs the sparse runtime (peers: bare scipy CSR, bare torch CSR), one thread, same run."""
     import scipy.sparse as sp
 
     path = tmp / "lat.snn"
     save_snn(model, path)
     dense, sparse = load_snn(path), load_snn(path, runtime="sparse")
-    mats = [
-        (sp.csr_matrix(m.weight.detach().numpy()), m.bias.detach().numpy())
-        for m in (model.fc1, model.fc2, model.fc3)
-    ]
+    layers = (model.fc1, model.fc2, model.fc3)
+    mats = [(sp.csr_matrix(m.weight.detach().numpy()), m.bias.detach().numpy()) for m in layers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        tmats = [(m.weight.detach().to_sparse_csr(), m.bias.detach()) for m in layers]
 
     def scipy_forward(x: np.ndarray) -> np.ndarray:
         h = x.reshape(x.shape[0], -1).T  # (784, B)
@@ -180,6 +206,14 @@ def latency(model: nn.Module, tmp: Path, reps: int) -> list[dict[str, Any]]:
             h = w @ h + b[:, None]
             if i < 2:
                 np.maximum(h, 0, out=h)
+        return h.T
+
+    def torch_csr_forward(x: torch.Tensor) -> torch.Tensor:
+        h = x.reshape(x.shape[0], -1).T  # (784, B)
+        for i, (w, b) in enumerate(tmats):
+            h = torch.sparse.mm(w, h) + b[:, None]
+            if i < 2:
+                h = torch.relu(h)
         return h.T
 
     rows = []
@@ -193,6 +227,7 @@ def latency(model: nn.Module, tmp: Path, reps: int) -> list[dict[str, Any]]:
                 "dense": lambda x=x: dense(x),
                 "sparse": lambda x=x: sparse(x),
                 "scipy_csr": lambda xn=xn: scipy_forward(xn),
+                "torch_csr": lambda x=x: torch_csr_forward(x),
             }
             for f in fns.values():
                 f()
@@ -209,6 +244,8 @@ def latency(model: nn.Module, tmp: Path, reps: int) -> list[dict[str, Any]]:
                 "scipy_csr_us": 1e6 * t["scipy_csr"],
                 "sparse_speedup": t["dense"] / t["sparse"],
                 "scipy_speedup": t["dense"] / t["scipy_csr"],
+                "torch_csr_us": 1e6 * t["torch_csr"],
+                "torch_csr_speedup": t["dense"] / t["torch_csr"],
             }
         )
     return rows
@@ -217,7 +254,7 @@ def latency(model: nn.Module, tmp: Path, reps: int) -> list[dict[str, Any]]:
 _LOAD_SNIPPET = """
 import json, sys, time
 sys.path.insert(0, {root!r})
-import torch, sparsenet, sparsenet.inference, sparsenet.coding, constriction
+import torch, sparsenet, sparsenet.inference, sparsenet.coding, constriction, scipy.sparse
 torch.set_num_threads(1)
 def status(key):
     for line in open("/proc/self/status"):
@@ -358,9 +395,14 @@ def main() -> None:
                 f"{r['model'] + '.' + r['layer'] + '.' + r['stream']:<28}{r['symbols']:>8}{r['entropy']:>8.3f}"
                 f"{r['huffman']:>8.3f}{r['huffman_minus_H']:>7.3f}{r['ans']:>8.3f}{anspct:>8}"
             )
-        big = {k: v for k, v in tput_streams.items() if v.size >= 2000}
-        big["all streams concatenated"] = np.concatenate(list(tput_streams.values()))
-        result["throughput"] = throughput(big, reps)
+        tput_streams["all streams concatenated, one code"] = np.concatenate(
+            list(tput_streams.values())
+        )
+        rows = throughput(tput_streams, reps)
+        rows += [model_totals(rows, name) for name in ("lenet300", "lenet5")]
+        for r in rows:
+            r.pop("_t", None)
+        result["throughput"] = [r for r in rows if r["symbols"] >= 2000]
         print("\n== Huffman throughput vs dahuffman (same streams, M symbols/s)")
         print(f"{'stream':<28}{'n':>8}{'dec':>8}{'dah':>8}{'x':>7}{'enc':>8}{'dah':>8}{'x':>7}")
         for r in result["throughput"]:
@@ -373,8 +415,9 @@ def main() -> None:
         print("\n== LeNet-300-100 at 8% density, 1 thread: time per forward (us)")
         for r in result["latency"]:
             print(
-                f"batch {r['batch']:>3}: dense {r['dense_us']:8.1f}  sparse(torch CSR) {r['sparse_us']:8.1f} "
-                f"({r['sparse_speedup']:.2f}x)  scipy CSR {r['scipy_csr_us']:8.1f} ({r['scipy_speedup']:.2f}x)"
+                f"batch {r['batch']:>3}: dense {r['dense_us']:8.1f}  sparse runtime {r['sparse_us']:8.1f} "
+                f"({r['sparse_speedup']:.2f}x)  bare scipy CSR {r['scipy_csr_us']:8.1f} ({r['scipy_speedup']:.2f}x)"
+                f"  bare torch CSR {r['torch_csr_us']:8.1f} ({r['torch_csr_speedup']:.2f}x)"
             )
         result["load"] = load_cost(load_paths, reps)
         print(
@@ -382,7 +425,8 @@ def main() -> None:
         )
         for r in result["load"]:
             print(
-                f"{r['file']:<34}{r['bytes']:>10,} B {r['load_ms']:>8.1f} ms {r['peak_rss_delta_kib']:>8,} KiB"
+                f"{r['file']:<34}{r['bytes']:>10,} B {r['load_ms']:>8.1f} ms "
+                f"peak +{r['peak_rss_delta_kib']:,} KiB, resident +{r['resident_delta_kib']:,} KiB"
             )
     (out / "bench_coding.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
     plot(streams_all, out)

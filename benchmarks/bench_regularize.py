@@ -198,6 +198,15 @@ def act_runs(args: argparse.Namespace) -> list[dict[str, Any]]:
     ]
     runs += [
         {
+            "label": f"truncated-sigmoid τ={tau:g} straight-through",
+            "family": "truncated-sigmoid (straight-through)",
+            "tau": tau,
+            "activation": f"truncated-sigmoid:{tau}:ste",
+        }
+        for tau in args.ste_taus
+    ]
+    runs += [
+        {
             "label": f"thresholded-relu τ={tau:g}",
             "family": "thresholded-relu",
             "tau": tau,
@@ -311,86 +320,142 @@ def plot(result: dict[str, Any], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     if "han" in result:
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        runs = result["han"]["runs"]
         shades = {
             "none": iter(["tab:gray"]),
             "l1": iter(["tab:cyan", "tab:blue", "navy"]),
             "l2": iter(["tab:orange", "tab:red", "darkred"]),
         }
-        colours = {name: next(shades[name.split()[0]], "k") for name in result["han"]["runs"]}
-        for name, run in result["han"]["runs"].items():
+        colours = {name: next(shades[name.split()[0]], "k") for name in runs}
+        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.4))
+        for name, run in runs.items():
             xs = [r["sparsity"] * 100 for r in run["pruned"]]
-            label = name
-            ax.plot(
-                xs,
-                [100 * r["retrain"] for r in run["pruned"]],
-                "-o",
-                ms=3,
-                color=colours[name],
-                label=f"{label}, retrained",
-            )
-            ax.plot(
+            for ax in (left, right):
+                ax.plot(
+                    xs,
+                    [100 * r["retrain"] for r in run["pruned"]],
+                    "-o",
+                    ms=3,
+                    color=colours[name],
+                    label=f"{name}, retrained",
+                )
+            left.plot(
                 xs,
                 [100 * r["no_retrain"] for r in run["pruned"]],
                 "--",
                 marker="x",
                 ms=3,
                 color=colours[name],
-                label=f"{label}, no retrain",
+                label=f"{name}, no retrain",
             )
-        ax.set_xlabel("weights pruned (%)")
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_ylim(bottom=max(ax.get_ylim()[0], 10))
-        ax.set_title("LeNet-300-100 / Fashion-MNIST: magnitude pruning after L1 / L2 training")
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
+        left.set_title("all runs (dashed: pruned, not retrained)")
+        right.set_title("zoom: retrained (2 epochs, mask fixed)")
+        right.set_xlim(78, 100)
+        right.set_ylim(78, 90)
+        for ax in (left, right):
+            ax.set_xlabel("weights pruned (%), one global |w| threshold")
+            ax.set_ylabel("test accuracy (%)")
+            ax.grid(alpha=0.3)
+        left.legend(fontsize=7)
+        fig.suptitle("LeNet-300-100 / Fashion-MNIST: magnitude pruning after L1 / L2 training")
         fig.tight_layout()
         fig.savefig(out / "han_l1_l2_pruning.png", dpi=110)
         plt.close(fig)
     if "activations" in result:
         rows = result["activations"]
         base = next(r for r in rows if r["family"] == "baseline")["accuracy"]
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        low = 100 * base - 9
+        fig, ax = plt.subplots(figsize=(7.5, 4.8))
         markers = {
             "baseline": "*",
             "log1p": "o",
-            "truncated-sigmoid": "s",
-            "thresholded-relu": "^",
             "l1-act": "D",
+            "thresholded-relu": "^",
+            "truncated-sigmoid": "s",
+            "truncated-sigmoid (straight-through)": "v",
+            "truncated-sigmoid + log1p": "P",
         }
+        off = []
         for fam, mk in markers.items():
             pts = [r for r in rows if r["family"] == fam]
-            if pts:
-                ax.plot(
-                    [100 * r["activation_sparsity"] for r in pts],
-                    [100 * r["accuracy"] for r in pts],
-                    marker=mk,
-                    ls="-" if len(pts) > 1 else "",
-                    label=fam,
-                )
-                for r in pts:
-                    tag = (
-                        f"λ={r['lam']:g}"
-                        if "lam" in r
-                        else (f"τ={r['tau']:g}" if "tau" in r else "")
-                    )
-                    ax.annotate(
-                        tag,
-                        (100 * r["activation_sparsity"], 100 * r["accuracy"]),
-                        fontsize=6,
-                        xytext=(3, 3),
-                        textcoords="offset points",
-                    )
+            if not pts:
+                continue
+            xs = [100 * r["activation_sparsity"] for r in pts]
+            ys = [100 * r["accuracy"] for r in pts]
+            ax.plot(xs, ys, marker=mk, ls="-" if len(pts) > 1 else "", label=fam, ms=6)
+            for r, x, y in zip(pts, xs, ys, strict=True):
+                tag = f"τ={r['tau']:g}" if "tau" in r else (f"λ={r['lam']:g}" if "lam" in r else "")
+                if y < low:
+                    off.append(f"{r['label']}: {y:.1f}%")
+                else:
+                    ax.annotate(tag, (x, y), fontsize=6, xytext=(2, -9), textcoords="offset points")
         ax.axvline(80, color="k", lw=0.6, ls=":")
         ax.axhline(100 * base - 1, color="k", lw=0.6, ls=":")
-        ax.set_xlabel("activation sparsity, hidden layers (% exact zeros, test set)")
+        ax.set_ylim(low, 100 * base + 1)
+        ax.set_xlabel("activation sparsity of fc1+fc2 outputs (% exact zeros, test set)")
         ax.set_ylabel("test accuracy (%)")
-        ax.set_title("Activation sparsity vs accuracy (mark: >80% zeros, ≤1 pt lost)")
-        ax.legend(fontsize=7)
+        ax.set_title(
+            "Activation sparsity vs accuracy (mark: right of 80%, above the dotted line)",
+            fontsize=10,
+        )
+        if off:
+            ax.text(
+                0.01, 0.02, "below the chart: " + "; ".join(off), transform=ax.transAxes, fontsize=6
+            )
+        ax.legend(fontsize=7, loc="upper left")
         ax.grid(alpha=0.3)
         fig.tight_layout()
         fig.savefig(out / "activation_sparsity.png", dpi=110)
         plt.close(fig)
+
+
+# ---------------------------------------------------------------- tables
+def tables(result: dict[str, Any]) -> str:
+    """Markdown tables of every part present in ``result``."""
+    out: list[str] = []
+    if "han" in result:
+        runs = result["han"]["runs"]
+        names = list(runs)
+        out.append(
+            "| weights pruned | " + " | ".join(f"{n}: no retrain / retrain" for n in names) + " |"
+        )
+        out.append("|---:|" + "---:|" * len(names))
+        out.append(
+            "| 0 (dense) | "
+            + " | ".join(f"{100 * runs[n]['dense_accuracy']:.2f}" for n in names)
+            + " |"
+        )
+        for i, row in enumerate(runs[names[0]]["pruned"]):
+            cells = []
+            for n in names:
+                r = runs[n]["pruned"][i]
+                cells.append(f"{100 * r['no_retrain']:.2f} / {100 * r['retrain']:.2f}")
+            out.append(f"| {100 * row['sparsity']:g}% | " + " | ".join(cells) + " |")
+        out.append("")
+    if "activations" in result:
+        rows = result["activations"]
+        base = next(r for r in rows if r["family"] == "baseline")["accuracy"]
+        out.append(
+            "| model | lr | test acc. | Δ vs ReLU (pt) | act. sparsity | fc1 | fc2 | dead fc1/fc2 | mark |"
+        )
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|:---:|")
+        for r in rows:
+            delta = 100 * (r["accuracy"] - base)
+            mark = "yes" if r["activation_sparsity"] > 0.8 and delta >= -1 else ""
+            pl, dead = r["per_layer"], r["dead_units"]
+            out.append(
+                f"| {r['label']} | {r.get('lr', '')} | {100 * r['accuracy']:.2f} | {delta:+.2f} "
+                f"| {100 * r['activation_sparsity']:.1f}% | {100 * pl.get('fc1', 0):.1f}% "
+                f"| {100 * pl.get('fc2', 0):.1f}% | {dead.get('fc1', 0)}/{dead.get('fc2', 0)} | {mark} |"
+            )
+        out.append("")
+    if "cost" in result:
+        out.append("| variant | s / epoch (median) | ratio to plain |")
+        out.append("|---|---:|---:|")
+        for k, r in result["cost"]["variants"].items():
+            out.append(f"| {k} | {r['median_seconds']:.2f} | {r['ratio']:.2f} |")
+        out.append("")
+    return "\n".join(out)
 
 
 # ---------------------------------------------------------------- main
@@ -408,6 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sparsities", type=float, nargs="+", default=SPARSITIES)
     p.add_argument("--log1p", type=float, nargs="+", default=[1e-4, 1e-3, 3e-3, 1e-2, 3e-2])
     p.add_argument("--taus", type=float, nargs="+", default=[0.1, 0.3, 0.5, 0.6])
+    p.add_argument("--ste-taus", type=float, nargs="+", default=[0.5, 0.6, 0.7])
     p.add_argument("--sigmoid-lr", type=float, default=0.3)
     p.add_argument("--relu-taus", type=float, nargs="+", default=[0.1, 0.25, 0.5])
     p.add_argument(
@@ -427,14 +493,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plot-only", action="store_true", help="redraw the PNGs from the JSON")
     args = p.parse_args(argv)
     if args.plot_only:
-        plot(json.loads((Path(args.out) / "bench_regularize.json").read_text()), Path(args.out))
+        saved = json.loads((Path(args.out) / "bench_regularize.json").read_text())
+        plot(saved, Path(args.out))
+        print(tables(saved))
         return 0
     if args.quick:
         args.train_samples, args.epochs, args.retrain_epochs = 10000, 2, 1
         args.sparsities, args.log1p, args.taus = [0.8, 0.95], [1e-3, 1e-2], [0.1, 0.3]
         args.l1, args.l2 = [1e-4], [5e-4]
         args.relu_taus, args.l1_act, args.cost_samples, args.cost_repeats = [0.25], [], 5000, 1
-        args.combos = ["0.5,1e-2"]
+        args.combos, args.ste_taus = ["0.5,1e-2"], [0.6]
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -466,6 +534,15 @@ def main(argv: list[str] | None = None) -> int:
         + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     name = "bench_regularize_quick.json" if args.quick else "bench_regularize.json"
+    parts_run = {part: result["commit"] for part in args.parts}
+    if (out / name).exists() and set(args.parts) != {"han", "activations", "cost"}:
+        # Re-running some parts: keep the others from the previous run, and say so.
+        old = json.loads((out / name).read_text())
+        for part in {"han", "activations", "cost"} - set(args.parts):
+            if part in old:
+                result[part] = old[part]
+                parts_run[part] = old.get("parts_commit", {}).get(part, old.get("commit"))
+    result["parts_commit"] = parts_run
     t_start = time.perf_counter()
     baseline = None
     if "han" in args.parts:
@@ -484,6 +561,7 @@ def main(argv: list[str] | None = None) -> int:
     write_json(out / name, result)
     if not args.quick:
         plot(result, out)
+    print(tables(result))
     print(json.dumps({"written": str(out / name)}))
     return 0
 

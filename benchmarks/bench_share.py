@@ -307,9 +307,13 @@ def render(out: Path) -> None:
     for path in sorted(out.glob("*.json")):
         r = json.loads(path.read_text())
         tag = f"{r['model']} {r['variant']}"
+        n_test = r["budget"]["test_n_part1"]
         print(
-            f"\n#### {tag}: unshared {100 * r['unshared_acc']:.2f}% (density {100 * r['density']:.1f}%)\n"
+            f"\n#### {tag}: unshared {100 * r['unshared_acc']:.2f}% on 10,000 test images, "
+            f"{100 * r['unshared_acc_test_n']:.2f}% on the {n_test:,} used below "
+            f"(density {100 * r['density']:.1f}%)\n"
         )
+        print("Cells: quantisation MSE · test accuracy (%) shared → after fine-tuning.\n")
         print("| bits | " + " | ".join(INITS) + " |")
         print("|---:|" + "---|" * len(INITS))
         for bits in BITS:
@@ -320,6 +324,20 @@ def render(out: Path) -> None:
                     f"{x['mse']:.2e} · {100 * x['acc_shared']:.2f} → {100 * x['acc_finetuned']:.2f}"
                 )
             print(f"| {bits} | " + " | ".join(cells) + " |")
+        print(
+            "\noptimal vs linear: MSE ratio linear/optimal; accuracy optimal − linear (points), shared/fine-tuned:"
+        )
+        cmp = []
+        for bits in BITS:
+            lin, opt = (
+                next(z for z in r["inits"] if z["bits"] == bits and z["init"] == i)
+                for i in ("linear", "optimal")
+            )
+            cmp.append(
+                f"{bits}b ×{lin['mse'] / opt['mse']:.2f} {100 * (opt['acc_shared'] - lin['acc_shared']):+.2f}/"
+                f"{100 * (opt['acc_finetuned'] - lin['acc_finetuned']):+.2f}"
+            )
+        print("; ".join(cmp))
         print(
             "\n| layer | n | k | sklearn s | ours kmeans++ s (×) | ours linear s (×) | ours optimal s (×) | SSE optimal/sklearn |"
         )

@@ -52,7 +52,7 @@ def model_summary(model: nn.Module) -> dict[str, Any]:
         layers.append(
             {
                 "name": name,
-                "type": type(m).__name__,
+                "type": _layer_type(m),
                 "shape": list(w.shape),
                 "weights": w.numel(),
                 "nonzero": nz,
@@ -74,6 +74,14 @@ def model_summary(model: nn.Module) -> dict[str, Any]:
         "density": tot_nz / max(tot_w, 1),
         "dense_bytes": dense_bytes,
     }
+
+
+def _layer_type(m: nn.Module) -> str:
+    """``Linear`` for a parametrised Linear too (torch subclasses it as ``ParametrizedLinear``)."""
+    cls = type(m)
+    if parametrize.is_parametrized(m) and cls.__name__.startswith("Parametrized"):
+        cls = cls.__bases__[0]
+    return cls.__name__
 
 
 def _brief(args: dict[str, Any]) -> dict[str, Any]:

@@ -107,3 +107,15 @@ class _nullcontext:
 
     def __exit__(self, *a):
         return False
+
+
+def test_info_names_parametrised_layer_by_its_base_type(tmp_path, capsys):
+    from sparsenet.checkpoint import save_model
+    from sparsenet.models import build_model
+    from sparsenet.share import share_weights
+
+    m = share_weights(build_model("lenet300", seed=0, in_features=64), bits="fc=3")
+    save_model(m, tmp_path / "s.pt")
+    rc, out, _ = run(capsys, "info", str(tmp_path / "s.pt"), "--json")
+    assert rc == 0
+    assert [layer["type"] for layer in json.loads(out)["layers"]] == ["Linear"] * 3

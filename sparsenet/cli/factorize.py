@@ -54,7 +54,7 @@ def register(sub: Any) -> None:
     p.add_argument("--finetune-epochs", type=nonneg_int, default=0)
     p.add_argument("--data", default=None, help="default: the data set the model was trained on")
     p.add_argument(
-        "--lr", type=positive_float, default=None, help="fine-tuning lr (default: recipe lr / 5)"
+        "--lr", type=positive_float, default=None, help="fine-tuning lr (default: recipe lr / 2)"
     )
     p.add_argument("--batch-size", type=positive_int, default=None)
     p.add_argument("--seed", type=int, default=0)
@@ -115,7 +115,7 @@ def cmd_factorize(args: argparse.Namespace) -> int:
         base = default_config(arch.get("name", ""), data.name)
         cfg = base.replace(
             epochs=args.finetune_epochs,
-            lr=args.lr if args.lr is not None else base.lr / 5,
+            lr=args.lr if args.lr is not None else base.lr / 2,
             seed=args.seed,
             quiet=args.quiet,
             **({"batch_size": args.batch_size} if args.batch_size else {}),

@@ -125,8 +125,9 @@ def add_regularize_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--activation",
         type=_spec_type(spec.parse_activation),
-        metavar="KIND:TAU[@LAYER,...]",
-        help="swap activations: truncated-sigmoid|thresholded-relu|shifted-relu, e.g. truncated-sigmoid:0.1",
+        metavar="KIND:TAU[:ste][@LAYER,...]",
+        help="swap activations: truncated-sigmoid|thresholded-relu|shifted-relu; ':ste' gives "
+        "truncated-sigmoid a straight-through gradient; e.g. truncated-sigmoid:0.1",
     )
 
 
@@ -140,6 +141,7 @@ def regularize_from_args(
     if getattr(args, "activation", None):
         replace_activations(model, args.activation)
         record["activation"] = args.activation
+    _check_resumed_activations(args, model)
     callbacks, pen = callbacks_from_specs(
         model,
         l1=getattr(args, "l1", None),
@@ -150,6 +152,26 @@ def regularize_from_args(
     )
     record.update(pen)
     return callbacks, record
+
+
+def _check_resumed_activations(args: argparse.Namespace, model: nn.Module) -> None:
+    """``--resume`` must rebuild the same activations the checkpoint was trained with."""
+    from ..checkpoint import describe_transforms
+
+    path = getattr(args, "out", None)
+    if not getattr(args, "resume", False) or not path or not os.path.exists(path):
+        return
+    ckpt = load_checkpoint(path)
+
+    def kinds(entries: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+        return [(e["module"], e["args"]) for e in entries if e.get("kind") == "activation"]
+
+    if kinds(ckpt.get("transforms", [])) != kinds(describe_transforms(model)):
+        was = ckpt.get("metadata", {}).get("regularize", {}).get("activation")
+        raise SpecError(
+            f"{path}: cannot resume, the run was trained with --activation {was!r} but this "
+            f"command has --activation {getattr(args, 'activation', None)!r}; pass the same"
+        )
 
 
 def train_config_from_args(

@@ -85,8 +85,11 @@ def layer_row(lc: LayerCode, bias_numel: int) -> dict[str, Any]:
                 lc.stream("gaps"), lc.sections[name], lc.coder, int(lc.index_bits or 0)
             )
         else:
-            width = max(int(lc.bits or 0), math.ceil(math.log2(k + 1)) if k else 1)
-            streams[name] = stream_stats(lc.stream("index"), lc.sections[name], lc.coder, width)
+            sym = lc.stream("index")
+            # fixed-width cost: k centroids, plus the zero / filler symbol if the stream uses it
+            values = k + int(bool(sym.size) and not bool(sym.all()))
+            width = max(1, math.ceil(math.log2(values))) if values > 1 else 1
+            streams[name] = stream_stats(sym, lc.sections[name], lc.coder, width)
     row["streams"] = streams
     weight: dict[str, Any] = streams["index"] if "index" in streams else streams["values"]
     gaps: dict[str, Any] | None = streams.get("gaps")

@@ -10,6 +10,7 @@ Modes, chosen per layer as the smallest that applies:
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -80,7 +81,7 @@ class LayerCode:
             "density": self.nnz / self.numel if self.numel else 0.0,
             "bits": self.bits,
             "index_bits": self.index_bits,
-            "codebook": None if self.codebook is None else [float(v) for v in self.codebook],
+            "codebook": None if self.codebook is None else codebook_to_text(self.codebook),
         }
 
     # -- decoded views ---------------------------------------------------------------
@@ -125,6 +126,29 @@ class LayerCode:
         pos = self.real_positions()
         crow, col = csr_from_positions(pos, (rows, cols))
         return crow, col, self.real_values().astype(np.float32)
+
+
+def codebook_to_text(codebook: np.ndarray) -> str:
+    """The codebook as base64 of its float32 little-endian bytes (exact, 4/3 bytes per bit)."""
+    return base64.b64encode(np.asarray(codebook, dtype="<f4").tobytes()).decode("ascii")
+
+
+def codebook_from_text(text: Any, max_size: int = 1 << 16) -> np.ndarray:
+    """Inverse of :func:`codebook_to_text`; CorruptFileError unless <= max_size finite values."""
+    ok = isinstance(text, str) and len(text) <= 4 * (4 * max_size + 2) // 3 + 4
+    raw = b""
+    if ok:
+        try:
+            raw = base64.b64decode(text.encode("ascii"), validate=True)
+        except (ValueError, UnicodeEncodeError):
+            ok = False
+    ok = ok and len(raw) % 4 == 0 and len(raw) // 4 <= max_size
+    cb = np.frombuffer(raw, dtype="<f4").astype(np.float32) if ok else np.zeros(0, np.float32)
+    if not ok or not np.all(np.isfinite(cb)):
+        raise CorruptFileError(
+            f"codebook {str(text)[:40]!r} is not base64 of at most {max_size} finite float32 values"
+        )
+    return cb
 
 
 def shared_codebook(
@@ -265,9 +289,7 @@ def decode_layer(meta: dict, sections: dict[str, bytes]) -> LayerCode:
         entries=entries,
         bits=meta["bits"],
         index_bits=meta["index_bits"],
-        codebook=None
-        if meta["codebook"] is None
-        else np.asarray(meta["codebook"], dtype=np.float32),
+        codebook=None if meta["codebook"] is None else codebook_from_text(meta["codebook"]),
         sections=sections,
     )
     where = f"layer {name!r}"

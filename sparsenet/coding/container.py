@@ -33,7 +33,7 @@ from torch import nn
 
 from ..errors import CorruptFileError, SparsenetError
 from ..io import atomic_write_bytes
-from .codec import CODERS, MODES, STREAMS, LayerCode, decode_layer
+from .codec import CODERS, MODES, STREAMS, LayerCode, codebook_from_text, decode_layer
 
 __all__ = [
     "MAGIC",
@@ -137,7 +137,11 @@ def write_snn(
         "tensors": tensor_meta,
         "sections": table,
     }
-    hbytes = json.dumps(header, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    try:
+        text = json.dumps(header, separators=(",", ":"), allow_nan=False, default=_json_default)
+    except ValueError as exc:
+        raise SparsenetError(f".snn header (metadata?) is not plain JSON: {exc}") from None
+    hbytes = text.encode("utf-8")
     body = (
         _PRE.pack(MAGIC, VERSION, 0, len(hbytes), zlib.crc32(hbytes)) + hbytes + b"".join(sections)
     )
@@ -145,6 +149,14 @@ def write_snn(
     data = body + _TRAIL.pack(size, zlib.crc32(body), END_MAGIC)
     atomic_write_bytes(path, data)
     return size
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, (np.ndarray, torch.Tensor)):
+        return obj.tolist()
+    return str(obj)
 
 
 # ---------------------------------------------------------------------------- reading
@@ -218,12 +230,10 @@ def _check_layer(i: int, m: Any, n_sections: int) -> int:
     )
     cb = m.get("codebook")
     if shared:
-        _need(
-            isinstance(cb, list)
-            and len(cb) <= 1 << m["bits"]
-            and all(isinstance(v, float) and np.isfinite(v) for v in cb),
-            f"{where}: codebook is not a list of at most 2**bits finite numbers",
-        )
+        try:
+            codebook_from_text(cb, 1 << m["bits"])
+        except CorruptFileError as exc:
+            raise CorruptFileError(f"{where}: {exc}") from None
     else:
         _need(cb is None, f"{where}: a {mode} layer has no codebook")
     secs = m.get("sections")

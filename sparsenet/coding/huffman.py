@@ -274,12 +274,8 @@ def decode(data: bytes, expected_n: int | None = None) -> np.ndarray:
     nxt[(clen == 0) | (nxt > total)] = sink
     nxt = np.concatenate((nxt, np.array([sink, sink], dtype=np.int32)))
     starts = np.concatenate(([0], offsets)).astype(np.int32)
-    pos = None
-    for extra in (48, 400):  # symbols a lane may walk past the next lane's start to resync
-        pos = _follow_lanes(nxt, total, n, extra)
-        if pos is not None:
-            break
-    if pos is None:  # lanes did not resynchronise (or the stream is corrupt)
+    pos = _decode_positions(nxt, total, n)
+    if pos is None:  # inconsistent stream: pointer doubling gives the exact verdict
         pos = _pointer_doubling(nxt, starts, clog2, n)
     if np.any(pos >= total):
         raise CorruptFileError("huffman stream: payload does not decode to the declared symbols")
@@ -309,20 +305,52 @@ def _pointer_doubling(nxt: np.ndarray, starts: np.ndarray, clog2: int, n: int) -
     return pos
 
 
-def _follow_lanes(nxt: np.ndarray, total: int, n: int, extra: int = 32) -> np.ndarray | None:
-    """Start of every symbol by walking ``nxt`` from equally spaced bit positions at once.
+def _decode_positions(nxt: np.ndarray, total: int, n: int) -> np.ndarray | None:
+    """Symbol starts via :func:`_follow_lanes`, restarting where a lane fails to resync.
 
-    Lane ``j`` starts at bit ``j * seg`` (maybe mid-code) and walks until ``extra`` symbols
-    past the next lane's start. Huffman codes resynchronise quickly: lane ``j`` soon lands
-    on a position that lane ``j+1`` (or a later one) also visited inside its own segment,
-    and from there both paths are the same. The true path is lane 0, then the lane it
-    synchronises with, and so on. Returns None when some lane on that path never
-    synchronises (e.g. fixed-length codes) or the stream is inconsistent; the caller then
-    falls back to :func:`_pointer_doubling`, which also produces the precise error.
+    After a few restarts the rest is left to pointer doubling from the last exact position.
+    Returns None if the stream is inconsistent.
     """
-    seg = max(256, -(-total // 4096))
-    m = -(-total // seg)
-    starts = np.arange(m, dtype=np.int64) * seg
+    parts: list[np.ndarray] = []
+    start, left = 0, n
+    for _ in range(6):
+        got = _follow_lanes(nxt, total, left, start)
+        if got is None:
+            return None
+        parts.append(got[0])
+        left -= got[0].size
+        if got[1] is None:
+            return np.concatenate(parts) if left == 0 else None
+        start = got[1]
+    if left <= 0 or start >= total:
+        return None
+    parts.append(
+        _pointer_doubling(
+            nxt, np.array([start], dtype=nxt.dtype), max(1, (left - 1).bit_length()), left
+        )
+    )
+    return np.concatenate(parts)
+
+
+def _follow_lanes(
+    nxt: np.ndarray, total: int, n: int, start: int = 0, extra: int = 64
+) -> tuple[np.ndarray, int | None] | None:
+    """Starts of the symbols from bit ``start`` on, walking ``nxt`` from many positions at once.
+
+    Lane ``j`` starts at bit ``start + j * seg`` (lane 0 exactly on a symbol, the others
+    maybe mid-code) and walks until ``extra`` symbols past the next lane's start. Huffman
+    codes resynchronise quickly: lane ``j`` soon lands on a position that a later lane also
+    visited inside its own segment, and from there both paths are the same. The true path
+    is lane 0, then the lane it synchronises with, and so on.
+
+    Returns ``(positions, None)`` when the true path reaches the end of the stream,
+    ``(positions so far, resume bit)`` when a lane on it never resynchronised (e.g. a
+    fixed-length code), and None when the stream is inconsistent (at most ``n`` symbols
+    are expected; a lane on the true path hits an invalid code).
+    """
+    seg = max(256, -(-(total - start) // 4096))
+    m = -(-(total - start) // seg)
+    starts = start + np.arange(m, dtype=np.int64) * seg
     nexts = np.append(starts[1:], total)
     p = starts.astype(nxt.dtype)
     rows = [p]
@@ -350,12 +378,19 @@ def _follow_lanes(nxt: np.ndarray, total: int, n: int, extra: int = 32) -> np.nd
     exit_pos = hist[t_exit, np.arange(m)].tolist()
     t_exit_l = t_exit.tolist()
     chain, t_in, t_out = [], [], []
-    j, entry = 0, 0
+    j, entry, resume = 0, 0, None
+    T = hist.shape[0]
     for _ in range(m):
-        if not ok[j] or t_exit_l[j] < entry:
-            return None
         chain.append(j)
         t_in.append(entry)
+        if not ok[j]:  # lane j is on the true path but never met another lane's path
+            t_out.append(T - 1)
+            resume = int(hist[T - 1, j])
+            if resume >= total:
+                return None
+            break
+        if t_exit_l[j] < entry:
+            return None
         t_out.append(t_exit_l[j])
         x = exit_pos[j]
         if x == total:
@@ -364,8 +399,9 @@ def _follow_lanes(nxt: np.ndarray, total: int, n: int, extra: int = 32) -> np.nd
     else:
         return None
     counts = np.array(t_out) - np.array(t_in)
-    if int(counts.sum()) != n:
+    if int(counts.sum()) > n or (resume is None and int(counts.sum()) != n):
         return None
+    k = int(counts.sum())
     base = np.repeat(np.cumsum(counts) - counts, counts)
-    t_idx = np.arange(n) - base + np.repeat(t_in, counts)
-    return hist[t_idx, np.repeat(chain, counts)]
+    t_idx = np.arange(k) - base + np.repeat(t_in, counts)
+    return hist[t_idx, np.repeat(chain, counts)], resume

@@ -322,10 +322,13 @@ def _rebuild(model: nn.Module, entry: dict[str, Any]) -> None:
             f"expected one of {sorted(builders)}"
         )
     parent_name, _, attr = entry["module"].rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    if not hasattr(parent, attr):
-        raise CheckpointError(f"lowrank transform: the model has no layer {entry['module']!r}")
-    old = getattr(parent, attr)
+    try:
+        parent = model.get_submodule(parent_name) if parent_name else model
+        old = getattr(parent, attr)
+    except AttributeError:
+        raise CheckpointError(
+            f"lowrank transform: the model has no layer {entry['module']!r}"
+        ) from None
     new: nn.Module = builders[args["type"]](args)
     p = next(old.parameters(), None)
     if p is not None:

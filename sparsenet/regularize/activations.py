@@ -46,38 +46,51 @@ class TruncatedSigmoid(nn.Module):
     so every output is either exactly 0 or at least ``tau``; ``tau = 0`` is the plain
     sigmoid. Equivalently the cut sits at :math:`x_\tau = \log(\tau / (1 - \tau))`, but the
     comparison is made on :math:`\sigma(x)` itself so the zero/non-zero decision matches
-    the definition bit for bit.
+    the definition bit for bit. The forward pass is the same for both gradient rules.
 
-    Gradient: :math:`\partial y/\partial x = \sigma(x)(1 - \sigma(x))` where
-    :math:`\sigma(x) \ge \tau` and exactly 0 where :math:`\sigma(x) < \tau`. At the cut
-    :math:`y` jumps from 0 to :math:`\tau`; that jump contributes nothing (no Dirac term),
-    which is the same convention as ReLU's kink: a truncated unit receives no gradient,
-    like a ReLU unit with negative input, and is revived only through other units'
-    effect on earlier layers. Shapes: any ``(*)`` → same ``(*)``.
+    Gradient, ``grad="exact"`` (default): the derivative of the piecewise function,
+    :math:`\partial y/\partial x = \sigma(x)(1 - \sigma(x))` where :math:`\sigma(x) \ge \tau`
+    and exactly 0 where :math:`\sigma(x) < \tau`. At the cut :math:`y` jumps from 0 to
+    :math:`\tau`; the jump contributes nothing (no Dirac term), the same convention as
+    ReLU's kink, so a truncated unit receives no gradient and can die like a ReLU unit.
+
+    ``grad="straight-through"``: the backward pass ignores the truncation and uses
+    :math:`\sigma'(x)` everywhere (a straight-through estimator), so units below the cut
+    still learn and can come back. Measured on LeNet-300-100 it keeps far fewer units dead
+    at large ``tau`` (docs/regularize.md). Shapes: any ``(*)`` → same ``(*)``.
 
     Parameters
     ----------
     tau : threshold in [0, 1).
+    grad : ``"exact"`` or ``"straight-through"``.
     """
 
     transform_kind = "activation"
     is_sparse_activation = True
     name = "truncated-sigmoid"
+    GRADS = ("exact", "straight-through")
 
-    def __init__(self, tau: float = 0.1):
+    def __init__(self, tau: float = 0.1, grad: str = "exact"):
         super().__init__()
+        if grad not in self.GRADS:
+            raise SpecError(f"{self.name}: bad grad={grad!r}; expected one of {self.GRADS}")
         self.tau = _check_tau(tau, 0.0, 1.0, self.name)
+        self.grad = grad
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = torch.sigmoid(x)
         # masked_fill's backward zeroes the gradient where the output was filled.
-        return s.masked_fill(s < self.tau, 0.0)
+        y = s.masked_fill(s < self.tau, 0.0)
+        if self.grad == "exact":
+            return y
+        # value y (s + (0 - s) is exactly 0, s + 0 exactly s), gradient of s
+        return s + (y - s).detach()
 
     def spec(self) -> dict[str, Any]:
-        return {"type": self.name, "tau": self.tau}
+        return {"type": self.name, "tau": self.tau, "grad": self.grad}
 
     def extra_repr(self) -> str:
-        return f"tau={self.tau}"
+        return f"tau={self.tau}" + ("" if self.grad == "exact" else f", grad={self.grad!r}")
 
 
 class ShiftedReLU(nn.Module):
@@ -117,7 +130,7 @@ class ShiftedReLU(nn.Module):
         return f"tau={self.tau}, mode={self.mode!r}"
 
 
-ACTIVATIONS: dict[str, Callable[[float], nn.Module]] = {
+ACTIVATIONS: dict[str, Callable[..., nn.Module]] = {
     "truncated-sigmoid": TruncatedSigmoid,
     "thresholded-relu": lambda tau: ShiftedReLU(tau, mode="threshold"),
     "shifted-relu": lambda tau: ShiftedReLU(tau, mode="shift"),
@@ -125,11 +138,17 @@ ACTIVATIONS: dict[str, Callable[[float], nn.Module]] = {
 
 
 def activation_from_spec(spec: dict[str, Any]) -> nn.Module:
-    """A fresh activation from its ``spec()``: ``{"type": "truncated-sigmoid", "tau": 0.1}``."""
+    """A fresh activation from its ``spec()``: ``{"type": "truncated-sigmoid", "tau": 0.1}``.
+
+    ``"grad"`` (truncated sigmoid only) defaults to ``"exact"``.
+    """
     kind = spec.get("type")
     if kind not in ACTIVATIONS:
         raise SpecError(f"unknown activation {kind!r}; expected one of {sorted(ACTIVATIONS)}")
-    return ACTIVATIONS[kind](float(spec.get("tau", 0.0)))
+    tau = float(spec.get("tau", 0.0))
+    if kind == "truncated-sigmoid":
+        return TruncatedSigmoid(tau, grad=str(spec.get("grad", "exact")))
+    return ACTIVATIONS[kind](tau)
 
 
 @register_transform("activation")
@@ -147,7 +166,7 @@ def replace_activations(
     Parameters
     ----------
     model : any model whose activations are modules (``nn.ReLU()``, not ``F.relu``).
-    activation : a spec string ``"KIND:TAU[@LAYER,...]"`` (see
+    activation : a spec string ``"KIND:TAU[:ste][@LAYER,...]"`` (see
         :func:`sparsenet.regularize.spec.parse_activation`), a module (deep-copied for each
         site) or a zero-argument factory.
     layers : activation modules (``"relu1"``) or the weight layers they follow (``"fc1"``);
@@ -161,7 +180,7 @@ def replace_activations(
         from .spec import parse_activation
 
         parsed = parse_activation(activation)
-        spec_dict = {"type": parsed.kind, "tau": parsed.tau}
+        spec_dict = {"type": parsed.kind, "tau": parsed.tau, "grad": parsed.grad}
         factory: Callable[[], nn.Module] = lambda: activation_from_spec(spec_dict)  # noqa: E731
         layers = layers if layers is not None else parsed.layers
     elif isinstance(activation, nn.Module):

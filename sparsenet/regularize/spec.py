@@ -5,8 +5,9 @@ Grammar (whitespace around parts is ignored)::
     weight penalty     LAMBDA[@LAYER,...]                      --l1 1e-5@fc1,fc2
     activation penalty KIND:LAMBDA[:RHO][@LAYER,...]           --act-penalty log1p:1e-4@fc1,fc2
                        KIND in log1p | l1 | kl (RHO only for kl, default 0.05)
-    activation         KIND:TAU[@LAYER,...]                    --activation truncated-sigmoid:0.1
+    activation         KIND:TAU[:ste][@LAYER,...]              --activation truncated-sigmoid:0.1
                        KIND in truncated-sigmoid | thresholded-relu | shifted-relu
+                       (":ste": straight-through gradient, truncated-sigmoid only)
 
 Every malformed spec raises :class:`~sparsenet.errors.SpecError` with one line naming the
 bad text and the expected form.
@@ -45,8 +46,8 @@ ACT_PENALTY_FORM = (
     "e.g. log1p:1e-4@fc1,fc2"
 )
 ACTIVATION_FORM = (
-    "KIND:TAU[@LAYER,...] with KIND one of truncated-sigmoid, thresholded-relu, shifted-relu, "
-    "e.g. truncated-sigmoid:0.1"
+    "KIND:TAU[:ste][@LAYER,...] with KIND one of truncated-sigmoid, thresholded-relu, "
+    "shifted-relu (':ste' truncated-sigmoid only), e.g. truncated-sigmoid:0.1"
 )
 
 
@@ -69,6 +70,7 @@ class ActivationSpec:
     kind: str
     tau: float
     layers: tuple[str, ...] | None = None
+    grad: str = "exact"
 
 
 def _bad(text: str, form: str, why: str = "") -> SpecError:
@@ -130,10 +132,12 @@ def parse_activation(text: str) -> ActivationSpec:
     kind = parts[0].lower()
     if kind not in ACTIVATION_KINDS:
         raise _bad(text, ACTIVATION_FORM, f"unknown KIND {parts[0]!r}")
-    if len(parts) != 2:
-        raise _bad(text, ACTIVATION_FORM, "expected exactly one ':' between KIND and TAU")
+    ste = len(parts) == 3 and parts[2].lower() == "ste" and kind == "truncated-sigmoid"
+    if len(parts) != 2 and not ste:
+        raise _bad(text, ACTIVATION_FORM, "expected KIND:TAU or truncated-sigmoid:TAU:ste")
     high = 1.0 if kind == "truncated-sigmoid" else math.inf
-    return ActivationSpec(kind, _number(parts[1], text, ACTIVATION_FORM, "TAU", 0.0, high), layers)
+    tau = _number(parts[1], text, ACTIVATION_FORM, "TAU", 0.0, high)
+    return ActivationSpec(kind, tau, layers, "straight-through" if ste else "exact")
 
 
 def callbacks_from_specs(

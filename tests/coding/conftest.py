@@ -1,32 +1,12 @@
-"""Helpers: pruned + shared models made by hand (sparsenet.prune/share are other branches)."""
+"""Fixtures: pruned + shared models made by hand (independent of sparsenet.prune/share)."""
 
 from __future__ import annotations
 
 import pytest
-import torch
+from snn_helpers import prune_and_share
 from torch import nn
 
 from sparsenet.models import build_model
-
-
-def prune_and_share(
-    model: nn.Module, density: float = 0.1, k: int = 16, seed: int = 0
-) -> nn.Module:
-    """Zero all but the largest ``density`` of each Linear/Conv weight, round the rest to k values."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.Linear, nn.Conv2d)):
-                w = m.weight
-                w.add_(1e-3 * torch.randn(w.shape, generator=g))
-                keep = max(1, int(density * w.numel()))
-                thr = w.abs().flatten().kthvalue(w.numel() - keep + 1).values
-                nz = w.abs() >= thr
-                cb = torch.linspace(float(w.min()), float(w.max()), k)
-                cb = cb[cb != 0]
-                q = cb[(w[..., None] - cb).abs().argmin(-1)]
-                w.copy_(torch.where(nz, q, torch.zeros(())))
-    return model
 
 
 @pytest.fixture()

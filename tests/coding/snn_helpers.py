@@ -8,6 +8,9 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
+import torch
+from torch import nn
+
 
 def rechecksum(data: bytes) -> bytes:
     """Recompute every CRC and the trailer of a (tampered) .snn file, as a hostile writer would."""
@@ -45,3 +48,23 @@ def edit_header(data: bytes, fn: Callable[[dict[str, Any]], None]) -> bytes:
         data[: _PRE.size - 8] + struct.pack("<II", len(new_h), 0) + new_h + data[_PRE.size + hlen :]
     )
     return rechecksum(out)
+
+
+def prune_and_share(
+    model: nn.Module, density: float = 0.1, k: int = 16, seed: int = 0
+) -> nn.Module:
+    """Zero all but the largest ``density`` of each Linear/Conv weight, round the rest to k values."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
+                w = m.weight
+                w.add_(1e-3 * torch.randn(w.shape, generator=g))
+                keep = max(1, int(density * w.numel()))
+                thr = w.abs().flatten().kthvalue(w.numel() - keep + 1).values
+                nz = w.abs() >= thr
+                cb = torch.linspace(float(w.min()), float(w.max()), k)
+                cb = cb[cb != 0]
+                q = cb[(w[..., None] - cb).abs().argmin(-1)]
+                w.copy_(torch.where(nz, q, torch.zeros(())))
+    return model

@@ -72,3 +72,22 @@ def test_cli_errors_are_one_line(tmp_path, shared_pt, capsys, argv, needle):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert needle in err and err.count("\n") == 1
+
+
+def test_info_reads_snn(tmp_path, shared_pt, capsys):
+    out = tmp_path / "m.snn"
+    assert main(["compress", str(shared_pt), "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["file_bytes"] == out.stat().st_size and info["arch"]["name"] == "lenet300"
+
+
+def test_metadata_must_be_json(tmp_path, lenet300_digits):
+    from sparsenet.coding import save_snn
+    from sparsenet.errors import SparsenetError
+
+    save_snn(lenet300_digits, tmp_path / "a.snn", metadata={"acc": torch.tensor(0.5), "n": 3})
+    with pytest.raises(SparsenetError, match="JSON"):
+        save_snn(lenet300_digits, tmp_path / "b.snn", metadata={"loss": float("nan")})
+    assert not (tmp_path / "b.snn").exists()

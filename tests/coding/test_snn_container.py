@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from snn_helpers import edit_header, rechecksum
+from snn_helpers import edit_header, prune_and_share, rechecksum
 from torch import nn
 
 import sparsenet
@@ -179,6 +179,8 @@ def test_rechecksummed_bit_flips_load_or_raise_corrupt(tiny_file):
         (lambda h: h["layers"][0].update(entries=h["layers"][0]["entries"] + 1), "symbols"),
         (lambda h: h["layers"][0].update(mode="weird"), "mode"),
         (lambda h: h["layers"][0].update(codebook=["x"]), "codebook"),
+        (lambda h: h["layers"][0].update(codebook="AAAA" * 100), "codebook"),
+        (lambda h: h["layers"][0].update(codebook="AACA/wAAwH8="), "codebook"),  # inf, nan
         (lambda h: h["sections"][0].update(length=10**9), "section"),
         (lambda h: h["tensors"][0].update(shape=[10**6]), "bytes"),
         (lambda h: h["tensors"][0].update(dtype="complex128"), "tensor"),
@@ -227,3 +229,19 @@ def test_rechecksummed_flips_in_coded_sections(tmp_path, tiny_model, coder):
         except CorruptFileError:
             corrupt += 1
     assert corrupt > 30
+
+
+def test_real_shared_weight_parametrisation(tmp_path, digits_data):
+    """With sparsenet.share: SharedWeight centroids become the codebook, round trip bit-exact."""
+    share = pytest.importorskip("sparsenet.share")
+    m = prune_and_share(sparsenet.build_model("lenet300", seed=0, in_features=64), 0.1, 1 << 12)
+    share.share_weights(m, bits="fc=4")
+    x = digits_data.x_test[:64]
+    save_snn(m, tmp_path / "m.snn", layout="sparse")
+    snn = read_snn(tmp_path / "m.snn")
+    for lc in snn.layers:
+        sw = getattr(m, lc.name.split(".")[0]).parametrizations.weight[-1]
+        assert lc.mode == "sparse" and lc.bits == 4
+        c = sw.centroids.detach().numpy()
+        assert set(lc.codebook.tolist()) <= set(c.tolist())
+    assert torch.equal(logits(load_snn(tmp_path / "m.snn"), x), logits(m, x))

@@ -201,3 +201,47 @@ def test_factors_take_a_later_parametrisation_and_round_trip(tmp_path):
     x = torch.rand(3, 1, 28, 28)
     model.eval()
     assert torch.equal(loaded(x), model(x))
+
+
+@pytest.mark.parametrize(
+    "entry, match",
+    [
+        ({"module": "fc9", "kind": "lowrank", "args": {"type": "linear"}}, "no layer 'fc9'"),
+        ({"module": "fc1", "kind": "lowrank", "args": {"type": "conv3d"}}, "unknown layer type"),
+    ],
+)
+def test_bad_transform_entry_is_a_checkpoint_error(entry, match):
+    from sparsenet.checkpoint import apply_transforms
+    from sparsenet.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match=match):
+        apply_transforms(build_model("lenet300"), [entry])
+
+
+def test_parametrised_layer_is_factorised_from_its_effective_weight():
+    from torch.nn.utils import parametrize
+
+    torch.manual_seed(4)
+    layer = nn.Linear(12, 9)
+    p = _HalfMask(layer.weight.shape)
+    p.mask[:, ::3] = 0
+    parametrize.register_parametrization(layer, "weight", p)
+    low = factorize_layer(layer, 9)  # full rank: exactly the masked layer
+    x = torch.randn(4, 12)
+    torch.testing.assert_close(low(x), layer(x), atol=1e-5, rtol=0)
+    assert not parametrize.is_parametrized(low.first)
+
+
+def test_weight_sharing_on_the_factors_round_trips(tmp_path):
+    share = pytest.importorskip("sparsenet.share")
+    model = build_model("lenet5", seed=0)
+    factorize(model, rank={"conv2": 8, "fc1": 16})
+    share.share_weights(model, "conv=6,fc=4")
+    # each factor is its own shared layer: at most 2**bits distinct weight values
+    assert len(torch.unique(model.fc1.first.weight.detach())) <= 16
+    assert len(torch.unique(model.conv2.second.weight.detach())) <= 64
+    save_model(model, tmp_path / "m.pt")
+    loaded, _ = load_model(tmp_path / "m.pt")
+    x = torch.rand(2, 1, 28, 28)
+    model.eval()
+    assert torch.equal(loaded(x), model(x))

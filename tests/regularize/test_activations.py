@@ -39,6 +39,19 @@ def test_truncated_sigmoid_gradient_at_and_around_cut():
     assert x.grad[0] == 0 and x.grad[1] == 0 and x.grad[2] > 0
 
 
+def test_straight_through_same_values_sigmoid_gradient():
+    x = torch.linspace(-6, 6, 1201, dtype=torch.float64, requires_grad=True)
+    exact, ste = TruncatedSigmoid(0.4), TruncatedSigmoid(0.4, grad="straight-through")
+    y = ste(x)
+    assert torch.equal(y, exact(x))  # bit-identical forward, exact zeros included
+    assert int((y == 0).sum()) > 0
+    y.sum().backward()
+    s = torch.sigmoid(x.detach())
+    assert torch.allclose(x.grad, s * (1 - s), rtol=0, atol=1e-15)
+    with pytest.raises(SpecError, match="grad"):
+        TruncatedSigmoid(0.1, grad="magic")
+
+
 def test_shifted_relu_modes():
     x = torch.tensor([-1.0, 0.0, 0.2, 0.3, 0.31, 2.0], requires_grad=True)
     thr = ShiftedReLU(0.3)
@@ -56,7 +69,13 @@ def test_shifted_relu_modes():
 
 
 def test_spec_round_trip():
-    for act in [TruncatedSigmoid(0.2), ShiftedReLU(0.5), ShiftedReLU(0.1, mode="shift")]:
+    acts = [
+        TruncatedSigmoid(0.2),
+        TruncatedSigmoid(0.3, grad="straight-through"),
+        ShiftedReLU(0.5),
+        ShiftedReLU(0.1, mode="shift"),
+    ]
+    for act in acts:
         again = activation_from_spec(act.spec())
         assert type(again) is type(act) and again.spec() == act.spec()
         assert getattr(again, "mode", None) == getattr(act, "mode", None)
@@ -81,12 +100,17 @@ def test_replace_activations_forms():
         replace_activations(LeNet300(), "truncated-sigmoid:0.1", layers=["fc7"])
     with pytest.raises(SpecError, match="expected KIND:TAU"):
         replace_activations(LeNet300(), "truncated-sigmoid")
+    m = replace_activations(LeNet300(), "truncated-sigmoid:0.2:ste@fc1")
+    assert m.relu1.grad == "straight-through" and isinstance(m.relu2, nn.ReLU)
 
 
 def test_checkpoint_round_trip(tmp_path):
     torch.manual_seed(0)
     m = replace_activations(LeNet300(in_features=64), "truncated-sigmoid:0.15@fc1")
     replace_activations(m, "shifted-relu:0.05@fc2")
+    m2 = replace_activations(LeNet300(in_features=64), "truncated-sigmoid:0.5:ste")
+    save_model(m2, tmp_path / "ste.pt")
+    assert load_model(tmp_path / "ste.pt")[0].relu2.grad == "straight-through"
     path = tmp_path / "m.pt"
     save_model(m, path)
     back, _ = load_model(path)
@@ -109,7 +133,9 @@ def test_checkpoint_loads_in_fresh_process(tmp_path):
     assert out.stdout.split() == ["TruncatedSigmoid", "0.1"]
 
 
-@pytest.mark.parametrize("spec", ["truncated-sigmoid:0.1", "thresholded-relu:0.1"])
+@pytest.mark.parametrize(
+    "spec", ["truncated-sigmoid:0.1", "truncated-sigmoid:0.3:ste", "thresholded-relu:0.1"]
+)
 def test_sparse_activation_model_learns_on_digits(digits_data, spec):
     torch.manual_seed(0)
     m = replace_activations(LeNet300(in_features=64), spec)

@@ -69,8 +69,8 @@ def test_train_with_penalties_and_activation(tmp_path, capsys):
         ("--group-lasso", "-1", "LAMBDA[@LAYER,...]"),
         ("--act-penalty", "log1p", "KIND:LAMBDA[:RHO][@LAYER,...]"),
         ("--act-penalty", "entropy:1e-4", "KIND:LAMBDA[:RHO][@LAYER,...]"),
-        ("--activation", "truncated-sigmoid", "KIND:TAU[@LAYER,...]"),
-        ("--activation", "truncated-sigmoid:2", "KIND:TAU[@LAYER,...]"),
+        ("--activation", "truncated-sigmoid", "KIND:TAU[:ste][@LAYER,...]"),
+        ("--activation", "truncated-sigmoid:2", "KIND:TAU[:ste][@LAYER,...]"),
     ],
 )
 def test_malformed_spec_exit_2_one_line(tmp_path, capsys, flag, value, form):
@@ -94,3 +94,13 @@ def test_unknown_layer_exit_2_one_line(tmp_path, capsys, flag, value, fragment):
     lines = err.strip().splitlines()
     assert rc == 2 and len(lines) == 1 and fragment in lines[0], err
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_resume_needs_the_same_activation(tmp_path, capsys):
+    out_path = str(tmp_path / "m.pt")
+    args = [*TRAIN, "--out", out_path, "--activation", "thresholded-relu:0.1"]
+    assert run(capsys, *args)[0] == 0
+    rc, _, err = run(capsys, *TRAIN, "--out", out_path, "--resume")
+    assert rc == 2 and "trained with --activation 'thresholded-relu:0.1'" in err
+    rc, _, err = run(capsys, *args, "--resume", "--epochs", "2")
+    assert rc == 0, err

@@ -16,6 +16,9 @@ def test_valid_specs():
     assert parse_act_penalty("kl:1e-3:0.1@relu1") == ActPenaltySpec("kl", 1e-3, 0.1, ("relu1",))
     assert parse_activation("truncated-sigmoid:0.1") == ActivationSpec("truncated-sigmoid", 0.1)
     assert parse_activation("shifted-relu:2@fc1") == ActivationSpec("shifted-relu", 2.0, ("fc1",))
+    assert parse_activation("truncated-sigmoid:0.6:STE@fc1") == ActivationSpec(
+        "truncated-sigmoid", 0.6, ("fc1",), "straight-through"
+    )
 
 
 @pytest.mark.parametrize(
@@ -31,7 +34,9 @@ def test_valid_specs():
         (parse_act_penalty, "kl:1e-3:1.5", "out of range"),
         (parse_act_penalty, "kl:1e-3:0", "RHO must be > 0"),
         (parse_act_penalty, "l1:x@fc1", "'x' is not a number"),
-        (parse_activation, "truncated-sigmoid", "exactly one ':'"),
+        (parse_activation, "truncated-sigmoid", "expected KIND:TAU or"),
+        (parse_activation, "shifted-relu:0.1:ste", "expected KIND:TAU or"),
+        (parse_activation, "truncated-sigmoid:0.1:fast", "expected KIND:TAU or"),
         (parse_activation, "truncated-sigmoid:1.0", "out of range"),
         (parse_activation, "swish:0.1", "unknown KIND"),
         (parse_activation, "shifted-relu:0.1@fc1,", "empty layer name"),

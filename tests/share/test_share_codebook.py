@@ -224,3 +224,17 @@ def test_sharing_twice_is_an_error():
 def test_all_zero_layer():
     p = share_tensor(torch.zeros(4, 5), bits=2)
     assert not p.keep.any() and torch.equal(p(torch.zeros(4, 5)), torch.zeros(4, 5))
+
+
+def test_mask_after_sharing_then_bake():
+    model = small_net()
+    share_weights(model, "fc1=2")
+    mask = (torch.rand(model.fc1.weight.shape) > 0.5).float()
+    parametrize.register_parametrization(
+        model.fc1, "weight", LocalMask(mask)
+    )  # prune a shared layer
+    value = model.fc1.weight.detach().clone()
+    assert torch.all(value[mask == 0] == 0) and len(torch.unique(value)) <= 5
+    bake(model)
+    assert [type(q) for q in model.fc1.parametrizations.weight] == [LocalMask]
+    assert torch.equal(model.fc1.weight, value)
