@@ -84,7 +84,16 @@ def sweep(model: nn.Module, data: Any, obd_samples: int) -> dict[str, Any]:
             m = copy.deepcopy(model)
             prune(m, Fixed(name, scores), sparsity=s)
             ev = evaluate(m, *data.test)
-            rows.append({"method": name, "sparsity": s, "loss": ev["loss"], "accuracy": ev["accuracy"]})
+            rows.append({"method": name, "sparsity": s, "loss": ev["loss"], "accuracy": ev["accuracy"],
+                         "layers": {r["name"]: r["sparsity"] for r in sparsity_report(m)["layers"]}})
+        # OBD's ranking *within* layers, given global magnitude's per-layer budget: separates
+        # the within-layer ordering from the cross-layer allocation.
+        budget = next(r["layers"] for r in rows if r["method"] == "magnitude" and r["sparsity"] == s)
+        m = copy.deepcopy(model)
+        prune(m, Fixed("obd", obd_scores), per_layer=budget)
+        ev = evaluate(m, *data.test)
+        rows.append({"method": "obd@magnitude-budget", "sparsity": s, "loss": ev["loss"],
+                     "accuracy": ev["accuracy"], "layers": budget})
     return {"rows": rows, "obd_hessian_seconds": obd_seconds, "obd_samples": obd_samples}
 
 
@@ -130,11 +139,11 @@ def nbytes(obj: Any) -> int:
 
 
 def retrain(model: nn.Module, name: str, data: Any, final: float, steps: int, epochs: int,
-            n_train: int | None) -> dict[str, Any]:
+            n_train: int | None, lr: float | None) -> dict[str, Any]:
     """Part 2 and 4: ours (masks) vs torch.nn.utils.prune, same schedule, same fit."""
     train = data.train if n_train is None else (data.x_train[:n_train], data.y_train[:n_train])
     cfg = default_config(name).replace(quiet=True)
-    retrain_cfg = cfg.replace(epochs=epochs, lr=cfg.lr / 10)
+    retrain_cfg = cfg.replace(epochs=epochs, lr=lr or cfg.lr / 10)
     out: dict[str, Any] = {"final_sparsity": final, "steps": steps, "retrain_epochs": epochs,
                            "retrain_lr": retrain_cfg.lr, "train_samples": len(train[0])}
     dense_state = nbytes(model.state_dict())
@@ -144,7 +153,7 @@ def retrain(model: nn.Module, name: str, data: Any, final: float, steps: int, ep
     hist: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     prune_iterative(ours, train, "magnitude", sparsity=final, steps=steps, retrain_epochs=epochs,
-                    config=cfg, val=data.test, history=hist)
+                    config=cfg, lr=retrain_cfg.lr, val=data.test, history=hist)
     out["ours"] = {
         "seconds": time.perf_counter() - t0,
         "accuracy": evaluate(ours, *data.test)["accuracy"],
@@ -196,11 +205,12 @@ def plot_sweep(results: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(2, len(nets), figsize=(5 * len(nets), 7), squeeze=False)
     for j, net in enumerate(nets):
         rows = results[net]["sweep"]["rows"]
-        for method in ("obd", "magnitude", "random"):
+        for method in ("obd", "magnitude", "random", "obd@magnitude-budget"):
             pts = [r for r in rows if r["method"] == method]
             xs = [100 * r["sparsity"] for r in pts]
-            axes[0][j].plot(xs, [100 * r["accuracy"] for r in pts], marker="o", label=method)
-            axes[1][j].plot(xs, [r["loss"] for r in pts], marker="o", label=method)
+            ls = "--" if "@" in method else "-"
+            axes[0][j].plot(xs, [100 * r["accuracy"] for r in pts], marker="o", ls=ls, label=method)
+            axes[1][j].plot(xs, [r["loss"] for r in pts], marker="o", ls=ls, label=method)
         axes[0][j].axhline(100 * results[net]["dense"]["accuracy"], color="grey", ls=":", label="dense")
         axes[0][j].set_title(f"{net}: no retraining")
         axes[0][j].set_ylabel("test accuracy (%)")
@@ -220,8 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="benchmarks/results/prune")
     ap.add_argument("--nets", default="lenet300,lenet5")
     ap.add_argument("--obd-samples", type=int, default=10_000)
-    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--steps", default="lenet300=4,lenet5=3", help="pruning rounds, per net")
     ap.add_argument("--retrain-epochs", default="lenet300=3,lenet5=2")
+    ap.add_argument("--retrain-lr", default="",
+                    help="per-net retraining lr, e.g. lenet300=0.01 (default: training lr / 10)")
     ap.add_argument("--retrain-samples", default="lenet300=60000,lenet5=20000",
                     help="training samples used for retraining, per net")
     ap.add_argument("--cost-samples", default="lenet300=60000,lenet5=10000",
@@ -239,7 +251,9 @@ def main(argv: list[str] | None = None) -> int:
         return {k: int(v) for k, v in (p.split("=") for p in spec.split(","))}
 
     epochs, n_retrain = per_net(args.retrain_epochs), per_net(args.retrain_samples)
+    steps = per_net(args.steps)
     n_cost, n_sens = per_net(args.cost_samples), per_net(args.sens_samples)
+    lrs = {k: float(v) for k, v in (p.split("=") for p in args.retrain_lr.split(",") if p)}
     data = fashion_mnist()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
@@ -251,18 +265,25 @@ def main(argv: list[str] | None = None) -> int:
         "args": vars(args),
         "nets": {},
     }
+    prior = out / "bench_prune.json"
+    if prior.exists():  # parts run separately (--skip) merge into one report
+        import json
+
+        report["nets"] = json.loads(prior.read_text()).get("nets", {})
     for net in args.nets.split(","):
         seed_everything(0)
         model, _ = load_model(ARTIFACTS / NETS[net])
-        res: dict[str, Any] = {"dense": evaluate(model, *data.test)}
+        res: dict[str, Any] = report["nets"].get(net, {})
+        res["dense"] = evaluate(model, *data.test)
         print(f"\n== {net}: dense test accuracy {res['dense']['accuracy']:.4f}", flush=True)
         if "sweep" not in skip:
             res["sweep"] = sweep(model, data, args.obd_samples)
-            print(f"{'sparsity':>8} " + " ".join(f"{m + ' acc/loss':>22}" for m in ("obd", "magnitude", "random")))
+            methods = ("obd", "magnitude", "random", "obd@magnitude-budget")
+            print(f"{'sparsity':>8} " + " ".join(f"{m[:12] + ' acc/loss':>22}" for m in methods))
             for s in SPARSITIES:
                 cells = {r["method"]: r for r in res["sweep"]["rows"] if r["sparsity"] == s}
                 print(f"{s:>8.0%} " + " ".join(
-                    f"{cells[m]['accuracy']:>12.4f}/{cells[m]['loss']:<9.3f}" for m in ("obd", "magnitude", "random")))
+                    f"{cells[m]['accuracy']:>12.4f}/{cells[m]['loss']:<9.3f}" for m in methods))
         if "cost" not in skip:
             res["cost"] = cost(model, data, n_cost[net], 256, repeats=2)
             c = res["cost"]
@@ -276,10 +297,11 @@ def main(argv: list[str] | None = None) -> int:
             plot_sensitivity(sens, out / f"sensitivity-{net}.png")
             res["sensitivity"] = sens
         if "retrain" not in skip:
-            r = retrain(model, net, data, 0.92, args.steps, epochs[net], n_retrain[net])
+            r = retrain(model, net, data, 0.92, steps[net], epochs[net], n_retrain[net],
+                        lrs.get(net))
             res["retrain"] = r
             dense_acc = res["dense"]["accuracy"]
-            print(f"iterative to 92% ({args.steps} x {epochs[net]} epochs, lr {r['retrain_lr']}):")
+            print(f"iterative to 92% ({steps[net]} x {epochs[net]} epochs, lr {r['retrain_lr']}):")
             for who in ("ours", "peer"):
                 print(f"  {who:<5} acc {r[who]['accuracy']:.4f} (dense {dense_acc:.4f}, "
                       f"{100 * (r[who]['accuracy'] - dense_acc):+.2f} pts), sparsity "
