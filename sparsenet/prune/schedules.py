@@ -77,7 +77,7 @@ def prune_iterative(
     config : the model's *training* recipe (default: the registry recipe for its
         architecture); retraining copies it with ``epochs=retrain_epochs`` and
         ``lr = config.lr / 10`` unless ``lr`` is given.
-    val : evaluated after each round (accuracy in ``history``).
+    val : evaluated after each pruning and each retraining (accuracies in ``history``).
     callbacks : passed on to every ``fit``.
     obd_samples : OBD averages its Hessian over the first this-many training samples.
     history : if a list, one record per round is appended to it (sparsity, accuracy, fit history).
@@ -98,7 +98,7 @@ def prune_iterative(
         if val is not None:
             rec["pruned_acc"] = evaluate(model, *val, device=cfg.device)["accuracy"]
         if retrain_epochs:
-            rec["fit"] = fit(model, train, cfg, callbacks=[SparsityMonitor(), *callbacks], val=val)
+            rec["fit"] = fit(model, train, cfg, callbacks=[SparsityMonitor(), *callbacks])
         if val is not None:
             rec["retrained_acc"] = evaluate(model, *val, device=cfg.device)["accuracy"]
         log(
