@@ -39,7 +39,7 @@ from ..io import atomic_write_text, write_json
 from ..models import arch_of, model_for_dataset
 from ..progress import log, progress
 from ..training import evaluate, seed_everything
-from .recipe import Recipe, load_recipe
+from .recipe import Recipe, RecipeError, load_recipe
 from .stages import STAGES, StageContext
 
 __all__ = ["compress", "RunError", "MANIFEST", "read_manifest", "stage_metrics"]
@@ -124,6 +124,31 @@ def _model_name(model: nn.Module | str) -> str | None:
         arch = arch_of(model)
         return arch["name"] if arch else None
     return os.fspath(model)
+
+
+def check_layer_names(recipe: Recipe, model: nn.Module) -> None:
+    """Layer names in the recipe (prune ``per_layer``, factorize ``rank``, share ``bits``) must
+    name Linear/Conv layers of ``model``; checked before anything runs. Names after a
+    ``factorize`` stage are not checked (the factors are named ``<layer>.0``/``<layer>.1``)."""
+    layers = sorted(n for n, m in model.named_modules()
+                    if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)) and "parametrizations" not in n)
+    for i, st in enumerate(recipe.stages):
+        if st.kind == "factorize" and isinstance(st.settings.get("rank"), dict):
+            names, key = st.settings["rank"], "rank"
+        elif st.kind == "prune" and "per_layer" in st.settings:
+            names, key = st.settings["per_layer"], "per_layer"
+        elif st.kind == "share":
+            names, key = {k: v for k, v in st.settings["bits"].items() if k not in ("conv", "fc")}, "bits"
+        else:
+            names, key = {}, ""
+        for name in names:
+            if name not in layers:
+                raise RecipeError(
+                    f"stages[{i}].{st.kind}.{key}.{name}: no such layer in the model; "
+                    f"expected one of: {', '.join(layers)}"
+                )
+        if st.kind == "factorize":
+            return
 
 
 class _Run:
@@ -220,6 +245,7 @@ def compress(
     run = _Run(recipe_obj, data_obj, rdir, Path(out) if out is not None else None, quiet)
 
     module, pretrained, source = _resolve_model(model, data_obj, recipe_obj.seed)
+    check_layer_names(recipe_obj, module)
     log(f"pipeline {recipe_obj.name} on {source} ({data_obj.name}), run directory {rdir}", quiet)
     old = read_manifest(rdir) if (rdir / MANIFEST).is_file() else None
     if old is not None and not resume and not force:

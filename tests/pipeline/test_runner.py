@@ -133,3 +133,20 @@ def test_pretrained_module_skips_train_and_custom_models_work(tmp_path, digits_d
     assert all(lay["weight_bits"] == 2 for lay in rep["layers"])
     assert not torch.equal(before["1.weight"], model[1].weight)  # shared to 4 values
     assert len(torch.unique(model[1].weight)) <= 4
+
+
+@pytest.mark.parametrize(
+    "stage, message",
+    [
+        ({"prune": {"per_layer": {"fc9": 0.5}}}, "stages[0].prune.per_layer.fc9: no such layer"),
+        ({"share": {"bits": {"fc": 5, "conv7": 4}}}, "stages[0].share.bits.conv7: no such layer"),
+        ({"factorize": {"rank": {"fc0": 4}}}, "stages[0].factorize.rank.fc0: no such layer"),
+    ],
+)
+def test_layer_names_are_checked_before_anything_runs(tmp_path, digits_data, stage, message):
+    from sparsenet.pipeline import RecipeError
+
+    with pytest.raises(RecipeError) as exc:
+        compress("lenet300", digits_data, {"stages": [stage]}, run_dir=tmp_path / "r", quiet=True)
+    assert message in str(exc.value) and "fc1, fc2, fc3" in str(exc.value)
+    assert not (tmp_path / "r").exists()  # nothing ran, nothing was written
