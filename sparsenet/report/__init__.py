@@ -86,7 +86,7 @@ def build_report(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
                "seconds": e.get("seconds")}
         if e["status"] == "done":
             m = e["metrics"]
-            row.update(accuracy=m["accuracy"], bytes=m["bytes"], compression=m["compression"],
+            row.update(accuracy=m["accuracy"], bytes=m["bytes"], compression=dense / m["bytes"],
                        density=m["density"], accuracy_drop=base_acc - m["accuracy"])
         stages.append(row)
         rec = e.get("record") or {}
@@ -114,15 +114,17 @@ def build_report(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
             "size_entropy": lay["entropy_bits"] / dense_bits,
         })
     final: dict[str, Any] = {"accuracy": last["accuracy"], "bytes": last["bytes"],
-                             "compression": last["compression"],
+                             "compression": dense / last["bytes"],
                              "accuracy_drop": base_acc - last["accuracy"]}
     if encode_entry is not None:
         final["file"] = encode_entry["record"].get("out")
         final["file_bytes"] = encode_entry["record"].get("file_bytes")
         total = (encode_entry["record"].get("size_report") or {}).get("total") or {}
-        if isinstance(total.get("ratio"), (int, float)):
-            # Han et al.'s accounting: the coded tensors alone, without the file's header
-            final["compression_tensors"] = total["ratio"]
+        if isinstance(total.get("total_bits_after"), (int, float)):
+            # Han et al.'s accounting: the coded tensors alone, without the file's header,
+            # against the dense starting model
+            bits = total["total_bits_after"] + total.get("other_tensor_bits", 0)
+            final["compression_tensors"] = 8 * dense / max(bits, 1)
     return {
         "run_dir": str(rdir),
         "recipe": man["recipe"].get("name"),

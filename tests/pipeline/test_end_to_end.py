@@ -98,5 +98,9 @@ def test_every_stage_kind_composes(tmp_path, digits_data):
     names = [lay["name"] for lay in rep["layers"]]
     assert "fc1.0" in names and "fc1.1" in names  # the low-rank factors are ordinary layers
     assert all(lay["weight_bits"] == 4 for lay in rep["layers"])
+    factorized = next(s for s in rep["stages"] if s["kind"] == "factorize")
+    assert factorized["compression"] > 1.3  # measured against the dense model it started from
+    assert rep["final"]["compression"] == pytest.approx(
+        rep["baseline"]["dense_bytes"] / out.stat().st_size)
     loaded = coding.load_snn(out)
     assert evaluate(loaded, *digits_data.test)["accuracy"] == rep["final"]["accuracy"]
