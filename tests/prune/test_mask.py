@@ -122,3 +122,15 @@ def test_sparsity_report_counts():
     assert rep["layers"][0]["masked"] == 30 and rep["zeros"] >= 30
     assert rep["sparsity"] == rep["zeros"] / 100
     assert rep["compression"] == pytest.approx(100 / (100 - rep["zeros"]))
+
+
+def test_mask_edited_in_place_takes_effect_and_follows_dtype():
+    lin = nn.Linear(4, 3)
+    apply_mask(lin, torch.ones(3, 4, dtype=torch.bool))
+    assert (lin.weight != 0).all()
+    lin.parametrizations.weight[0].mask[0, 0] = False
+    assert lin.weight[0, 0] == 0 and (lin.weight.flatten()[1:] != 0).all()
+    lin.double()
+    assert lin.weight.dtype == torch.float64 and lin.weight[0, 0] == 0
+    assert lin.parametrizations.weight[0].mask.dtype == torch.bool
+    assert "_factor" not in lin.state_dict() and "parametrizations.weight.0._factor" not in lin.state_dict()
