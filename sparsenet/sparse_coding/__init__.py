@@ -8,7 +8,13 @@ fixed D. Both estimators follow scikit-learn's API.
 """
 
 from ._validation import InvalidInputError
-from .dictionary import OnlineState, dictionary_objective, init_dictionary, online_step, update_atoms
+from .dictionary import (
+    OnlineState,
+    dictionary_objective,
+    init_dictionary,
+    online_step,
+    update_atoms,
+)
 from .encode import METHODS, duality_gap, lasso_objective, sparse_encode
 from .estimators import DictionaryLearner, SparseCoder
 
