@@ -26,6 +26,11 @@ __all__ = ["lasso_objective_gram", "duality_gap_gram", "lasso_gram"]
 
 
 
+_BLOCK_ELEMS = 1 << 23  # at most this many Gram-block entries gathered at once
+_GROW = 12  # violators added to a row's block per outer iteration
+_WIDTHS = (8, 16, 24, 32, 48, 64, 96, 128, 192)  # block width classes (wider: all atoms)
+
+
 def _soft(z: torch.Tensor, thresh: float | torch.Tensor, positive: bool) -> torch.Tensor:
     if positive:
         return torch.clamp(z - thresh, min=0)
@@ -103,8 +108,7 @@ def _newton_on_block(
     z = torch.where(cross & (ratio <= t_star), 0.0, c_s + t_star * (z - c_s))
     cand = torch.zeros_like(cw).scatter_(1, order, z)
     ok = (info == 0) & torch.isfinite(z).all(1)
-    better = _block_objective(cand, gw, bw, alpha) <= _block_objective(cw, gw, bw, alpha)
-    return torch.where((ok & better)[:, None], cand, cw)
+    return torch.where(ok[:, None], cand, cw)
 
 
 def _block_objective(
@@ -130,12 +134,12 @@ def _cd_sweep(
 
 def _solve_block(
     cw: torch.Tensor, gw: torch.Tensor, bw: torch.Tensor, xs: torch.Tensor, alpha: float,
-    positive: bool, inner: str, budget: int, tol: float,
+    positive: bool, inner: str, budget: int, tol: torch.Tensor,
 ) -> tuple[torch.Tensor, int]:
     """Solve the lasso restricted to each row's block; returns (codes on block, sweeps used).
 
     Rounds of two CD sweeps (or ten FISTA iterations) followed by a Newton step on the
-    support, until every row's block duality gap is ≤ ``tol · ||x||²`` or ``budget`` runs out.
+    support, until every row's block duality gap is ≤ its ``tol`` (r,) or ``budget`` runs out.
     """
     r, m = cw.shape
     out = cw.clone()
@@ -152,10 +156,12 @@ def _solve_block(
             break
         if inner == "cd":
             qw = bw - torch.bmm(cw[:, None, :], gw)[:, 0, :]
-            for _ in range(2):
-                _cd_sweep(cw, qw, gw, dw, iw, alpha, positive)
+            _cd_sweep(cw, qw, gw, dw, iw, alpha, positive)
+            before = cw != 0
+            _cd_sweep(cw, qw, gw, dw, iw, alpha, positive)
             used += 2
         else:
+            before = cw != 0
             for _ in range(10):
                 grad = torch.bmm(y[:, None, :], gw)[:, 0, :] - bw
                 cn = _soft(y - step * grad, alpha * step, positive)
@@ -165,17 +171,21 @@ def _solve_block(
                 y = cn + ((t - 1) / tn)[:, None] * (cn - cw)
                 cw, t = cn, tn
             used += 10
-        c2 = _newton_on_block(cw, gw, bw, alpha, positive)
-        moved = (c2 != cw).any(1)
-        cw = c2
+        # Newton only where the last sweep left the support unchanged: there it is exact
+        stable = torch.nonzero(((cw != 0) == before).all(1)).flatten()
+        moved = torch.zeros(cw.shape[0], dtype=torch.bool, device=cw.device)
+        if stable.numel():
+            c2 = _newton_on_block(cw[stable], gw[stable], bw[stable], alpha, positive)
+            moved[stable] = (c2 != cw[stable]).any(1)
+            cw = cw.index_copy(0, stable, c2)
         qw = bw - torch.bmm(cw[:, None, :], gw)[:, 0, :]
         _, gap = duality_gap_gram(cw, qw, bw, xs, alpha, positive)
-        done = gap <= tol * xs
+        done = gap <= tol
         out[idx] = cw
         if bool(done.all()):
             break
         keep = ~done
-        idx, cw, gw, bw, xs = idx[keep], cw[keep], gw[keep], bw[keep], xs[keep]
+        idx, cw, gw, bw, xs, tol = idx[keep], cw[keep], gw[keep], bw[keep], xs[keep], tol[keep]
         dw, iw = dw[keep], iw[keep]
         if inner == "fista":
             step = step[keep]
@@ -210,7 +220,7 @@ def lasso_gram(
     gaps = torch.full((n,), float("inf"), dtype=B.dtype, device=B.device)
     rows = torch.arange(n, device=B.device)
     C, Bt, xs = out.clone(), B, xsq
-    used, width = 0, 0
+    used = 0
     while True:
         Q = Bt - C @ G
         _, gap = duality_gap_gram(C, Q, Bt, xs, alpha, positive)
@@ -220,18 +230,35 @@ def lasso_gram(
         if bool(done.all()) or used >= max_iter:
             break
         keep = ~done
-        rows, C, Q, Bt, xs = rows[keep], C[keep], Q[keep], Bt[keep], xs[keep]
+        rows, C, Q, Bt, xs, gap = rows[keep], C[keep], Q[keep], Bt[keep], xs[keep], gap[keep]
         supp = C != 0
-        n_supp = int(supp.sum(1).max())
-        width = min(k, max(width, n_supp + 8, 2 * n_supp, 8))
         score = Q if positive else Q.abs()
+        n_viol = ((score > alpha) & ~supp).sum(1)
+        n_supp = supp.sum(1)
+        # each row's block: its support plus up to _GROW violators, rounded up to a width
+        # class so rows of similar need are solved together (one wide row must not widen all)
+        need = (n_supp + n_viol.clamp(max=_GROW)).clamp(min=1)
+        cls = torch.bucketize(need, torch.tensor(_WIDTHS, device=need.device))
         score = torch.where(supp, torch.full_like(score, float("inf")), score)
-        W = torch.topk(score, width, dim=1).indices  # (r, m)
-        gw = G[W[:, :, None], W[:, None, :]]  # (r, m, m)
-        cw, spent = _solve_block(
-            C.gather(1, W), gw, Bt.gather(1, W), xs, alpha, positive, inner,
-            max_iter - used, 0.5 * tol,
-        )
-        used += spent
-        C = torch.zeros_like(C).scatter_(1, W, cw)
+        inner_tol = torch.maximum(0.5 * tol * xs, 0.3 * gap)
+        C = C.clone()
+        spent_max = 0
+        pieces = []
+        for c in torch.unique(cls).tolist():
+            width = min(k, _WIDTHS[c] if c < len(_WIDTHS) else k)
+            members = torch.nonzero(cls == c).flatten()
+            step = max(1, _BLOCK_ELEMS // (width * width))  # bound the (r, m, m) memory
+            pieces += [(width, members[i : i + step]) for i in range(0, members.numel(), step)]
+        for width, sel in pieces:
+            W = torch.topk(score[sel], width, dim=1).indices  # (r, m)
+            gw = G[W[:, :, None], W[:, None, :]]  # (r, m, m)
+            cw, spent = _solve_block(
+                C[sel].gather(1, W), gw, Bt[sel].gather(1, W), xs[sel], alpha, positive,
+                inner, max_iter - used, inner_tol[sel],
+            )
+            spent_max = max(spent_max, spent)
+            C[sel] = torch.zeros(sel.numel(), k, dtype=C.dtype, device=C.device).scatter_(
+                1, W, cw
+            )
+        used += spent_max
     return out, gaps
