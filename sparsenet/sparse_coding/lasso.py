@@ -119,17 +119,34 @@ def _block_objective(
     return 0.5 * (cg * cw).sum(1) - (cw * bw).sum(1) + alpha * cw.abs().sum(1)
 
 
-def _cd_sweep(
+def _cd_sweeps(
     cw: torch.Tensor, qw: torch.Tensor, gw: torch.Tensor, dw: torch.Tensor, iw: torch.Tensor,
-    alpha: float, positive: bool,
-) -> None:
-    """One cyclic coordinate-descent sweep over the block positions, in place."""
-    for j in range(cw.shape[1]):
-        c_old = cw[:, j]
-        c_new = _soft(qw[:, j] + dw[:, j] * c_old, alpha, positive) * iw[:, j]
-        delta = c_new - c_old
-        cw[:, j] = c_new
-        qw -= delta[:, None] * gw[:, j, :]
+    alpha: float, positive: bool, n_sweeps: int,
+) -> torch.Tensor:
+    """Cyclic coordinate-descent sweeps over the block positions, in place on cw and qw.
+
+    Works on transposed copies so that each coordinate's row of samples is contiguous.
+    Returns the support mask before the last sweep.
+    """
+    ct, qt = cw.T.contiguous(), qw.T.contiguous()  # (m, r)
+    gt = gw.permute(1, 2, 0).contiguous()  # (m, m, r); Gram blocks are symmetric
+    dt, it = dw.T.contiguous(), iw.T.contiguous()
+    before = ct != 0
+    for sweep in range(n_sweeps):
+        if sweep == n_sweeps - 1:
+            before = ct != 0
+        for j in range(ct.shape[0]):
+            c_old = ct[j]
+            z = torch.addcmul(qt[j], dt[j], c_old)
+            if positive:
+                c_new = (z.clamp(min=alpha) - alpha) * it[j]
+            else:
+                c_new = (z - z.clamp(-alpha, alpha)) * it[j]
+            qt.addcmul_(gt[j], c_new - c_old, value=-1.0)
+            ct[j] = c_new
+    cw.copy_(ct.T)
+    qw.copy_(qt.T)
+    return before.T
 
 
 def _solve_block(
@@ -156,9 +173,7 @@ def _solve_block(
             break
         if inner == "cd":
             qw = bw - torch.bmm(cw[:, None, :], gw)[:, 0, :]
-            _cd_sweep(cw, qw, gw, dw, iw, alpha, positive)
-            before = cw != 0
-            _cd_sweep(cw, qw, gw, dw, iw, alpha, positive)
+            before = _cd_sweeps(cw, qw, gw, dw, iw, alpha, positive, 2)
             used += 2
         else:
             before = cw != 0
