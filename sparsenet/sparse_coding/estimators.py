@@ -120,13 +120,17 @@ class DictionaryLearner(TransformerMixin, BaseEstimator):
     alpha : float
         Lasso weight used while learning.
     batch_size : int
-        Mini-batch size η.
+        Mini-batch size η. Larger than scikit-learn's 256 by default: the batched torch
+        solver's cost per sample falls with the batch size (about 2.5x lower at 1024 than
+        at 256 on 8×8 patches), while scikit-learn codes one sample at a time.
     max_iter : int
         Passes (epochs) over the data in ``fit``.
     method : {"cd", "fista"}
         Lasso solver for the codes (also used by ``transform``).
     tol : float
-        Duality-gap tolerance of the coding step (relative to ``||x||²``).
+        Duality-gap tolerance of the coding step (relative to ``||x||²``); codes used to
+        update the statistics need not be exact (1e-3 and 1e-4 give the same dictionaries
+        to 1e-5 in objective on 8×8 patches).
     transform_alpha : float, optional
         Lasso weight for ``transform`` (default: ``alpha``).
     positive_code : bool
@@ -157,10 +161,10 @@ class DictionaryLearner(TransformerMixin, BaseEstimator):
         n_atoms: int = 64,
         *,
         alpha: float = 1.0,
-        batch_size: int = 256,
+        batch_size: int = 1024,
         max_iter: int = 10,
         method: str = "cd",
-        tol: float = 1e-4,
+        tol: float = 1e-3,
         transform_alpha: float | None = None,
         positive_code: bool = False,
         dict_init: Any = None,
