@@ -27,6 +27,7 @@ __all__ = ["lasso_objective_gram", "duality_gap_gram", "lasso_gram"]
 
 
 _BLOCK_ELEMS = 1 << 23  # at most this many Gram-block entries gathered at once
+_INNER_REL = 0.1  # inner solves stop at this fraction of the outer duality gap
 _GROW = 12  # violators added to a row's block per outer iteration
 _WIDTHS = (8, 16, 24, 32, 48, 64, 96, 128, 192)  # block width classes (wider: all atoms)
 
@@ -255,7 +256,7 @@ def lasso_gram(
         need = (n_supp + n_viol.clamp(max=_GROW)).clamp(min=1)
         cls = torch.bucketize(need, torch.tensor(_WIDTHS, device=need.device))
         score = torch.where(supp, torch.full_like(score, float("inf")), score)
-        inner_tol = torch.maximum(0.5 * tol * xs, 0.3 * gap)
+        inner_tol = torch.maximum(0.5 * tol * xs, _INNER_REL * gap)
         C = C.clone()
         spent_max = 0
         pieces = []
@@ -264,8 +265,9 @@ def lasso_gram(
             members = torch.nonzero(cls == c).flatten()
             step = max(1, _BLOCK_ELEMS // (width * width))  # bound the (r, m, m) memory
             pieces += [(width, members[i : i + step]) for i in range(0, members.numel(), step)]
+        top = torch.topk(score, max(w for w, _ in pieces), dim=1).indices  # sorted, (r, m)
         for width, sel in pieces:
-            W = torch.topk(score[sel], width, dim=1).indices  # (r, m)
+            W = top[sel, :width]  # (r, m)
             gw = G[W[:, :, None], W[:, None, :]]  # (r, m, m)
             cw, spent = _solve_block(
                 C[sel].gather(1, W), gw, Bt[sel].gather(1, W), xs[sel], alpha, positive,
