@@ -126,7 +126,8 @@ def sparse_encode(
             continue
         cb = torch.zeros_like(B) if c0 is None else c0[start : start + _CHUNK].clone()
         cb, _ = lasso_gram(
-            G, B, xsq, alpha, cb, inner=method, max_iter=max_iter, tol=tol_f, positive=positive
+            G, B, xsq, alpha, cb, inner=method, max_iter=max_iter, tol=tol_f, positive=positive,
+            max_support=x.shape[1],
         )
         codes[start : start + _CHUNK] = cb
     return to_output(codes, X)

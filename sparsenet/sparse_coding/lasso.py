@@ -73,7 +73,8 @@ def duality_gap_gram(
 
 
 def _newton_on_block(
-    cw: torch.Tensor, gw: torch.Tensor, bw: torch.Tensor, alpha: float, positive: bool
+    cw: torch.Tensor, gw: torch.Tensor, bw: torch.Tensor, alpha: float, positive: bool,
+    max_support: int,
 ) -> torch.Tensor:
     """Active-set Newton step on each row's support and sign pattern within its block.
 
@@ -86,6 +87,9 @@ def _newton_on_block(
     r, m = cw.shape
     supp = cw != 0
     sizes = supp.sum(1)
+    # a support wider than the rank of G (≤ n_features) has a singular Gram block: skip it
+    too_wide = sizes > max_support
+    sizes = torch.where(too_wide, torch.zeros_like(sizes), sizes)
     s = int(sizes.max()) if r else 0
     if s == 0:
         return cw
@@ -108,7 +112,7 @@ def _newton_on_block(
     t_star = ratio.amin(1, keepdim=True).clamp(max=1.0)  # (r, 1)
     z = torch.where(cross & (ratio <= t_star), 0.0, c_s + t_star * (z - c_s))
     cand = torch.zeros_like(cw).scatter_(1, order, z)
-    ok = (info == 0) & torch.isfinite(z).all(1)
+    ok = (info == 0) & torch.isfinite(z).all(1) & ~too_wide
     return torch.where(ok[:, None], cand, cw)
 
 
@@ -152,7 +156,7 @@ def _cd_sweeps(
 
 def _solve_block(
     cw: torch.Tensor, gw: torch.Tensor, bw: torch.Tensor, xs: torch.Tensor, alpha: float,
-    positive: bool, inner: str, budget: int, tol: torch.Tensor,
+    positive: bool, inner: str, budget: int, tol: torch.Tensor, max_support: int,
 ) -> tuple[torch.Tensor, int]:
     """Solve the lasso restricted to each row's block; returns (codes on block, sweeps used).
 
@@ -191,7 +195,9 @@ def _solve_block(
         stable = torch.nonzero(((cw != 0) == before).all(1)).flatten()
         moved = torch.zeros(cw.shape[0], dtype=torch.bool, device=cw.device)
         if stable.numel():
-            c2 = _newton_on_block(cw[stable], gw[stable], bw[stable], alpha, positive)
+            c2 = _newton_on_block(
+                cw[stable], gw[stable], bw[stable], alpha, positive, max_support
+            )
             moved[stable] = (c2 != cw[stable]).any(1)
             cw = cw.index_copy(0, stable, c2)
         qw = bw - torch.bmm(cw[:, None, :], gw)[:, 0, :]
@@ -221,6 +227,7 @@ def lasso_gram(
     max_iter: int = 1000,
     tol: float = 1e-6,
     positive: bool = False,
+    max_support: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Working-set lasso solver, batched over samples; returns (codes (n, k), gaps (n,)).
 
@@ -230,8 +237,11 @@ def lasso_gram(
     are gathered once and the restricted problems solved by ``inner`` ("cd": cyclic
     coordinate descent; "fista": FISTA with adaptive restart), each round finished by an
     exact Newton step on the support. ``max_iter`` bounds the inner sweeps/iterations.
+    ``max_support`` (default n_atoms; pass n_features) is the widest support worth a Newton
+    step: wider ones have a singular Gram block.
     """
     n, k = B.shape
+    max_support = k if max_support is None else max_support
     out = C0.clone()
     gaps = torch.full((n,), float("inf"), dtype=B.dtype, device=B.device)
     rows = torch.arange(n, device=B.device)
@@ -271,7 +281,7 @@ def lasso_gram(
             gw = G[W[:, :, None], W[:, None, :]]  # (r, m, m)
             cw, spent = _solve_block(
                 C[sel].gather(1, W), gw, Bt[sel].gather(1, W), xs[sel], alpha, positive,
-                inner, max_iter - used, inner_tol[sel],
+                inner, max_iter - used, inner_tol[sel], max_support,
             )
             spent_max = max(spent_max, spent)
             C[sel] = torch.zeros(sel.numel(), k, dtype=C.dtype, device=C.device).scatter_(
