@@ -22,7 +22,7 @@ data:
 	    sudo sh -c 'apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist' >/dev/null; }
 
 demo: setup data
-	$(VENV)/bin/sparsenet train --model lenet300 --data fashion-mnist --out runs/demo/lenet300.pt
+	$(VENV)/bin/sparsenet compress --recipe deep-compression --model lenet300 --data fashion-mnist --run-dir runs/demo --out runs/demo/lenet300.snn --resume
 
 test: setup data
 	$(PY) -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc

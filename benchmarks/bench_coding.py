@@ -35,12 +35,13 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sparsenet.checkpoint import load_model, save_model  # noqa: E402
+from _common import load_baseline  # noqa: E402  (benchmarks/_common.py)
+
+from sparsenet.checkpoint import save_model  # noqa: E402
 from sparsenet.coding import huffman, read_snn, save_snn  # noqa: E402
 from sparsenet.coding.accounting import format_report  # noqa: E402
 from sparsenet.inference import load_snn  # noqa: E402
 
-ARTIFACTS = Path("/work/artifacts")
 # Deep Compression's per-layer densities (LeNet-300: Table 2 uses 8/9/26 %; the latency
 # test below uses a flat 8 %). LeNet-5: conv1 66 %, conv2 12 %, fc1 8 %, fc2 19 %.
 DENSITY = {
@@ -79,7 +80,7 @@ def kmeans_share(model: nn.Module) -> None:
 
 def compressed(name: str, density: dict[str, float] | None = None) -> tuple[nn.Module, str]:
     """The baseline pruned and shared; returns (model, how)."""
-    model, _ = load_model(ARTIFACTS / f"{name}-fmnist.pt")
+    model, _ = load_baseline(name)
     density = density or DENSITY[name]
     try:
         from sparsenet.prune import prune  # type: ignore[attr-defined]
@@ -346,7 +347,7 @@ def main() -> None:
         load_paths: dict[str, tuple[str, Path]] = {}
         for name in ("lenet300", "lenet5"):
             model, how = compressed(name)
-            base, _ = load_model(ARTIFACTS / f"{name}-fmnist.pt")
+            base, _ = load_baseline(name)
             entry: dict[str, Any] = {
                 "method": how,
                 "acc_dense": accuracy(base, data),

@@ -31,16 +31,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import baseline_path, load_baseline  # noqa: E402  (benchmarks/_common.py)
 from torch import nn
 from torch.nn.utils import prune as tprune
 
-from sparsenet.checkpoint import load_model
 from sparsenet.data import fashion_mnist
 from sparsenet.io import atomic_write_bytes, write_json
 from sparsenet.lowrank import factorize, finetune, format_plan, plan_ranks, plan_table, plot_spectra
 from sparsenet.training import default_config, evaluate, fit, seed_everything
 
-ARTIFACTS = Path("/work/artifacts")
 RULES = {
     "lenet300": [
         ("budget", 0.3),
@@ -125,7 +124,7 @@ def plot_tradeoff(rows: list[dict[str, Any]], dense_acc: float, name: str) -> by
 
 
 def bench_model(name: str, args: argparse.Namespace, data: Any, out: Path) -> dict[str, Any]:
-    dense, meta = load_model(ARTIFACTS / f"{name}-fmnist.pt")
+    dense, meta = load_baseline(name)
     x_test, y_test = data.test
     train = data.train
     if args.train_subset:
@@ -224,7 +223,7 @@ def bench_model(name: str, args: argparse.Namespace, data: Any, out: Path) -> di
         )
     return {
         "dense_acc": dense_acc,
-        "baseline": str(ARTIFACTS / f"{name}-fmnist.pt"),
+        "baseline": str(baseline_path(name)),
         "baseline_meta_acc": meta.get("test_accuracy"),
         "finetune": {
             "epochs": epochs,

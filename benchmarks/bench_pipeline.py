@@ -43,14 +43,15 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _common import load_baseline  # noqa: E402  (benchmarks/_common.py)
+
 from sparsenet.checkpoint import load_model  # noqa: E402
 from sparsenet.data import Dataset, load_dataset  # noqa: E402
 from sparsenet.pipeline import compress, load_recipe  # noqa: E402
 from sparsenet.pipeline.stages import _jsonable  # noqa: E402
 from sparsenet.training import default_config, evaluate, fit, seed_everything  # noqa: E402
 
-ARTIFACTS = {"lenet300": "/work/artifacts/lenet300-fmnist.pt",
-             "lenet5": "/work/artifacts/lenet5-fmnist.pt"}
+MODELS = ("lenet300", "lenet5")
 
 
 def _layers(model: nn.Module) -> dict[str, nn.Module]:
@@ -138,9 +139,9 @@ def peer_pipeline(model: nn.Module, data: Dataset, recipe: Any) -> dict[str, Any
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="lenet300", choices=sorted(ARTIFACTS))
+    ap.add_argument("--model", default="lenet300", choices=MODELS)
     ap.add_argument("--data", default="fashion-mnist")
-    ap.add_argument("--checkpoint", help="dense trained model (default: /work/artifacts/<model>-fmnist.pt)")
+    ap.add_argument("--checkpoint", help="dense trained model (default: the baseline from benchmarks/_common.py, trained on first use)")
     ap.add_argument("--quick", action="store_true",
                     help="10k training samples, 2 rounds of 1 retraining epoch, 1 fine-tuning epoch")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             if "share" in st:
                 st["share"]["finetune_epochs"] = 1
         recipe = load_recipe(d)
-    dense, _ = load_model(args.checkpoint or ARTIFACTS[args.model])
+    dense, _ = (load_model(args.checkpoint) if args.checkpoint else load_baseline(args.model))
     dense_acc = evaluate(dense, *data.test)["accuracy"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

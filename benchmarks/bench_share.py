@@ -35,6 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's sparsenet
 
 import torch
+from _common import load_baseline  # noqa: E402  (benchmarks/_common.py)
 from torch import nn  # noqa: E402
 from torch.nn.utils import prune as torch_prune  # noqa: E402
 
@@ -52,10 +53,7 @@ from sparsenet.share import (
 )
 from sparsenet.training import TrainConfig, evaluate, fit
 
-ARTIFACTS = {
-    "lenet300": "/work/artifacts/lenet300-fmnist.pt",
-    "lenet5": "/work/artifacts/lenet5-fmnist.pt",
-}
+MODELS = ("lenet300", "lenet5")
 # Fraction of weights kept per layer, Han et al. 2015 (Tables 1-2): about 8% overall.
 HAN_DENSITY = {
     "lenet300": {"fc1": 0.08, "fc2": 0.09, "fc3": 0.26},
@@ -76,7 +74,7 @@ def pruned_model(name: str, data: Any, cache: Path, retrain_n: int, epochs: int)
     path = cache / f"{name}-fmnist-pruned92.pt"
     if path.exists():
         return load_model(path)[0]
-    model, _ = load_model(ARTIFACTS[name])
+    model, _ = load_baseline(name)
     for layer, density in HAN_DENSITY[name].items():
         torch_prune.l1_unstructured(model.get_submodule(layer), "weight", amount=1 - density)
     x, y = data.train
@@ -238,7 +236,7 @@ def run(args: argparse.Namespace) -> None:
     for variant in args.variants.split(","):
         t_start = time.perf_counter()
         if variant == "dense":
-            base = load_model(ARTIFACTS[args.model])[0]
+            base = load_baseline(args.model)[0]
         else:
             base = pruned_model(args.model, data, cache, args.retrain_n, args.retrain_epochs)
         tag = f"{args.model}_{variant}"
@@ -363,7 +361,7 @@ def render(out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", choices=sorted(ARTIFACTS), default="lenet300")
+    p.add_argument("--model", choices=MODELS, default="lenet300")
     p.add_argument("--variants", default="dense,pruned")
     p.add_argument("--out", default="benchmarks/results/share")
     p.add_argument("--cache", default="/tmp/sparsenet-bench-share")
