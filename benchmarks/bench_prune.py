@@ -48,7 +48,7 @@ from sparsenet.prune import (  # noqa: E402
     sparsity_report,
 )
 from sparsenet.prune.sensitivity import plot_sensitivity  # noqa: E402
-from sparsenet.training import default_config, evaluate, fit, seed_everything  # noqa: E402
+from sparsenet.training import TrainConfig, default_config, evaluate, fit, seed_everything  # noqa: E402
 
 ARTIFACTS = Path("/work/artifacts")
 NETS = {"lenet300": "lenet300-fmnist.pt", "lenet5": "lenet5-fmnist.pt"}
@@ -126,6 +126,30 @@ def cost(model: nn.Module, data: Any, n: int, bs: int, repeats: int) -> dict[str
         "ratio_lm": min(h_lm) / min(g),
         "ratio_full": min(h_full) / min(g),
     }
+
+
+def overhead(model: nn.Module, data: Any, n: int = 20_000, repeats: int = 3) -> dict[str, Any]:
+    """Seconds per training epoch (n samples): masked (ours) vs torch.nn.utils.prune vs dense.
+
+    The three run interleaved and the minimum of ``repeats`` is kept, so load from other jobs
+    on the shared machine hits them alike.
+    """
+    train = (data.x_train[:n], data.y_train[:n])
+    ours = copy.deepcopy(model)
+    prune(ours, "magnitude", sparsity=0.9)
+    peer = copy.deepcopy(model)
+    layers = [(m, "weight") for m in peer.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    tprune.global_unstructured(layers, pruning_method=tprune.L1Unstructured, amount=0.9)
+    cfg = TrainConfig(epochs=1, lr=1e-3, quiet=True)
+    times: dict[str, list[float]] = {"ours": [], "peer": [], "dense": []}
+    for _ in range(repeats):
+        for name, m in (("ours", ours), ("peer", peer), ("dense", copy.deepcopy(model))):
+            t0 = time.perf_counter()
+            fit(m, train, cfg)
+            times[name].append(time.perf_counter() - t0)
+    best = {k: min(v) for k, v in times.items()}
+    return {"samples": n, "epoch_s": best, "ours_over_peer": best["ours"] / best["peer"],
+            "ours_over_dense": best["ours"] / best["dense"]}
 
 
 def schedule(final: float, steps: int) -> list[float]:
@@ -241,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sens-samples", default="lenet300=10000,lenet5=5000",
                     help="test samples per sensitivity point, per net")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared machine)")
-    ap.add_argument("--skip", default="", help="comma-separated parts to skip: sweep,retrain,cost,sens")
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: sweep,cost,overhead,sens,retrain")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -290,6 +314,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"cost over {c['samples']} samples: gradient pass {c['gradient_pass_s']:.2f}s, "
                   f"OBD lm {c['obd_lm_s']:.2f}s ({c['ratio_lm']:.2f}x), full {c['obd_full_s']:.2f}s "
                   f"({c['ratio_full']:.2f}x)", flush=True)
+        if "overhead" not in skip:
+            res["overhead"] = o = overhead(model, data)
+            print(f"training epoch ({o['samples']} samples): ours {o['epoch_s']['ours']:.2f}s, "
+                  f"torch prune {o['epoch_s']['peer']:.2f}s, dense {o['epoch_s']['dense']:.2f}s",
+                  flush=True)
         if "sens" not in skip:
             sens = sensitivity(model, (data.x_test[: n_sens[net]], data.y_test[: n_sens[net]]),
                                "magnitude")
