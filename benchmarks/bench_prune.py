@@ -163,7 +163,7 @@ def nbytes(obj: Any) -> int:
 
 
 def retrain(model: nn.Module, name: str, data: Any, final: float, steps: int, epochs: int,
-            n_train: int | None, lr: float | None) -> dict[str, Any]:
+            n_train: int | None, lr: float | None, peer_too: bool = True) -> dict[str, Any]:
     """Part 2 and 4: ours (masks) vs torch.nn.utils.prune, same schedule, same fit."""
     train = data.train if n_train is None else (data.x_train[:n_train], data.y_train[:n_train])
     cfg = default_config(name).replace(quiet=True)
@@ -188,6 +188,9 @@ def retrain(model: nn.Module, name: str, data: Any, final: float, steps: int, ep
     }
     out["ours"]["baked_bytes"] = nbytes(model_payload(bake(copy.deepcopy(ours))))
 
+    out["dense_state_dict_bytes"] = dense_state
+    if not peer_too:
+        return out
     # peer: torch.nn.utils.prune, global L1 ranking, same sparsity steps and retraining
     peer = copy.deepcopy(model)
     params = [(m, "weight") for m in peer.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
@@ -215,7 +218,6 @@ def retrain(model: nn.Module, name: str, data: Any, final: float, steps: int, ep
     for m, t in params:
         tprune.remove(m, t)
     out["peer"]["removed_state_dict_bytes"] = nbytes(peer.state_dict())
-    out["dense_state_dict_bytes"] = dense_state
     return out
 
 
@@ -265,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sens-samples", default="lenet300=10000,lenet5=5000",
                     help="test samples per sensitivity point, per net")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared machine)")
-    ap.add_argument("--skip", default="", help="comma-separated parts to skip: sweep,cost,overhead,sens,retrain")
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: sweep,cost,overhead,sens,retrain,peer")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -327,19 +329,20 @@ def main(argv: list[str] | None = None) -> int:
             res["sensitivity"] = sens
         if "retrain" not in skip:
             r = retrain(model, net, data, 0.92, steps[net], epochs[net], n_retrain[net],
-                        lrs.get(net))
+                        lrs.get(net), peer_too="peer" not in skip)
             res["retrain"] = r
             dense_acc = res["dense"]["accuracy"]
             print(f"iterative to 92% ({steps[net]} x {epochs[net]} epochs, lr {r['retrain_lr']}):")
-            for who in ("ours", "peer"):
+            for who in [w for w in ("ours", "peer") if w in r]:
                 print(f"  {who:<5} acc {r[who]['accuracy']:.4f} (dense {dense_acc:.4f}, "
                       f"{100 * (r[who]['accuracy'] - dense_acc):+.2f} pts), sparsity "
                       f"{r[who]['sparsity']:.4f}, {r[who]['seconds']:.0f}s, state_dict "
                       f"{r[who]['state_dict_bytes']:,} B", flush=True)
-            print(f"  checkpoints: ours masked {r['ours']['checkpoint_bytes']:,} B, baked "
-                  f"{r['ours']['baked_bytes']:,} B; torch prune {r['peer']['state_dict_bytes']:,} B, "
-                  f"after prune.remove {r['peer']['removed_state_dict_bytes']:,} B; dense "
-                  f"{r['dense_state_dict_bytes']:,} B")
+            if "peer" in r:
+                print(f"  checkpoints: ours masked {r['ours']['checkpoint_bytes']:,} B, baked "
+                      f"{r['ours']['baked_bytes']:,} B; torch prune {r['peer']['state_dict_bytes']:,} B, "
+                      f"after prune.remove {r['peer']['removed_state_dict_bytes']:,} B; dense "
+                      f"{r['dense_state_dict_bytes']:,} B")
         report["nets"][net] = res
         write_json(out / "bench_prune.json", report)
     if all("sweep" in r for r in report["nets"].values()):
