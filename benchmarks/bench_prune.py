@@ -48,7 +48,7 @@ from sparsenet.prune import (  # noqa: E402
     sparsity_report,
 )
 from sparsenet.prune.sensitivity import plot_sensitivity  # noqa: E402
-from sparsenet.training import default_config, evaluate, fit, seed_everything  # noqa: E402
+from sparsenet.training import TrainConfig, default_config, evaluate, fit, seed_everything  # noqa: E402
 
 ARTIFACTS = Path("/work/artifacts")
 NETS = {"lenet300": "lenet300-fmnist.pt", "lenet5": "lenet5-fmnist.pt"}
@@ -128,6 +128,30 @@ def cost(model: nn.Module, data: Any, n: int, bs: int, repeats: int) -> dict[str
     }
 
 
+def overhead(model: nn.Module, data: Any, n: int = 20_000, repeats: int = 3) -> dict[str, Any]:
+    """Seconds per training epoch (n samples): masked (ours) vs torch.nn.utils.prune vs dense.
+
+    The three run interleaved and the minimum of ``repeats`` is kept, so load from other jobs
+    on the shared machine hits them alike.
+    """
+    train = (data.x_train[:n], data.y_train[:n])
+    ours = copy.deepcopy(model)
+    prune(ours, "magnitude", sparsity=0.9)
+    peer = copy.deepcopy(model)
+    layers = [(m, "weight") for m in peer.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    tprune.global_unstructured(layers, pruning_method=tprune.L1Unstructured, amount=0.9)
+    cfg = TrainConfig(epochs=1, lr=1e-3, quiet=True)
+    times: dict[str, list[float]] = {"ours": [], "peer": [], "dense": []}
+    for _ in range(repeats):
+        for name, m in (("ours", ours), ("peer", peer), ("dense", copy.deepcopy(model))):
+            t0 = time.perf_counter()
+            fit(m, train, cfg)
+            times[name].append(time.perf_counter() - t0)
+    best = {k: min(v) for k, v in times.items()}
+    return {"samples": n, "epoch_s": best, "ours_over_peer": best["ours"] / best["peer"],
+            "ours_over_dense": best["ours"] / best["dense"]}
+
+
 def schedule(final: float, steps: int) -> list[float]:
     return [1 - (1 - final) ** (k / steps) for k in range(1, steps + 1)]
 
@@ -139,7 +163,7 @@ def nbytes(obj: Any) -> int:
 
 
 def retrain(model: nn.Module, name: str, data: Any, final: float, steps: int, epochs: int,
-            n_train: int | None, lr: float | None) -> dict[str, Any]:
+            n_train: int | None, lr: float | None, peer_too: bool = True) -> dict[str, Any]:
     """Part 2 and 4: ours (masks) vs torch.nn.utils.prune, same schedule, same fit."""
     train = data.train if n_train is None else (data.x_train[:n_train], data.y_train[:n_train])
     cfg = default_config(name).replace(quiet=True)
@@ -164,6 +188,9 @@ def retrain(model: nn.Module, name: str, data: Any, final: float, steps: int, ep
     }
     out["ours"]["baked_bytes"] = nbytes(model_payload(bake(copy.deepcopy(ours))))
 
+    out["dense_state_dict_bytes"] = dense_state
+    if not peer_too:
+        return out
     # peer: torch.nn.utils.prune, global L1 ranking, same sparsity steps and retraining
     peer = copy.deepcopy(model)
     params = [(m, "weight") for m in peer.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
@@ -191,7 +218,6 @@ def retrain(model: nn.Module, name: str, data: Any, final: float, steps: int, ep
     for m, t in params:
         tprune.remove(m, t)
     out["peer"]["removed_state_dict_bytes"] = nbytes(peer.state_dict())
-    out["dense_state_dict_bytes"] = dense_state
     return out
 
 
@@ -241,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sens-samples", default="lenet300=10000,lenet5=5000",
                     help="test samples per sensitivity point, per net")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared machine)")
-    ap.add_argument("--skip", default="", help="comma-separated parts to skip: sweep,retrain,cost,sens")
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: sweep,cost,overhead,sens,retrain,peer")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -290,6 +316,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"cost over {c['samples']} samples: gradient pass {c['gradient_pass_s']:.2f}s, "
                   f"OBD lm {c['obd_lm_s']:.2f}s ({c['ratio_lm']:.2f}x), full {c['obd_full_s']:.2f}s "
                   f"({c['ratio_full']:.2f}x)", flush=True)
+        if "overhead" not in skip:
+            res["overhead"] = o = overhead(model, data)
+            print(f"training epoch ({o['samples']} samples): ours {o['epoch_s']['ours']:.2f}s, "
+                  f"torch prune {o['epoch_s']['peer']:.2f}s, dense {o['epoch_s']['dense']:.2f}s",
+                  flush=True)
         if "sens" not in skip:
             sens = sensitivity(model, (data.x_test[: n_sens[net]], data.y_test[: n_sens[net]]),
                                "magnitude")
@@ -298,19 +329,20 @@ def main(argv: list[str] | None = None) -> int:
             res["sensitivity"] = sens
         if "retrain" not in skip:
             r = retrain(model, net, data, 0.92, steps[net], epochs[net], n_retrain[net],
-                        lrs.get(net))
+                        lrs.get(net), peer_too="peer" not in skip)
             res["retrain"] = r
             dense_acc = res["dense"]["accuracy"]
             print(f"iterative to 92% ({steps[net]} x {epochs[net]} epochs, lr {r['retrain_lr']}):")
-            for who in ("ours", "peer"):
+            for who in [w for w in ("ours", "peer") if w in r]:
                 print(f"  {who:<5} acc {r[who]['accuracy']:.4f} (dense {dense_acc:.4f}, "
                       f"{100 * (r[who]['accuracy'] - dense_acc):+.2f} pts), sparsity "
                       f"{r[who]['sparsity']:.4f}, {r[who]['seconds']:.0f}s, state_dict "
                       f"{r[who]['state_dict_bytes']:,} B", flush=True)
-            print(f"  checkpoints: ours masked {r['ours']['checkpoint_bytes']:,} B, baked "
-                  f"{r['ours']['baked_bytes']:,} B; torch prune {r['peer']['state_dict_bytes']:,} B, "
-                  f"after prune.remove {r['peer']['removed_state_dict_bytes']:,} B; dense "
-                  f"{r['dense_state_dict_bytes']:,} B")
+            if "peer" in r:
+                print(f"  checkpoints: ours masked {r['ours']['checkpoint_bytes']:,} B, baked "
+                      f"{r['ours']['baked_bytes']:,} B; torch prune {r['peer']['state_dict_bytes']:,} B, "
+                      f"after prune.remove {r['peer']['removed_state_dict_bytes']:,} B; dense "
+                      f"{r['dense_state_dict_bytes']:,} B")
         report["nets"][net] = res
         write_json(out / "bench_prune.json", report)
     if all("sweep" in r for r in report["nets"].values()):
