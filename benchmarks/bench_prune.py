@@ -9,7 +9,7 @@
 3. Cost: OBD's Hessian pass over the training set / one gradient pass over the same data.
 4. Per-layer sensitivity (Han's Figure 6), PNG per network.
 
-Uses the trained baselines in /work/artifacts. Run::
+Uses the dense baselines of README (trained on first use by benchmarks/_common.py). Run::
 
     nice -n 5 python benchmarks/bench_prune.py --out benchmarks/results/prune
 """
@@ -33,7 +33,9 @@ from torch.nn.utils import prune as tprune
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sparsenet.checkpoint import load_model, model_payload  # noqa: E402
+from _common import load_baseline  # noqa: E402
+
+from sparsenet.checkpoint import model_payload  # noqa: E402
 from sparsenet.data import fashion_mnist  # noqa: E402
 from sparsenet.io import write_json  # noqa: E402
 from sparsenet.prune import (  # noqa: E402
@@ -50,8 +52,6 @@ from sparsenet.prune import (  # noqa: E402
 from sparsenet.prune.sensitivity import plot_sensitivity  # noqa: E402
 from sparsenet.training import TrainConfig, default_config, evaluate, fit, seed_everything  # noqa: E402
 
-ARTIFACTS = Path("/work/artifacts")
-NETS = {"lenet300": "lenet300-fmnist.pt", "lenet5": "lenet5-fmnist.pt"}
 SPARSITIES = [0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
 
 
@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         report["nets"] = json.loads(prior.read_text()).get("nets", {})
     for net in args.nets.split(","):
         seed_everything(0)
-        model, _ = load_model(ARTIFACTS / NETS[net])
+        model, _ = load_baseline(net)
         res: dict[str, Any] = report["nets"].get(net, {})
         res["dense"] = evaluate(model, *data.test)
         print(f"\n== {net}: dense test accuracy {res['dense']['accuracy']:.4f}", flush=True)
