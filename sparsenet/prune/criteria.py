@@ -1,0 +1,127 @@
+"""Pruning criteria: small classes with one hook, ``scores``, returning a score per weight.
+
+The lowest scores are pruned. Positions already masked are pruned first whatever their
+score (see :mod:`sparsenet.prune.oneshot`), so re-pruning never revives a weight.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import SparsenetError, SpecError
+from .mask import Target
+from .obd import hessian_diagonal
+
+__all__ = ["Criterion", "Magnitude", "Random", "OBD", "CRITERIA", "make_criterion"]
+
+
+class Criterion:
+    """Scores each weight of each target; the lowest are pruned first."""
+
+    name = "criterion"
+
+    def scores(self, model: nn.Module, targets: list[Target]) -> list[torch.Tensor]:
+        """One tensor per target, of that target's shape."""
+        raise NotImplementedError
+
+
+class Magnitude(Criterion):
+    """``|w|`` (Han et al., 2015)."""
+
+    name = "magnitude"
+
+    def scores(self, model: nn.Module, targets: list[Target]) -> list[torch.Tensor]:
+        return [t.value.detach().abs() for t in targets]
+
+
+class Random(Criterion):
+    """Uniform random scores: the baseline every criterion must beat.
+
+    Parameters
+    ----------
+    seed : seeds a private generator; each call draws fresh scores from it.
+    """
+
+    name = "random"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self._gen = torch.Generator().manual_seed(seed)
+
+    def scores(self, model: nn.Module, targets: list[Target]) -> list[torch.Tensor]:
+        return [torch.rand(t.value.shape, generator=self._gen).to(t.value.device) for t in targets]
+
+
+class OBD(Criterion):
+    """Optimal Brain Damage saliency ``½ h_kk w_k²`` (LeCun et al., 1990).
+
+    Parameters
+    ----------
+    data : ``(x, y)`` over which the Hessian diagonal is averaged.
+    loss : ``"ce"`` or ``"mse"``.
+    form : ``"lm"`` (Levenberg–Marquardt, >= 0, LeCun's choice) or ``"full"``.
+    batch_size : samples per vectorised batch.
+
+    After :meth:`scores`, ``hessian_`` holds the diagonal that was used.
+    """
+
+    name = "obd"
+
+    def __init__(
+        self,
+        data: tuple[torch.Tensor, torch.Tensor],
+        loss: str = "ce",
+        form: str = "lm",
+        batch_size: int = 1000,
+    ) -> None:
+        self.data = data
+        self.loss = loss
+        self.form = form
+        self.batch_size = batch_size
+
+    def scores(self, model: nn.Module, targets: list[Target]) -> list[torch.Tensor]:
+        device = next(model.parameters()).device.type
+        self.hessian_ = hessian_diagonal(
+            model, self.data, loss=self.loss, form=self.form, batch_size=self.batch_size,
+            device=device,
+        )
+        out = []
+        for t in targets:
+            key = t.key
+            if key not in self.hessian_:
+                raise SparsenetError(
+                    f"OBD: no Hessian for {key!r} (only Linear/Conv2d weights and biases in the "
+                    f"module chain); got {sorted(self.hessian_)}"
+                )
+            w = t.value.detach()
+            out.append(0.5 * self.hessian_[key].to(w.dtype) * w * w)
+        return out
+
+
+CRITERIA: dict[str, type[Criterion]] = {"magnitude": Magnitude, "random": Random, "obd": OBD}
+
+
+def make_criterion(
+    method: str | Criterion,
+    data: tuple[torch.Tensor, torch.Tensor] | None = None,
+    seed: int = 0,
+    **obd: Any,
+) -> Criterion:
+    """A criterion by name (``magnitude``, ``random``, ``obd``) or the instance given.
+
+    ``obd`` needs ``data``; extra keywords (``loss``, ``form``, ``batch_size``) go to it.
+    """
+    if isinstance(method, Criterion):
+        return method
+    if method not in CRITERIA:
+        raise SpecError(f"unknown pruning method {method!r}; expected one of {sorted(CRITERIA)}")
+    if method == "obd":
+        if data is None:
+            raise SparsenetError("method 'obd' needs data (x, y) to average the Hessian over")
+        return OBD(data, **obd)
+    if method == "random":
+        return Random(seed)
+    return Magnitude()

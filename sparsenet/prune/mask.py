@@ -1,0 +1,234 @@
+"""Pruning masks as parametrisations: effective tensor = original * mask.
+
+A :class:`Mask` is registered with ``torch.nn.utils.parametrize`` on any tensor of a
+module (a Linear/Conv weight, a bias, any named parameter). Because the mask sits in the
+forward computation, the gradient reaching ``original`` is multiplied by the mask, and
+whatever momentum or weight decay later does to ``original`` at a pruned position, the
+effective tensor there stays exactly zero. :func:`bake` makes it permanent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from ..checkpoint import register_parametrization
+from ..errors import SpecError
+
+__all__ = [
+    "Mask",
+    "Target",
+    "apply_mask",
+    "get_mask",
+    "prunable_targets",
+    "resolve_targets",
+    "bake",
+    "sparsity_report",
+]
+
+PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (
+    nn.Linear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+)
+
+
+@register_parametrization
+class Mask(nn.Module):
+    """``forward(X) = X * mask`` with a boolean buffer ``mask`` of ``X``'s shape.
+
+    Parameters
+    ----------
+    mask : bool tensor, the shape of the parametrised tensor; ``False`` = pruned.
+    """
+
+    transform_kind = "mask"
+    mask: torch.Tensor
+
+    def __init__(self, mask: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mask", mask.detach().to(torch.bool).clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.mask
+
+    def spec(self) -> dict[str, Any]:
+        return {"shape": list(self.mask.shape)}
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> Mask:
+        return cls(torch.ones(tuple(spec["shape"]), dtype=torch.bool))
+
+    def extra_repr(self) -> str:
+        n = self.mask.numel()
+        return f"shape={tuple(self.mask.shape)}, pruned={n - int(self.mask.sum())}/{n}"
+
+
+@dataclass
+class Target:
+    """One prunable tensor: ``module.<tensor>`` reachable as ``name`` in the model.
+
+    ``name`` is the module's path for its weight (``"fc1"``) and ``"path.tensor"`` for any
+    other tensor (``"fc1.bias"``).
+    """
+
+    name: str
+    module: nn.Module
+    tensor: str = "weight"
+
+    @property
+    def key(self) -> str:
+        """``"<module path>.<tensor>"``, as in ``named_parameters`` of an unparametrised model."""
+        return f"{self.name}.weight" if self.tensor == "weight" else self.name
+
+    @property
+    def value(self) -> torch.Tensor:
+        """The effective tensor (through any parametrisation)."""
+        return getattr(self.module, self.tensor)
+
+    @property
+    def mask(self) -> torch.Tensor | None:
+        return get_mask(self.module, self.tensor)
+
+
+def _masks_on(module: nn.Module, tensor: str) -> list[Mask]:
+    if not parametrize.is_parametrized(module, tensor):
+        return []
+    plist = module.parametrizations[tensor]  # type: ignore[index,union-attr]
+    return [p for p in plist if isinstance(p, Mask)]
+
+
+def get_mask(module: nn.Module, tensor: str = "weight") -> torch.Tensor | None:
+    """The combined boolean mask on ``module.<tensor>``, or ``None`` if it has none."""
+    masks = _masks_on(module, tensor)
+    if not masks:
+        return None
+    out: torch.Tensor = masks[0].mask
+    for m in masks[1:]:
+        out = out & m.mask
+    return out
+
+
+@torch.no_grad()
+def apply_mask(module: nn.Module, mask: torch.Tensor, tensor: str = "weight") -> Mask:
+    """Mask ``module.<tensor>``; an existing mask is combined (logical and), never revived.
+
+    The stored ``original`` is zeroed at the pruned positions too, so a later :func:`bake`
+    or an inspection of the raw parameter shows the same zeros.
+
+    Returns the :class:`Mask` parametrisation now on the tensor.
+    """
+    current = getattr(module, tensor)
+    if tuple(mask.shape) != tuple(current.shape):
+        raise SpecError(
+            f"mask of shape {tuple(mask.shape)} for {type(module).__name__}.{tensor} of shape "
+            f"{tuple(current.shape)}; expected equal shapes"
+        )
+    mask = mask.to(device=current.device, dtype=torch.bool)
+    existing = _masks_on(module, tensor)
+    if existing:
+        p = existing[0]
+        p.mask &= mask
+    else:
+        p = Mask(mask)
+        parametrize.register_parametrization(module, tensor, p, unsafe=True)
+    plist: Any = module.parametrizations[tensor]  # type: ignore[index,union-attr]
+    if plist[0] is p:  # the mask acts directly on `original`: zero it there too
+        plist.original.mul_(p.mask)
+    return p
+
+
+def prunable_targets(model: nn.Module) -> list[Target]:
+    """The weights of every Linear/Conv layer, in module order."""
+    return [
+        Target(name, m, "weight")
+        for name, m in model.named_modules()
+        if isinstance(m, PRUNABLE_TYPES) and ".parametrizations." not in f".{name}."
+    ]
+
+
+def resolve_targets(model: nn.Module, names: list[str] | None = None) -> list[Target]:
+    """Targets by name: ``"fc1"`` (its weight) or ``"fc1.bias"`` (any named tensor).
+
+    ``None`` means :func:`prunable_targets`. Unknown names raise :class:`SpecError`
+    listing the prunable layers.
+    """
+    if names is None:
+        return prunable_targets(model)
+    modules = dict(model.named_modules())
+    known = [t.name for t in prunable_targets(model)]
+    out = []
+    for name in names:
+        if name in modules and isinstance(getattr(modules[name], "weight", None), torch.Tensor):
+            out.append(Target(name, modules[name], "weight"))
+            continue
+        path, _, tensor = name.rpartition(".")
+        mod = modules.get(path) if path else model
+        if mod is not None and isinstance(getattr(mod, tensor, None), torch.Tensor):
+            out.append(Target(name if tensor != "weight" else path, mod, tensor))
+            continue
+        raise SpecError(f"unknown layer {name!r}; expected one of {known} (or LAYER.TENSOR)")
+    return out
+
+
+def bake(model: nn.Module) -> nn.Module:
+    """Make pruning permanent: drop every mask, leaving ``original * mask`` as a plain tensor.
+
+    The same ``nn.Parameter`` object that the layer held before pruning becomes its tensor
+    again (``parametrize.remove_parametrizations(..., leave_parametrized=True)`` copies the
+    value into ``original`` with ``set_``), so optimizers holding it stay valid. Tensors
+    that also carry non-mask parametrisations (a codebook, say) are left as they are.
+    Baked zeros are no longer protected from training.
+    """
+    for module in list(model.modules()):
+        if not parametrize.is_parametrized(module):
+            continue
+        for tensor in list(module.parametrizations.keys()):  # type: ignore[union-attr,operator]
+            plist = module.parametrizations[tensor]  # type: ignore[index,union-attr]
+            if all(isinstance(p, Mask) for p in plist):
+                parametrize.remove_parametrizations(module, tensor, leave_parametrized=True)
+    return model
+
+
+@torch.no_grad()
+def sparsity_report(model: nn.Module, targets: list[Target] | None = None) -> dict[str, Any]:
+    """Per-layer and global sparsity of the effective tensors.
+
+    Returns
+    -------
+    dict with ``layers`` (list of ``name``, ``shape``, ``size``, ``zeros``, ``sparsity``,
+    ``masked`` — entries pruned by a mask, ``None`` when unmasked), and global ``size``,
+    ``zeros``, ``sparsity`` and ``compression`` (size / non-zeros).
+    """
+    targets = prunable_targets(model) if targets is None else targets
+    layers = []
+    size = zeros = 0
+    for t in targets:
+        v = t.value
+        z = int((v == 0).sum())
+        m = t.mask
+        layers.append(
+            {
+                "name": t.name,
+                "shape": list(v.shape),
+                "size": v.numel(),
+                "zeros": z,
+                "sparsity": z / max(v.numel(), 1),
+                "masked": None if m is None else int((~m).sum()),
+            }
+        )
+        size += v.numel()
+        zeros += z
+    nonzero = size - zeros
+    return {
+        "layers": layers,
+        "size": size,
+        "zeros": zeros,
+        "sparsity": zeros / max(size, 1),
+        "compression": size / nonzero if nonzero else float("inf"),
+    }

@@ -1,0 +1,236 @@
+"""Pruning schedules over :func:`sparsenet.training.fit`: iterative prune → retrain, gradual.
+
+Masks keep pruned weights at zero through training by themselves, so retraining is a
+plain ``fit``; the schedules only decide *when* to prune and to *what* sparsity:
+
+- :func:`prune_iterative`: K rounds of prune → retrain with sparsity growing
+  geometrically to the target (Han et al., 2015). Retraining uses 1/10 of the training
+  learning rate unless told otherwise.
+- :class:`GradualPruning`: a :class:`~sparsenet.training.Callback` pruning every
+  ``frequency`` steps along Zhu & Gupta's (2017) cubic schedule
+  ``s_t = s_f + (s_i − s_f)(1 − (t − t0)/(n Δt))³``; :func:`prune_gradual` runs it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import SparsenetError
+from ..models import arch_of
+from ..progress import log
+from ..training import Callback, TrainConfig, TrainState, default_config, evaluate, fit
+from .criteria import Criterion, make_criterion
+from .mask import sparsity_report
+from .oneshot import PruneSpec, prune_to
+
+__all__ = ["SparsityMonitor", "GradualPruning", "prune_iterative", "prune_gradual", "cubic_sparsity",
+           "cubic_progress"]
+
+Data = tuple[torch.Tensor, torch.Tensor]
+
+
+class SparsityMonitor(Callback):
+    """Adds the model's global ``sparsity`` to each epoch's history record."""
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        state.metrics["sparsity"] = sparsity_report(state.model)["sparsity"]
+
+
+def _training_config(model: nn.Module, config: TrainConfig | None) -> TrainConfig:
+    if config is not None:
+        return config
+    arch = arch_of(model)
+    return default_config(arch["name"]) if arch else TrainConfig()
+
+
+def prune_iterative(
+    model: nn.Module,
+    train: Data,
+    method: str | Criterion = "magnitude",
+    sparsity: float | None = None,
+    per_layer: dict[str, float] | None = None,
+    quality: float | None = None,
+    *,
+    steps: int = 3,
+    retrain_epochs: int = 2,
+    scope: str = "global",
+    config: TrainConfig | None = None,
+    lr: float | None = None,
+    val: Data | None = None,
+    callbacks: tuple[Callback, ...] | list[Callback] = (),
+    obd_samples: int | None = 10_000,
+    seed: int = 0,
+    history: list[dict[str, Any]] | None = None,
+    **obd: Any,
+) -> nn.Module:
+    """Prune → retrain ``steps`` times, sparsity growing to the target; in place.
+
+    Parameters
+    ----------
+    model, method, sparsity, per_layer, quality, scope : as :func:`~sparsenet.prune.prune`.
+    train : ``(x, y)`` training data, used to retrain (and for OBD's Hessian).
+    steps : K rounds; round k prunes to ``1 − (1 − s)^(k/K)`` (quality: ``q·k/K``).
+    retrain_epochs : epochs of :func:`~sparsenet.training.fit` after each round (0 = none).
+    config : the model's *training* recipe (default: the registry recipe for its
+        architecture); retraining copies it with ``epochs=retrain_epochs`` and
+        ``lr = config.lr / 10`` unless ``lr`` is given.
+    val : evaluated after each round (accuracy in ``history``).
+    callbacks : passed on to every ``fit``.
+    obd_samples : OBD averages its Hessian over the first this-many training samples.
+    history : if a list, one record per round is appended to it (sparsity, accuracy, fit history).
+    """
+    if steps < 1 or retrain_epochs < 0:
+        raise SparsenetError(
+            f"bad iterative schedule steps={steps}, retrain_epochs={retrain_epochs}; "
+            "expected steps >= 1 and retrain_epochs >= 0"
+        )
+    spec = PruneSpec(sparsity=sparsity, per_layer=dict(per_layer or {}), quality=quality, scope=scope)
+    obd_data = train if obd_samples is None else (train[0][:obd_samples], train[1][:obd_samples])
+    crit = make_criterion(method, data=obd_data, seed=seed, **obd)
+    base = _training_config(model, config)
+    cfg = base.replace(epochs=retrain_epochs, lr=lr if lr is not None else base.lr / 10, seed=seed)
+    for k in range(1, steps + 1):
+        prune_to(model, crit, spec.scaled(k / steps))
+        rec: dict[str, Any] = {"step": k, "sparsity": sparsity_report(model)["sparsity"]}
+        if val is not None:
+            rec["pruned_acc"] = evaluate(model, *val, device=cfg.device)["accuracy"]
+        if retrain_epochs:
+            rec["fit"] = fit(model, train, cfg, callbacks=[SparsityMonitor(), *callbacks], val=val)
+        if val is not None:
+            rec["retrained_acc"] = evaluate(model, *val, device=cfg.device)["accuracy"]
+        log(
+            f"round {k}/{steps}: sparsity {rec['sparsity']:.4f}"
+            + (f", acc {rec['pruned_acc']:.4f} -> {rec['retrained_acc']:.4f}" if val else ""),
+            cfg.quiet,
+        )
+        if history is not None:
+            history.append(rec)
+    return model
+
+
+def cubic_progress(step: int, begin: int, end: int) -> float:
+    """``1 − (1 − (t − t0)/(t_end − t0))³`` clamped to [0, 1]: 0 at ``begin``, 1 from ``end``."""
+    frac = min(1.0, max(0.0, (step - begin) / max(end - begin, 1)))
+    return 1.0 - (1.0 - frac) ** 3
+
+
+def cubic_sparsity(step: int, final: float, initial: float, begin: int, end: int) -> float:
+    """Zhu & Gupta's ``s_t = s_f + (s_i − s_f)(1 − (t − t0)/(t_end − t0))³``."""
+    return initial + (final - initial) * cubic_progress(step, begin, end)
+
+
+class GradualPruning(Callback):
+    """Prune along the cubic schedule during :func:`~sparsenet.training.fit`.
+
+    Parameters
+    ----------
+    criterion : the :class:`Criterion` (or its name) scoring weights at each pruning event.
+    final_sparsity : ``s_f`` reached at ``end_step``: a fraction, or ``{"fc1": 0.9, ...}``.
+    end_step : ``t0 + nΔt``, in optimizer steps.
+    initial_sparsity : ``s_i``, applied at ``begin_step``.
+    begin_step : ``t0``.
+    frequency : ``Δt``, steps between pruning events (the last event is at ``end_step``).
+    scope : ``"global"`` or ``"layer"`` ranking for a fraction target.
+
+    ``events`` lists ``(step, sparsity target)`` of each pruning event.
+    """
+
+    def __init__(
+        self,
+        criterion: str | Criterion,
+        final_sparsity: float | dict[str, float],
+        end_step: int,
+        initial_sparsity: float = 0.0,
+        begin_step: int = 0,
+        frequency: int = 100,
+        scope: str = "global",
+    ) -> None:
+        if not (0 <= begin_step < end_step) or frequency < 1:
+            raise SparsenetError(
+                f"bad gradual schedule begin_step={begin_step}, end_step={end_step}, "
+                f"frequency={frequency}; expected 0 <= begin < end and frequency >= 1"
+            )
+        self.criterion = make_criterion(criterion) if isinstance(criterion, str) else criterion
+        self.final = final_sparsity
+        self.initial = initial_sparsity
+        self.begin, self.end, self.frequency = begin_step, end_step, frequency
+        self.scope = scope
+        self._spec(0.0), self._spec(1.0)  # validate both ends once, here
+        self.events: list[tuple[int, float]] = []
+
+    def _spec(self, phi: float) -> PruneSpec:
+        def at(f: float) -> float:
+            return self.initial + (f - self.initial) * phi
+
+        if isinstance(self.final, dict):
+            return PruneSpec(per_layer={k: at(v) for k, v in self.final.items()})
+        return PruneSpec(sparsity=at(self.final), scope=self.scope)
+
+    def _prune_at(self, state: TrainState, t: int) -> None:
+        phi = cubic_progress(t, self.begin, self.end)
+        spec = self._spec(phi)
+        prune_to(state.model, self.criterion, spec)
+        self.events.append((t, spec.sparsity if spec.sparsity is not None else phi))
+
+    def on_train_begin(self, state: TrainState) -> None:
+        if state.step == self.begin and self.initial > 0:
+            self._prune_at(state, 0)
+
+    def on_step_end(self, state: TrainState) -> None:
+        t = state.step + 1  # steps completed, this one included
+        if self.begin < t <= self.end and ((t - self.begin) % self.frequency == 0 or t == self.end):
+            self._prune_at(state, t)
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        state.metrics["sparsity"] = sparsity_report(state.model)["sparsity"]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"events": list(self.events)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.events = [tuple(e) for e in state.get("events", [])]  # type: ignore[misc]
+
+
+def prune_gradual(
+    model: nn.Module,
+    train: Data,
+    method: str | Criterion = "magnitude",
+    sparsity: float | dict[str, float] = 0.9,
+    *,
+    epochs: int = 4,
+    prune_fraction: float = 0.75,
+    frequency: int | None = None,
+    initial_sparsity: float = 0.0,
+    scope: str = "global",
+    config: TrainConfig | None = None,
+    lr: float | None = None,
+    val: Data | None = None,
+    callbacks: tuple[Callback, ...] | list[Callback] = (),
+    obd_samples: int | None = 10_000,
+    seed: int = 0,
+    **obd: Any,
+) -> list[dict[str, Any]]:
+    """Train ``epochs`` epochs while pruning gradually to ``sparsity``; returns fit's history.
+
+    Pruning runs over the first ``prune_fraction`` of the steps (``frequency`` defaults to
+    1/20 of that span), the rest fine-tunes at the final sparsity. ``lr`` defaults to the
+    training recipe's lr / 10 as for :func:`prune_iterative`.
+    """
+    base = _training_config(model, config)
+    cfg = base.replace(epochs=epochs, lr=lr if lr is not None else base.lr / 10, seed=seed)
+    steps_per_epoch = -(-len(train[0]) // cfg.batch_size)
+    end = max(1, int(prune_fraction * epochs * steps_per_epoch))
+    obd_data = train if obd_samples is None else (train[0][:obd_samples], train[1][:obd_samples])
+    crit = make_criterion(method, data=obd_data, seed=seed, **obd)
+    cb = GradualPruning(
+        crit,
+        sparsity,
+        end_step=end,
+        initial_sparsity=initial_sparsity,
+        frequency=frequency or max(1, end // 20),
+        scope=scope,
+    )
+    return fit(model, train, cfg, callbacks=[cb, *callbacks], val=val)
