@@ -9,6 +9,7 @@ from .checkpoint import load_model, save_model
 from .data import Dataset, digits, fashion_mnist, idx_dir, load_dataset, mnist, read_idx
 from .errors import CheckpointError, CorruptFileError, DataError, SparsenetError, SpecError
 from .models import LeNet5, LeNet300, build_model, model_for_dataset
+from .regularize import ActivationPenalty, WeightPenalty, replace_activations
 from .summary import model_summary
 from .training import (
     Callback,
@@ -53,6 +54,10 @@ __all__ = [
     "fit",
     "predict",
     "seed_everything",
+    # regularize
+    "WeightPenalty",
+    "ActivationPenalty",
+    "replace_activations",
     # files
     "load_model",
     "save_model",

@@ -123,7 +123,7 @@ def _import_transform_providers() -> None:
     """Import the modules that register transforms, so a bare ``load_model`` knows them all."""
     import importlib
 
-    for mod in ("sparsenet.prune", "sparsenet.lowrank", "sparsenet.share"):
+    for mod in ("sparsenet.prune", "sparsenet.lowrank", "sparsenet.share", "sparsenet.regularize"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as exc:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
+
+from torch import nn
 
 from ..checkpoint import load_checkpoint, save_model
 from ..data import load_dataset
 from ..distributed import barrier, is_main, world_size
-from ..errors import SparsenetError
+from ..errors import SparsenetError, SpecError
 from ..models import MODELS, model_for_dataset
 from ..progress import log
 from ..summary import format_summary, model_summary
@@ -44,6 +47,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--resume", action="store_true", help="continue from --out if it holds an unfinished run"
     )
+    add_regularize_args(p)
     add_output_args(p)
     p.set_defaults(func=cmd_train)
 
@@ -57,8 +61,95 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("info", help="layers, parameters, non-zeros and bytes of a model file")
     p.add_argument("model_path", metavar="MODEL")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="also measure activation sparsity on this data set's test split",
+    )
+    p.add_argument(
+        "--samples",
+        type=positive_int,
+        default=None,
+        help="with --data: use the first N test samples",
+    )
+    p.add_argument(
+        "--eps",
+        type=nonneg_float,
+        default=None,
+        help="also count weights with |w| < EPS (and Hoyer)",
+    )
     add_output_args(p)
     p.set_defaults(func=cmd_info)
+
+
+def _spec_type(parse: Callable[[str], Any]) -> Callable[[str], str]:
+    """An argparse type that checks a spec string now (one-line error, exit 2) and keeps it."""
+
+    def conv(text: str) -> str:
+        try:
+            parse(text)
+        except SpecError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
+
+    return conv
+
+
+def add_regularize_args(p: argparse.ArgumentParser) -> None:
+    """The penalty and sparse-activation flags of ``train`` (see :mod:`sparsenet.regularize`)."""
+    from ..regularize import spec
+
+    g = p.add_argument_group("sparse regularisation (J~ = J + lambda R)")
+    weight = _spec_type(spec.parse_weight_penalty)
+    g.add_argument("--l1", type=weight, metavar="LAMBDA[@LAYER,...]", help="L1 on weights")
+    g.add_argument(
+        "--l2", type=weight, metavar="LAMBDA[@LAYER,...]", help="L2 (lambda/2 |w|^2) on weights"
+    )
+    g.add_argument(
+        "--group-lasso",
+        type=weight,
+        metavar="LAMBDA[@LAYER,...]",
+        help="group lasso over output rows / conv filters",
+    )
+    g.add_argument(
+        "--penalize-bias", action="store_true", help="weight penalties also cover biases"
+    )
+    g.add_argument(
+        "--act-penalty",
+        type=_spec_type(spec.parse_act_penalty),
+        action="append",
+        default=[],
+        metavar="KIND:LAMBDA[:RHO][@LAYER,...]",
+        help="activation penalty, KIND log1p|l1|kl, e.g. log1p:1e-4@fc1,fc2 (repeatable)",
+    )
+    g.add_argument(
+        "--activation",
+        type=_spec_type(spec.parse_activation),
+        metavar="KIND:TAU[@LAYER,...]",
+        help="swap activations: truncated-sigmoid|thresholded-relu|shifted-relu, e.g. truncated-sigmoid:0.1",
+    )
+
+
+def regularize_from_args(
+    args: argparse.Namespace, model: nn.Module
+) -> tuple[list[Any], dict[str, Any]]:
+    """Apply ``--activation`` to ``model`` and build the penalty callbacks; names checked now."""
+    from ..regularize import callbacks_from_specs, replace_activations
+
+    record: dict[str, Any] = {}
+    if getattr(args, "activation", None):
+        replace_activations(model, args.activation)
+        record["activation"] = args.activation
+    callbacks, pen = callbacks_from_specs(
+        model,
+        l1=getattr(args, "l1", None),
+        l2=getattr(args, "l2", None),
+        group_lasso=getattr(args, "group_lasso", None),
+        act_penalties=getattr(args, "act_penalty", None) or (),
+        include_bias=getattr(args, "penalize_bias", False),
+    )
+    record.update(pen)
+    return callbacks, record
 
 
 def train_config_from_args(
@@ -83,6 +174,9 @@ def cmd_train(
     data = load_dataset(args.data)
     seed_everything(args.seed)
     model = model_for_dataset(args.model, data.input_shape, data.num_classes, seed=args.seed)
+    reg_callbacks, reg_record = regularize_from_args(args, model)
+    if reg_record:
+        extra_meta = {**(extra_meta or {}), "regularize": reg_record}
     cfg = train_config_from_args(args, args.model, data.name)
     log(
         f"training {args.model} on {data!r}: {cfg.epochs} epochs, {cfg.optimizer} lr={cfg.lr}"
@@ -94,7 +188,7 @@ def cmd_train(
         model,
         data.train,
         cfg,
-        callbacks=callbacks or [],
+        callbacks=[*(callbacks or []), *reg_callbacks],
         val=data.test,
         checkpoint=args.out,
         resume=args.resume,
@@ -161,9 +255,40 @@ def cmd_info(args: argparse.Namespace) -> int:
     summary["file_bytes"] = os.path.getsize(args.model_path)
     summary["arch"] = getattr(model, "arch", None)
     summary["metadata"] = {k: v for k, v in meta.items() if k not in ("history", "config")}
+    extra = _sparsity_info(args, model, summary)
     text = lambda: (  # noqa: E731
         f"{args.model_path}: {summary['arch']['name'] if summary['arch'] else type(model).__name__}, "
-        f"file {summary['file_bytes']:,} bytes\n" + format_summary(summary)
+        f"file {summary['file_bytes']:,} bytes\n" + format_summary(summary) + extra
     )
     emit(args, summary, text)
     return 0
+
+
+def _sparsity_info(args: argparse.Namespace, model: nn.Module, summary: dict[str, Any]) -> str:
+    """With ``--eps``/``--data``: weight sparsity and Hoyer, activation sparsity. Returns text."""
+    from ..regularize import activation_sparsity, format_activation_sparsity, weight_sparsity
+
+    if getattr(args, "eps", None) is None and not getattr(args, "data", None):
+        return ""
+    eps = args.eps or 0.0
+    ws = weight_sparsity(model, eps=eps)
+    summary["weight_sparsity"] = ws
+    rows = [
+        "",
+        "weight sparsity",
+        f"{'layer':<12} {'zeros':>8} {'|w|<' + format(eps, 'g'):>10} {'hoyer':>6}",
+    ]
+    for name, r in ws["layers"].items():
+        rows.append(
+            f"{name:<12} {r['sparsity']:>8.2%} {r['sparsity_eps']:>10.2%} {r['hoyer']:>6.3f}"
+        )
+    tot = ws["total"]
+    rows.append(f"{'total':<12} {tot['sparsity']:>8.2%} {tot['sparsity_eps']:>10.2%}")
+    if args.data:
+        data = load_dataset(args.data)
+        x = data.x_test[: args.samples] if args.samples else data.x_test
+        act = activation_sparsity(model, x)
+        summary["activation_sparsity"] = {"dataset": data.name, **act}
+        rows.append("")
+        rows.append(format_activation_sparsity(act) + f" ({data.name} test)")
+    return "\n".join(rows)
