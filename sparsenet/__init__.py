@@ -8,6 +8,7 @@ sparseness (activation penalties, truncated activations) and deep sparse coding,
 from .checkpoint import load_model, save_model
 from .data import Dataset, digits, fashion_mnist, idx_dir, load_dataset, mnist, read_idx
 from .errors import CheckpointError, CorruptFileError, DataError, SparsenetError, SpecError
+from .lowrank import factorize
 from .models import LeNet5, LeNet300, build_model, model_for_dataset
 from .regularize import ActivationPenalty, WeightPenalty, replace_activations
 from .summary import model_summary
@@ -40,6 +41,8 @@ __all__ = [
     "DataError",
     "SparsenetError",
     "SpecError",
+    # lowrank
+    "factorize",
     # models
     "LeNet5",
     "LeNet300",

@@ -45,7 +45,8 @@ def model_summary(model: nn.Module) -> dict[str, Any]:
                 **_brief(t["args"]),
             }
             for key, ts in transforms.items()
-            if key == name or key.startswith(name + ".")
+            # A module swap on an ancestor (low-rank "fc1" over "fc1.0") applies here too.
+            if key == name or key.startswith(name + ".") or name.startswith(key + ".")
             for t in ts
         ]
         layers.append(
