@@ -11,6 +11,7 @@ from .errors import CheckpointError, CorruptFileError, DataError, SparsenetError
 from .lowrank import factorize
 from .models import LeNet5, LeNet300, build_model, model_for_dataset
 from .regularize import ActivationPenalty, WeightPenalty, replace_activations
+from .share import share_weights
 from .summary import model_summary
 from .training import (
     Callback,
@@ -65,4 +66,6 @@ __all__ = [
     "load_model",
     "save_model",
     "model_summary",
+    # weight sharing
+    "share_weights",
 ]
