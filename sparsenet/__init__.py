@@ -6,9 +6,11 @@ sparseness (activation penalties, truncated activations) and deep sparse coding,
 """
 
 from .checkpoint import load_model, save_model
+from .coding import save_snn
 from .data import Dataset, digits, fashion_mnist, idx_dir, load_dataset, mnist, read_idx
 from .errors import CheckpointError, CorruptFileError, DataError, SparsenetError, SpecError
 from .lowrank import factorize
+from .inference import load_snn as load
 from .models import LeNet5, LeNet300, build_model, model_for_dataset
 from .regularize import ActivationPenalty, WeightPenalty, replace_activations
 from .share import share_weights
@@ -68,4 +70,7 @@ __all__ = [
     "model_summary",
     # weight sharing
     "share_weights",
+    # compressed models (.snn)
+    "load",
+    "save_snn",
 ]

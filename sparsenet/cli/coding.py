@@ -1,0 +1,161 @@
+"""``sparsenet compress``, ``sparsenet decompress`` and ``sparsenet inspect`` (.snn files)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from torch import nn
+
+from ..checkpoint import load_model, save_model
+from ..coding.accounting import format_report, size_report
+from ..coding.codec import CODERS, LAYOUTS
+from ..coding.container import read_snn
+from ..coding.save import DEFAULT_BITS, effective_tensors, layer_kind, parse_bits, save_snn
+from ..errors import SparsenetError
+from ..progress import log
+from .common import add_output_args, emit
+
+__all__ = ["register", "compress_model_file", "ensure_shared", "is_shared"]
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("compress", help="pruned/shared checkpoint (.pt) -> compressed model (.snn)")
+    p.add_argument("model_path", metavar="MODEL", help="checkpoint (.pt)")
+    p.add_argument(
+        "--bits", default="conv=8,fc=5", help="shared-weight index bits (conv=8,fc=5 or per layer)"
+    )
+    p.add_argument(
+        "--index-bits",
+        default="conv=8,fc=5",
+        help="sparse-index gap bits (Deep Compression: 8 conv, 5 fc)",
+    )
+    p.add_argument("--coder", choices=sorted(CODERS), default="huffman")
+    p.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default="auto",
+        help="auto: smallest storage per layer; sparse: always gaps + indices for pruned layers",
+    )
+    p.add_argument("--out", required=True, help="output .snn path")
+    add_output_args(p)
+    p.set_defaults(func=cmd_compress)
+
+    p = sub.add_parser("decompress", help="compressed model (.snn) -> checkpoint (.pt)")
+    p.add_argument("model_path", metavar="MODEL", help=".snn file")
+    p.add_argument("--out", required=True, help="output checkpoint path (.pt)")
+    add_output_args(p)
+    p.set_defaults(func=cmd_decompress)
+
+    p = sub.add_parser(
+        "inspect", help="size accounting of a .snn file (Deep Compression Tables 2-3)"
+    )
+    p.add_argument("model_path", metavar="MODEL", help=".snn file")
+    add_output_args(p)
+    p.set_defaults(func=cmd_inspect)
+
+
+def is_shared(model: nn.Module, bits: str | dict[str, int] | None = None) -> bool:
+    """True if every Linear/Conv weight has a codebook parametrisation or <= 2**bits distinct non-zeros."""
+    b = parse_bits(bits, DEFAULT_BITS)
+    for _key, (module, mname, tname, t) in effective_tensors(model).items():
+        kind = layer_kind(module)
+        if kind is None or tname != "weight":
+            continue
+        if parametrized_codebook(module):
+            continue
+        nz = t[t != 0]
+        if nz.unique().numel() > 1 << b.get(mname, b.get(kind, DEFAULT_BITS[kind])):
+            return False
+    return True
+
+
+def parametrized_codebook(module: nn.Module) -> bool:
+    from ..coding.save import codebook_of
+
+    return codebook_of(module, "weight") is not None
+
+
+def ensure_shared(model: nn.Module, bits: str | dict[str, int], quiet: bool = True) -> nn.Module:
+    """Share weights with :func:`sparsenet.share.share_weights` unless the model already is."""
+    if is_shared(model, bits):
+        return model
+    try:
+        from ..share import share_weights  # type: ignore[attr-defined]
+    except ImportError:
+        raise SparsenetError(
+            "the model is not weight-shared and weight sharing (sparsenet.share) is unavailable; "
+            "share it first, or install a sparsenet with sparsenet.share"
+        ) from None
+    log(f"sharing weights ({bits}) before encoding", quiet)
+    return share_weights(model, bits=bits)  # type: ignore[no-any-return]
+
+
+def compress_model_file(
+    model_path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    bits: str | dict[str, int] = "conv=8,fc=5",
+    coder: str = "huffman",
+    index_bits: str | dict[str, int] = "conv=8,fc=5",
+    layout: str = "auto",
+    model: nn.Module | None = None,
+    metadata: dict[str, Any] | None = None,
+    quiet: bool = True,
+) -> dict[str, Any]:
+    """Load a checkpoint (or take ``model``), share it if needed, write ``out`` as .snn.
+
+    Returns the size report (see :func:`sparsenet.coding.accounting.size_report`).
+    """
+    meta: dict[str, Any] = {}
+    if model is None:
+        model, meta = load_model(model_path)
+    meta = {k: v for k, v in meta.items() if k not in ("history", "config")}
+    meta.update(metadata or {})
+    parse_bits(bits, DEFAULT_BITS)  # fail fast on a bad spec
+    model = ensure_shared(model, bits, quiet)
+    report = save_snn(
+        model, out, coder=coder, bits=bits, index_bits=index_bits, metadata=meta, layout=layout
+    )
+    report["out"] = os.fspath(out)
+    return report
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    report = compress_model_file(
+        args.model_path,
+        args.out,
+        bits=args.bits,
+        coder=args.coder,
+        index_bits=args.index_bits,
+        layout=args.layout,
+        quiet=args.quiet or args.json,
+    )
+    emit(args, report, lambda: format_report(report) + f"\n-> {args.out}")
+    return 0
+
+
+def cmd_decompress(args: argparse.Namespace) -> int:
+    from ..inference import build_model_from_snn
+
+    snn = read_snn(args.model_path)
+    model = build_model_from_snn(snn, runtime="dense", source=args.model_path)
+    save_model(
+        model, args.out, metadata={**snn.metadata, "decompressed_from": os.fspath(args.model_path)}
+    )
+    result = {
+        "model": os.fspath(args.model_path),
+        "out": os.fspath(args.out),
+        "bytes": os.path.getsize(args.out),
+    }
+    emit(args, result, f"{args.model_path} -> {args.out} ({result['bytes']:,} bytes)")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    snn = read_snn(args.model_path)
+    report = size_report(snn)
+    report["file"] = os.fspath(args.model_path)
+    report["metadata"] = snn.metadata
+    emit(args, report, lambda: f"{args.model_path}\n" + format_report(report))
+    return 0

@@ -1,0 +1,38 @@
+"""Entropy coding and the compressed model file (the review's "Huffman" branch).
+
+Canonical length-limited Huffman and ANS coders over integer symbol arrays, Deep
+Compression's sparse index storage, the checked ``.snn`` container, and Deep Compression
+style size accounting.
+"""
+
+from typing import Any
+
+from . import ans, huffman
+from .accounting import format_report, size_report
+from .container import CorruptFileError, SnnFile, is_snn_header, load_with_metadata, read_snn
+from .save import encode_model, save_snn
+
+__all__ = [
+    "ans",
+    "huffman",
+    "save_snn",
+    "load_snn",
+    "read_snn",
+    "encode_model",
+    "size_report",
+    "format_report",
+    "is_snn_header",
+    "load_with_metadata",
+    "SnnFile",
+    "CorruptFileError",
+]
+
+
+def __getattr__(
+    name: str,
+) -> Any:  # load_snn lives in sparsenet.inference, which imports this package
+    if name == "load_snn":
+        from ..inference import load_snn
+
+        return load_snn
+    raise AttributeError(name)

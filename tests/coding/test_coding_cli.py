@@ -1,0 +1,74 @@
+import json
+
+import pytest
+import torch
+
+from sparsenet.checkpoint import load_model, save_model
+from sparsenet.cli import main
+from sparsenet.coding import read_snn
+
+
+@pytest.fixture()
+def shared_pt(tmp_path, lenet300_digits):
+    path = tmp_path / "m.pt"
+    save_model(lenet300_digits, path, metadata={"dataset": "digits"})
+    return path
+
+
+def test_compress_inspect_eval_decompress(tmp_path, shared_pt, capsys, digits_data):
+    out = tmp_path / "m.snn"
+    assert main(["compress", str(shared_pt), "--coder", "ans", "--out", str(out), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["coder"] == "ans" and rep["total"]["file_bytes"] == out.stat().st_size
+    assert read_snn(out).metadata["dataset"] == "digits"
+
+    assert main(["inspect", str(out), "--json"]) == 0
+    inspected = json.loads(capsys.readouterr().out)
+    assert inspected["total"] == rep["total"]
+    assert main(["inspect", str(out)]) == 0
+    assert "fc1" in capsys.readouterr().out
+
+    assert main(["eval", str(out), "--json"]) == 0
+    acc = json.loads(capsys.readouterr().out)
+    assert acc["dataset"] == "digits" and 0 <= acc["test_accuracy"] <= 1
+
+    pt = tmp_path / "back.pt"
+    assert main(["decompress", str(out), "--out", str(pt), "--quiet"]) == 0
+    back, meta = load_model(pt)
+    orig, _ = load_model(shared_pt)
+    x = digits_data.x_test[:50]
+    with torch.no_grad():
+        assert torch.equal(back(x), orig(x))
+    assert meta["dataset"] == "digits"
+
+
+def test_compress_unshared_model_needs_share(tmp_path, capsys):
+    import importlib.util
+
+    from sparsenet.models import build_model
+
+    pt = tmp_path / "dense.pt"
+    save_model(build_model("lenet300", seed=0, in_features=64), pt)
+    rc = main(["compress", str(pt), "--out", str(tmp_path / "x.snn")])
+    if importlib.util.find_spec("sparsenet.share") is None:
+        assert rc == 2 and "weight sharing" in capsys.readouterr().err
+    else:
+        assert rc == 0
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["compress", "{pt}", "--bits", "fc=99", "--out", "{snn}"], "1..16"),
+        (["compress", "{pt}", "--bits", "fc", "--out", "{snn}"], "NAME=BITS"),
+        (["inspect", "{junk}"], "magic"),
+        (["decompress", "{junk}", "--out", "{snn}"], "magic"),
+    ],
+)
+def test_cli_errors_are_one_line(tmp_path, shared_pt, capsys, argv, needle):
+    junk = tmp_path / "junk.snn"
+    junk.write_bytes(b"not a model")
+    args = [a.format(pt=shared_pt, snn=tmp_path / "o.snn", junk=junk) for a in argv]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1
