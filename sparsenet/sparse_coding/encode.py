@@ -1,0 +1,169 @@
+"""``sparse_encode``: the one entry point to the lasso and OMP solvers.
+
+Objective (scikit-learn's convention, atoms as rows of ``D``), for each sample x::
+
+    min_c  ½ ||x − c D||² + α ||c||₁          (c ≥ 0 when positive=True)
+
+scikit-learn's ``sparse_encode(X, D, alpha=α, algorithm="lasso_cd")`` solves exactly this
+problem: internally it builds ``Lasso(alpha=α / n_features)``, whose objective
+``1/(2 n_features) ||x − c D||² + α/n_features ||c||₁`` is ours divided by ``n_features``.
+So the same ``alpha`` gives the same codes here and there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ._validation import InvalidInputError, as_tensor_2d, check_alpha, check_positive_int, to_output
+from .lasso import cd_gram, duality_gap_gram, fista_gram, lasso_objective_gram
+from .omp import omp_gram
+
+__all__ = ["sparse_encode", "lasso_objective", "duality_gap", "METHODS"]
+
+METHODS = ("fista", "cd", "omp")
+_CHUNK = 4096  # samples solved together; bounds memory of the (chunk, m, m) Gram blocks
+
+
+def _prepare(X: Any, D: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    x = as_tensor_2d(X, "X")
+    device = x.device if isinstance(X, torch.Tensor) else None
+    d = as_tensor_2d(D, "D", dtype=x.dtype, device=device)
+    if d.shape[1] != x.shape[1]:
+        raise InvalidInputError(
+            f"D must have shape (n_atoms, n_features) with n_features={x.shape[1]} as in X, "
+            f"got D of shape {tuple(d.shape)}"
+        )
+    if d.shape[0] == 0:
+        raise InvalidInputError("D must hold at least one atom, got shape (0, n_features)")
+    return x, d
+
+
+def sparse_encode(
+    X: Any,
+    D: Any,
+    alpha: float,
+    method: str = "fista",
+    *,
+    max_iter: int = 1000,
+    tol: float = 1e-6,
+    init: Any = None,
+    positive: bool = False,
+    n_nonzero_coefs: int | None = None,
+) -> Any:
+    """Sparse codes of the rows of ``X`` over the atoms (rows) of ``D``.
+
+    Parameters
+    ----------
+    X : array or Tensor, shape (n_samples, n_features)
+        Data. numpy in → numpy out, torch in → torch out (same dtype and device; float32
+        and float64 are kept, other dtypes become float64).
+    D : array or Tensor, shape (n_atoms, n_features)
+        Dictionary, one atom per row. Converted to X's dtype and device.
+    alpha : float > 0
+        Lasso methods: the weight of ``α||c||₁`` in ``½||x − cD||² + α||c||₁``.
+        ``"omp"``: stop a sample once its squared residual ``||x − cD||²`` is ≤ alpha
+        (scikit-learn's ``tol`` for OMP).
+    method : {"fista", "cd", "omp"}
+        FISTA with restarts and a support-Newton polish, working-set coordinate descent,
+        or batch orthogonal matching pursuit.
+    max_iter : int
+        FISTA iterations or coordinate-descent sweeps (unused by OMP).
+    tol : float
+        Stop a sample when its duality gap is ≤ ``tol · ||x||²`` (scikit-learn's ``Lasso``
+        scale). Unused by OMP.
+    init : array or Tensor, shape (n_samples, n_atoms), optional
+        Warm start for the lasso methods.
+    positive : bool
+        Constrain codes to be non-negative (lasso methods only).
+    n_nonzero_coefs : int, optional
+        OMP only: at most this many atoms per sample (default ``min(n_features, n_atoms)``).
+
+    Returns
+    -------
+    codes : same kind as X, shape (n_samples, n_atoms)
+    """
+    x, d = _prepare(X, D)
+    alpha = check_alpha(alpha)
+    if method not in METHODS:
+        raise InvalidInputError(f"method must be one of {METHODS}, got {method!r}")
+    max_iter = check_positive_int(max_iter, "max_iter")
+    try:
+        tol_f = float(tol)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"tol must be a number >= 0, got {tol!r}") from exc
+    if not tol_f >= 0:
+        raise InvalidInputError(f"tol must be a number >= 0, got {tol!r}")
+    n, k = x.shape[0], d.shape[0]
+    c0 = None
+    if init is not None:
+        if method == "omp":
+            raise InvalidInputError("init is not used by method='omp'; pass init=None")
+        c0 = as_tensor_2d(init, "init", dtype=x.dtype, device=x.device)
+        if tuple(c0.shape) != (n, k):
+            raise InvalidInputError(
+                f"init must have shape (n_samples, n_atoms)=({n}, {k}), got {tuple(c0.shape)}"
+            )
+        if positive:
+            c0 = c0.clamp(min=0)
+    if method == "omp":
+        if positive:
+            raise InvalidInputError("positive=True is not supported by method='omp'")
+        nnz = min(x.shape[1], k) if n_nonzero_coefs is None else n_nonzero_coefs
+        nnz = check_positive_int(nnz, "n_nonzero_coefs")
+    elif n_nonzero_coefs is not None:
+        raise InvalidInputError("n_nonzero_coefs is only used by method='omp'")
+
+    G = d @ d.T  # (k, k)
+    codes = torch.zeros(n, k, dtype=x.dtype, device=x.device)
+    for start in range(0, n, _CHUNK):
+        xb = x[start : start + _CHUNK]
+        B = xb @ d.T  # (b, k)
+        xsq = (xb * xb).sum(1)
+        if method == "omp":
+            codes[start : start + _CHUNK] = omp_gram(G, B, xsq, nnz, alpha)
+            continue
+        cb = torch.zeros_like(B) if c0 is None else c0[start : start + _CHUNK].clone()
+        solver = fista_gram if method == "fista" else cd_gram
+        cb, _ = solver(G, B, xsq, alpha, cb, max_iter=max_iter, tol=tol_f, positive=positive)
+        codes[start : start + _CHUNK] = cb
+    return to_output(codes, X)
+
+
+def lasso_objective(X: Any, D: Any, codes: Any, alpha: float) -> Any:
+    """Per-sample objective ``½||x − cD||² + α||c||₁``, shape (n_samples,), same kind as X."""
+    x, d = _prepare(X, D)
+    c = as_tensor_2d(codes, "codes", dtype=x.dtype, device=x.device)
+    if tuple(c.shape) != (x.shape[0], d.shape[0]):
+        raise InvalidInputError(
+            f"codes must have shape (n_samples, n_atoms)=({x.shape[0]}, {d.shape[0]}), "
+            f"got {tuple(c.shape)}"
+        )
+    alpha = check_alpha(alpha)
+    r = x - c @ d
+    return to_output(0.5 * (r * r).sum(1) + alpha * c.abs().sum(1), X)
+
+
+def duality_gap(X: Any, D: Any, codes: Any, alpha: float, positive: bool = False) -> Any:
+    """Per-sample lasso duality gap of ``codes``, shape (n_samples,), same kind as X.
+
+    The gap bounds the distance of each sample's objective from its optimum; the solvers
+    stop when it is ≤ ``tol · ||x||²``.
+    """
+    x, d = _prepare(X, D)
+    c = as_tensor_2d(codes, "codes", dtype=x.dtype, device=x.device)
+    if tuple(c.shape) != (x.shape[0], d.shape[0]):
+        raise InvalidInputError(
+            f"codes must have shape (n_samples, n_atoms)=({x.shape[0]}, {d.shape[0]}), "
+            f"got {tuple(c.shape)}"
+        )
+    alpha = check_alpha(alpha)
+    B = x @ d.T
+    Q = B - c @ (d @ d.T)
+    _, gap = duality_gap_gram(c, Q, B, (x * x).sum(1), alpha, positive)
+    return to_output(gap, X)
+
+
+# re-exported for callers that already hold the Gram form
+_ = lasso_objective_gram
