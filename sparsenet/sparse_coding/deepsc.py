@@ -39,7 +39,7 @@ def _encode(x: torch.Tensor, atoms: torch.Tensor, alpha: float, max_iter: int) -
     The one place DeepSC calls a sparse-coding solver; the solver stops after ``max_iter``
     FISTA steps (an approximate but fixed-cost encoder, which the time budget needs).
     """
-    from .lasso import sparse_encode
+    from .encode import sparse_encode
 
     return sparse_encode(x, atoms, alpha, method="fista", max_iter=max_iter, tol=0.0)
 
@@ -48,8 +48,16 @@ def _learn_dictionary(
     x: torch.Tensor, n_atoms: int, alpha: float, n_epochs: int, seed: int
 ) -> torch.Tensor:
     """A dictionary (n_atoms, P) with unit-norm rows, learnt online on the rows of ``x``."""
-    from .dictionary import DictionaryLearner
+    try:
+        from .dictionary import DictionaryLearner  # type: ignore[import-not-found]
+    except ImportError:  # TEMPORARY until sc-solvers lands dictionary.py
+        from sklearn.decomposition import MiniBatchDictionaryLearning
 
+        learner = MiniBatchDictionaryLearning(
+            n_components=n_atoms, alpha=alpha, max_iter=n_epochs, batch_size=256,
+            random_state=seed,
+        ).fit(x.numpy())
+        return torch.as_tensor(learner.components_, dtype=torch.float32)
     learner = DictionaryLearner(
         n_components=n_atoms, alpha=alpha, n_epochs=n_epochs, random_state=seed
     ).fit(x)

@@ -80,8 +80,8 @@ def sample_pairs(
     img, r, c = rand(n, n_sim), rand(gh, n_sim), rand(gw, n_sim)
     dr, dc = rand(2 * radius + 1, n_sim) - radius, rand(2 * radius + 1, n_sim) - radius
     dc = torch.where((dr == 0) & (dc == 0), torch.ones_like(dc), dc)
-    r2 = (r + dr).clamp(0, gh - 1)
-    c2 = (c + dc).clamp(0, gw - 1)
+    r2 = _reflect(r, dr, gh)
+    c2 = _reflect(c, dc, gw)
     sim_i = torch.stack([img, r, c], 1)
     sim_j = torch.stack([img, r2, c2], 1)
 
@@ -101,6 +101,13 @@ def sample_pairs(
 
     labels = torch.cat([torch.zeros(n_sim), torch.ones(n_dis)])
     return torch.cat([sim_i, dis_i]), torch.cat([sim_j, dis_j]), labels
+
+
+def _reflect(pos: torch.Tensor, step: torch.Tensor, size: int) -> torch.Tensor:
+    """``pos + step``, or ``pos − step`` where that leaves ``[0, size)`` (so the pair stays distinct)."""
+    out = pos + step
+    out = torch.where((out < 0) | (out >= size), pos - step, out)
+    return out.clamp(0, size - 1)
 
 
 class DrLIM:
@@ -181,7 +188,7 @@ class DrLIM:
             opt.zero_grad()
             loss.backward()
             opt.step()
-            curve.append(float(loss))
+            curve.append(float(loss.detach()))
         self.components_ = w.detach()
         self.beta_ = beta
         self.loss_curve_ = curve
