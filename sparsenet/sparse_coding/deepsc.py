@@ -123,7 +123,8 @@ class DeepSC(ClassifierMixin, BaseEstimator):
     pool_size, pool_stride : local max pooling between layers (p × p, every stride cells)
     drlim : reduce the pooled codes with DrLIM before the next layer
     n_components : DrLIM output dimension per layer (layers 1..L−1)
-    pyramid : spatial-pyramid levels pooled from every layer's codes
+    pyramid : spatial-pyramid levels pooled from every layer's codes (levels finer than a
+        layer's grid are skipped for that layer)
     polarity : pool positive and negative parts of the codes separately (doubles features)
     classifier : ``"logreg"`` (LogisticRegression) or ``"svc"`` (LinearSVC)
     C : inverse regularisation of the classifier
@@ -328,7 +329,8 @@ class DeepSC(ClassifierMixin, BaseEstimator):
         parts = []
         for i, layer in enumerate(self.layers_):
             codes = self._signed(layer.codes(maps, self.encode_iter))  # (B, gh, gw, K')
-            parts.append(pyramid_max_pool(codes, self.pyramid))
+            levels = [lv for lv in self.pyramid if lv <= min(codes.shape[1], codes.shape[2])]
+            parts.append(pyramid_max_pool(codes, levels or [1]))
             if i < len(self.layers_) - 1:
                 maps = local_max_pool(codes, self.pool_size, self.pool_stride)
                 if layer.reducer is not None:
