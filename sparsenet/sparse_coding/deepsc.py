@@ -24,7 +24,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ..progress import progress
+from ..progress import log, progress
 from ._checks import InvalidInputError, as_tensor, check_int, check_positive
 from .drlim import DrLIM
 from .patches import ZCAWhitener, extract_patches, normalize_patches
@@ -54,7 +54,10 @@ def _learn_dictionary(
         from sklearn.decomposition import MiniBatchDictionaryLearning
 
         learner = MiniBatchDictionaryLearning(
-            n_components=n_atoms, alpha=alpha, max_iter=n_epochs, batch_size=256,
+            n_components=n_atoms,
+            alpha=alpha,
+            max_iter=n_epochs,
+            batch_size=256,
             random_state=seed,
         ).fit(x.numpy())
         return torch.as_tensor(learner.components_, dtype=torch.float32)
@@ -123,6 +126,7 @@ class DeepSC(ClassifierMixin, BaseEstimator):
     pool_size, pool_stride : local max pooling between layers (p × p, every stride cells)
     drlim : reduce the pooled codes with DrLIM before the next layer
     n_components : DrLIM output dimension per layer (layers 1..L−1)
+    drlim_iter : Adam steps of each DrLIM fit
     pyramid : spatial-pyramid levels pooled from every layer's codes (levels finer than a
         layer's grid are skipped for that layer)
     polarity : pool positive and negative parts of the codes separately (doubles features)
@@ -157,6 +161,7 @@ class DeepSC(ClassifierMixin, BaseEstimator):
         pool_stride: int = 2,
         drlim: bool = True,
         n_components: int = 64,
+        drlim_iter: int = 300,
         pyramid: Sequence[int] = (1, 2, 4),
         polarity: bool = True,
         classifier: str = "logreg",
@@ -179,6 +184,7 @@ class DeepSC(ClassifierMixin, BaseEstimator):
         self.pool_stride = pool_stride
         self.drlim = drlim
         self.n_components = n_components
+        self.drlim_iter = drlim_iter
         self.pyramid = pyramid
         self.polarity = polarity
         self.classifier = classifier
@@ -225,9 +231,7 @@ class DeepSC(ClassifierMixin, BaseEstimator):
         check_int(self.encode_iter, "encode_iter")
         check_int(self.batch_size, "batch_size")
         if self.classifier not in ("logreg", "svc"):
-            raise InvalidInputError(
-                f"classifier={self.classifier!r}: expected 'logreg' or 'svc'"
-            )
+            raise InvalidInputError(f"classifier={self.classifier!r}: expected 'logreg' or 'svc'")
         return cfg
 
     # ----------------------------------------------------------------- fitting
@@ -255,6 +259,11 @@ class DeepSC(ClassifierMixin, BaseEstimator):
             whitener = ZCAWhitener().fit(sample) if c["whiten"] else None
             if whitener is not None:
                 sample = whitener.transform(sample)
+            log(
+                f"layer {i + 1}: {c['n_atoms']} atoms on {len(sample)} patches of "
+                f"{sample.shape[1]} values",
+                quiet=not self.verbose,
+            )
             atoms = _learn_dictionary(
                 sample, c["n_atoms"], c["alpha"], self.dict_epochs, self.random_state + i
             )
@@ -263,13 +272,16 @@ class DeepSC(ClassifierMixin, BaseEstimator):
             if last:
                 break
             codes = torch.cat(
-                [layer.codes(maps[j : j + self.batch_size], self.encode_iter)
-                 for j in range(0, len(maps), self.batch_size)]
+                [
+                    layer.codes(maps[j : j + self.batch_size], self.encode_iter)
+                    for j in range(0, len(maps), self.batch_size)
+                ]
             )
             maps = local_max_pool(self._signed(codes), self.pool_size, self.pool_stride)
             if self.drlim:
                 layer.reducer = DrLIM(
                     n_components=min(self.n_components, maps.shape[-1]),
+                    n_iter=self.drlim_iter,
                     random_state=self.random_state + i,
                 ).fit(maps)
                 maps = layer.reducer.transform(maps)
@@ -283,9 +295,7 @@ class DeepSC(ClassifierMixin, BaseEstimator):
         """Learn the layers on a subset of ``X``, then the classifier on all of ``X``'s features."""
         labels = np.asarray(y)
         if labels.ndim != 1 or len(labels) != len(X):
-            raise InvalidInputError(
-                f"y: expected shape ({len(X)},) matching X, got {labels.shape}"
-            )
+            raise InvalidInputError(f"y: expected shape ({len(X)},) matching X, got {labels.shape}")
         self.fit_features(X)
         feats = self.transform(X)
         t0 = time.perf_counter()

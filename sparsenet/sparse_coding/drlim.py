@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 import torch
 
 from ._checks import InvalidInputError, as_tensor, check_int, check_positive
@@ -210,5 +209,3 @@ class DrLIM:
         zi = y[ii[:, 0], ii[:, 1], ii[:, 2]] @ self.components_.T
         zj = y[jj[:, 0], jj[:, 1], jj[:, 2]] @ self.components_.T
         return float(drlim_loss(zi, zj, lab, self.beta_))
-
-

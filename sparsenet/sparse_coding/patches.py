@@ -55,7 +55,9 @@ def extract_patches(images: Any, size: int, stride: int = 1) -> torch.Tensor:
     return cols.transpose(1, 2).reshape(n, gh, gw, c * size * size)
 
 
-def normalize_patches(patches: torch.Tensor, eps: float = 0.01, center: bool = True) -> torch.Tensor:
+def normalize_patches(
+    patches: torch.Tensor, eps: float = 0.01, center: bool = True
+) -> torch.Tensor:
     """Per-patch contrast normalisation: ``(p − mean(p)) / sqrt(var(p) + eps)``.
 
     Parameters

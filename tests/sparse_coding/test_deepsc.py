@@ -13,6 +13,7 @@ TINY = dict(
     pool_size=2,
     pool_stride=2,
     n_components=8,
+    drlim_iter=100,
     encode_iter=5,
     dict_images=300,
     dict_patches=3000,
@@ -49,7 +50,16 @@ def test_feature_layout(fitted, digits_data):
 
 def test_single_layer_without_drlim_and_svc(digits_data):
     xtr, ytr = digits_data.train
-    m = DeepSC(**{**TINY, "n_atoms": (16,), "patch_size": 3, "patch_stride": 1, "drlim": False, "classifier": "svc"})
+    m = DeepSC(
+        **{
+            **TINY,
+            "n_atoms": (16,),
+            "patch_size": 3,
+            "patch_stride": 1,
+            "drlim": False,
+            "classifier": "svc",
+        }
+    )
     m.fit(xtr[:600], ytr[:600].numpy())
     assert m.layers_[0].reducer is None
     assert m.transform(digits_data.x_test[:3]).shape == (3, 32 * 21)
@@ -85,3 +95,30 @@ def test_bad_input_names_the_argument(params, X, y, name):
     labels = np.arange(20) % 2 if y == "ok" else np.zeros(5)
     with pytest.raises(ValueError, match=name):
         DeepSC(**{**TINY, **params}).fit(x, labels)
+
+
+def test_cli_writes_results_and_atoms_png(tmp_path, capsys):
+    import json
+
+    from sparsenet.cli import main
+
+    out = tmp_path / "run"
+    argv = "deepsc --data digits --layers 2 --atoms 16,24 --patch 3,2 --stride 1 --pool 2"
+    argv += " --components 8 --drlim-iter 50 --dict-images 300 --encode-iter 5"
+    rc = main(argv.split() + ["--out", str(out), "--json", "--quiet"])
+    res = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    assert res["test_accuracy"] > 0.8 and res["n_test"] == 360
+    assert json.loads((out / "results.json").read_text())["test_accuracy"] == res["test_accuracy"]
+    assert (out / "atoms.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "model.pkl").stat().st_size > 0
+
+
+def test_cli_rejects_mismatched_layer_lists(tmp_path, capsys):
+    from sparsenet.cli import main
+
+    rc = main(
+        ["deepsc", "--data", "digits", "--layers", "2", "--atoms", "8,8,8", "--out", str(tmp_path)]
+    )
+    assert rc == 2
+    assert "--atoms" in capsys.readouterr().err
