@@ -147,6 +147,7 @@ class DeepSC(ClassifierMixin, BaseEstimator):
     classes_ : ndarray of labels
     timings_ : dict of seconds spent in dictionary learning, feature extraction, classifier
     n_features_out_ : feature dimension fed to the classifier
+    layer_features_ : list of int, how many of those features each layer contributes (in order)
     """
 
     def __init__(
@@ -322,22 +323,30 @@ class DeepSC(ClassifierMixin, BaseEstimator):
         if not hasattr(self, "layers_"):
             raise InvalidInputError("DeepSC: call fit or fit_features before transform")
         x = self._images(X)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
+        per_layer = [0.0] * len(self.layers_)
         chunks = []
         starts = range(0, len(x), self.batch_size)
         for j in progress(starts, "DeepSC features", total=len(starts), quiet=not self.verbose):
-            chunks.append(self._features(x[j : j + self.batch_size]))
+            chunks.append(self._features(x[j : j + self.batch_size], per_layer))
         out = torch.cat(chunks).numpy()
         self.n_features_out_ = out.shape[1]
-        timings = getattr(self, "timings_", {})
-        timings["transform_s"] = timings.get("transform_s", 0.0) + time.perf_counter() - t0
-        self.timings_ = timings
+        t = getattr(self, "timings_", {})
+        t["transform_s"] = t.get("transform_s", 0.0) + time.perf_counter() - t0
+        t["transform_cpu_s"] = t.get("transform_cpu_s", 0.0) + time.process_time() - c0
+        old = t.get("transform_layer_s", [0.0] * len(per_layer))
+        t["transform_layer_s"] = [a + b for a, b in zip(old, per_layer, strict=True)]
+        self.timings_ = t
         return out
 
-    def _features(self, maps: torch.Tensor) -> torch.Tensor:
-        """(B, H, W, C) images → (B, F) concatenated pyramid features of every layer."""
+    def _features(self, maps: torch.Tensor, seconds: list[float]) -> torch.Tensor:
+        """(B, H, W, C) images → (B, F) pyramid features of every layer, concatenated.
+
+        Adds each layer's wall time to ``seconds[i]``.
+        """
         parts = []
         for i, layer in enumerate(self.layers_):
+            t0 = time.perf_counter()
             codes = self._signed(layer.codes(maps, self.encode_iter))  # (B, gh, gw, K')
             levels = [lv for lv in self.pyramid if lv <= min(codes.shape[1], codes.shape[2])]
             parts.append(pyramid_max_pool(codes, levels or [1]))
@@ -345,6 +354,8 @@ class DeepSC(ClassifierMixin, BaseEstimator):
                 maps = local_max_pool(codes, self.pool_size, self.pool_stride)
                 if layer.reducer is not None:
                     maps = layer.reducer.transform(maps)
+            seconds[i] += time.perf_counter() - t0
+        self.layer_features_ = [part.shape[1] for part in parts]
         return torch.cat(parts, dim=1)
 
     def predict(self, X: Any) -> np.ndarray:
