@@ -2,16 +2,33 @@
 
 The review's second half (He et al. 2014's Deep Sparse Coding builds on these parts):
 ``sparse_encode`` solves ½||x − cD||² + α||c||₁ per sample (scikit-learn's convention,
-atoms as rows of D) with batched FISTA, coordinate descent or OMP in torch.
+atoms as rows of D) with batched FISTA, coordinate descent or OMP in torch;
+``DictionaryLearner`` learns D online (Mairal et al. 2009); ``SparseCoder`` codes over a
+fixed D. Both estimators follow scikit-learn's API.
 """
 
 from ._validation import InvalidInputError
+from .dictionary import (
+    OnlineState,
+    dictionary_objective,
+    init_dictionary,
+    online_step,
+    update_atoms,
+)
 from .encode import METHODS, duality_gap, lasso_objective, sparse_encode
+from .estimators import DictionaryLearner, SparseCoder
 
 __all__ = [
+    "DictionaryLearner",
     "InvalidInputError",
     "METHODS",
+    "OnlineState",
+    "SparseCoder",
+    "dictionary_objective",
     "duality_gap",
+    "init_dictionary",
     "lasso_objective",
+    "online_step",
     "sparse_encode",
+    "update_atoms",
 ]

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ._validation import InvalidInputError, as_tensor_2d, check_alpha, check_positive_int, to_output
-from .lasso import cd_gram, duality_gap_gram, fista_gram, lasso_objective_gram
+from .lasso import duality_gap_gram, lasso_gram
 from .omp import omp_gram
 
 __all__ = ["sparse_encode", "lasso_objective", "duality_gap", "METHODS"]
@@ -125,8 +125,9 @@ def sparse_encode(
             codes[start : start + _CHUNK] = omp_gram(G, B, xsq, nnz, alpha)
             continue
         cb = torch.zeros_like(B) if c0 is None else c0[start : start + _CHUNK].clone()
-        solver = fista_gram if method == "fista" else cd_gram
-        cb, _ = solver(G, B, xsq, alpha, cb, max_iter=max_iter, tol=tol_f, positive=positive)
+        cb, _ = lasso_gram(
+            G, B, xsq, alpha, cb, inner=method, max_iter=max_iter, tol=tol_f, positive=positive
+        )
         codes[start : start + _CHUNK] = cb
     return to_output(codes, X)
 
@@ -164,6 +165,3 @@ def duality_gap(X: Any, D: Any, codes: Any, alpha: float, positive: bool = False
     _, gap = duality_gap_gram(c, Q, B, (x * x).sum(1), alpha, positive)
     return to_output(gap, X)
 
-
-# re-exported for callers that already hold the Gram form
-_ = lasso_objective_gram
