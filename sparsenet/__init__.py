@@ -12,6 +12,7 @@ from .errors import CheckpointError, CorruptFileError, DataError, SparsenetError
 from .lowrank import factorize
 from .inference import load_snn as load
 from .models import LeNet5, LeNet300, build_model, model_for_dataset
+from .pipeline import compress
 from .regularize import ActivationPenalty, WeightPenalty, replace_activations
 from .share import share_weights
 from .summary import model_summary
@@ -30,6 +31,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "compress",
     # data
     "Dataset",
     "digits",

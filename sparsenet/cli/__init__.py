@@ -16,7 +16,7 @@ from ..errors import SparsenetError
 __all__ = ["main", "build_parser"]
 
 # Sub-command modules, in help order. Each defines register(subparsers).
-COMMAND_MODULES = ["train", "prune", "factorize", "share", "coding", "deepsc"]
+COMMAND_MODULES = ["train", "prune", "factorize", "share", "coding", "deepsc", "pipeline"]
 
 
 class _Parser(argparse.ArgumentParser):

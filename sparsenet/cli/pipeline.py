@@ -1,0 +1,159 @@
+"""``sparsenet run RECIPE``, ``sparsenet compress --recipe ...`` and ``sparsenet report RUN_DIR``.
+
+``compress`` is shared with :mod:`sparsenet.cli.coding` (``sparsenet compress MODEL.pt
+--bits ... --coder ...``, the single-step form). Whichever module registers first owns the
+parser; this one then adds ``--recipe`` and its options to it and dispatches: with
+``--recipe`` the pipeline runs (:func:`cmd_compress_recipe`), without it the coding
+command's own handler does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import SparsenetError
+from .common import add_output_args, emit, nonneg_int
+
+__all__ = ["register", "cmd_run", "cmd_compress_recipe", "cmd_report"]
+
+
+def _run_args(p: argparse.ArgumentParser, existing: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+    def add(flag: str, **kw: Any) -> None:
+        if flag not in existing:
+            p.add_argument(flag, **kw)
+
+    add("--run-dir", help="checkpoints, manifest and report go here (default: runs/<recipe>-<model>)")
+    add("--resume", action="store_true", help="continue a crashed or interrupted run in --run-dir")
+    add("--force", action="store_true", help="start over even if --run-dir holds a run")
+    add("--seed", type=nonneg_int, help="override the recipe's seed")
+    add("--check", action="store_true", help="validate the recipe, print it and stop")
+    add("--threads", type=nonneg_int, default=0,
+        help="torch CPU threads (0: torch's default); 1 is fastest on a busy shared machine")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("run", help="run a compression recipe (TOML) end to end")
+    p.add_argument("recipe", metavar="RECIPE", help="a recipe .toml file or a built-in name")
+    p.add_argument("--model", help="registry name or model file (default: the recipe's `model`)")
+    p.add_argument("--data", help="data set (default: the recipe's `data`)")
+    p.add_argument("--out", help="the .snn file (default: the encode stage's `out` or RUN_DIR/model.snn)")
+    _run_args(p)
+    add_output_args(p)
+    p.set_defaults(func=cmd_run)
+
+    existing = sub.choices.get("compress")
+    if existing is None:
+        p = sub.add_parser("compress", help="compress a model with a recipe (Deep Compression)")
+        p.add_argument("--recipe", required=True, help="built-in name or .toml file")
+        p.add_argument("--model", required=True, help="registry name (trained first) or model file")
+        p.add_argument("--data", default="fashion-mnist", help="data set name or IDX directory")
+        p.add_argument("--out", help="the .snn file (default: RUN_DIR/model.snn)")
+        _run_args(p)
+        add_output_args(p)
+        p.set_defaults(func=cmd_compress_recipe)
+    else:  # the coding command owns `compress`: add --recipe and dispatch on it
+        _extend_compress(existing)
+
+    p = sub.add_parser("report", help="regenerate the report of a pipeline run directory")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--out", help="report folder (default: RUN_DIR/report)")
+    add_output_args(p)
+    p.set_defaults(func=cmd_report)
+
+
+def _extend_compress(existing: argparse.ArgumentParser) -> None:
+    """Make the single-step ``compress MODEL.pt --out F`` parser also take ``--recipe``.
+
+    Its positional MODEL becomes optional (``--model`` names the model with a recipe) and
+    the handler dispatches: with ``--recipe`` the pipeline, without it the single step,
+    which still requires MODEL and ``--out``.
+    """
+    have = {s for a in existing._actions for s in a.option_strings}
+    single = existing.get_default("func")
+    positional = [a for a in existing._actions if not a.option_strings and a.dest != "help"]
+    out_action = next((a for a in existing._actions if "--out" in a.option_strings), None)
+    for action in positional:
+        action.nargs, action.required, action.default = "?", False, None
+    if out_action is not None:
+        out_action.required = False
+    existing.add_argument("--recipe", help="run a pipeline recipe (built-in name or .toml)")
+    if "--model" not in have:
+        existing.add_argument("--model", help="with --recipe: registry name or model file")
+    if "--data" not in have:
+        existing.add_argument("--data", default=None, help="with --recipe: data set (fashion-mnist)")
+    _run_args(existing, have)
+
+    def dispatch(args: argparse.Namespace) -> int:
+        if getattr(args, "recipe", None):
+            return cmd_compress_recipe(args)
+        missing = [a.metavar or a.dest for a in positional if getattr(args, a.dest) is None]
+        if out_action is not None and getattr(args, out_action.dest) is None:
+            missing.append("--out")
+        if missing:
+            raise SparsenetError(
+                f"compress: {' and '.join(map(str, missing))} required (or --recipe NAME --model M)"
+            )
+        return int(single(args) or 0)
+
+    existing.set_defaults(func=dispatch)
+
+
+def _execute(args: argparse.Namespace, recipe_src: str, model: str | None, data: str | None) -> int:
+    from ..pipeline import compress, load_recipe
+
+    recipe = load_recipe(recipe_src, model=model if model and not os.path.exists(model) else None)
+    if args.seed is not None:
+        recipe = recipe.with_overrides(seed=args.seed)
+    model = model or recipe.model
+    data = data or recipe.data
+    if args.check:
+        from ..pipeline.runner import _to_toml
+
+        print(_to_toml(recipe), end="")
+        return 0
+    if getattr(args, "threads", 0):
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if not model:
+        raise SparsenetError("no model: pass --model NAME|FILE or set `model` in the recipe")
+    if not data:
+        raise SparsenetError("no data set: pass --data NAME or set `data` in the recipe")
+    stem = Path(model).stem if os.path.exists(model) else model
+    run_dir = args.run_dir or os.path.join("runs", f"{recipe.name}-{stem}")
+    _model, rep = compress(model, data, recipe, run_dir=run_dir, out=getattr(args, "out", None),
+                           resume=args.resume, force=args.force, quiet=args.quiet)
+    f = rep["final"]
+    text = (
+        f"accuracy {rep['baseline']['accuracy']:.4f} -> {f['accuracy']:.4f}, "
+        f"{f['compression']:.1f}x smaller"
+        + (f", {f['file_bytes']:,} bytes -> {f['file']}" if f.get("file") else "")
+        + f"; report: {os.path.join(run_dir, 'report', 'report.md')}"
+    )
+    emit(args, rep, text)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return _execute(args, args.recipe, args.model, args.data)
+
+
+def cmd_compress_recipe(args: argparse.Namespace) -> int:
+    """``sparsenet compress --recipe NAME --model M --data D --out F.snn``."""
+    model = getattr(args, "model", None) or getattr(args, "model_path", None)
+    if not model:
+        raise SparsenetError("compress --recipe needs --model NAME|FILE")
+    return _execute(args, args.recipe, model, getattr(args, "data", None) or "fashion-mnist")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from ..report import write_report
+
+    rep = write_report(args.run_dir, out=args.out)
+    out = args.out or os.path.join(args.run_dir, "report")
+    f = rep["final"]
+    emit(args, rep, f"{out}/report.md: accuracy {f['accuracy']:.4f}, {f['compression']:.1f}x smaller")
+    return 0

@@ -1,0 +1,406 @@
+"""Recipes: an ordered list of compression stages in TOML, validated completely before a run.
+
+A recipe file looks like::
+
+    name = "deep-compression"
+    seed = 0
+
+    [[stages]]
+    train = { skip_if_trained = true }
+
+    [[stages]]
+    [stages.prune]
+    method = "magnitude"
+    sparsity = 0.92
+    iterations = 3
+    retrain_epochs = 4
+
+    [[stages]]
+    share = { bits = "conv=8,fc=5", init = "linear", finetune_epochs = 2 }
+
+    [[stages]]
+    encode = { coder = "huffman" }
+
+Each entry of ``stages`` is a table with exactly one key, the stage kind. Every key is
+checked against the schema below; the first problem raises :class:`RecipeError` naming
+the key path, e.g. ``stages[2].prune.sparsity: expected a number in (0, 1), got 1.5``.
+Defaults are filled in, so :meth:`Recipe.to_dict` is the complete, normalised recipe
+(its hash identifies a run directory's recipe on ``--resume``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from ..errors import SparsenetError
+
+__all__ = [
+    "RecipeError",
+    "Recipe",
+    "Stage",
+    "STAGE_KINDS",
+    "load_recipe",
+    "parse_recipe",
+    "validate_recipe",
+    "builtin_recipes",
+    "parse_bits",
+]
+
+
+class RecipeError(SparsenetError):
+    """A recipe has an unknown key, a missing key or a bad value (the message names its path)."""
+
+
+Check = Callable[[Any, str], Any]  # (value, key path) -> normalised value, or raise RecipeError
+
+_MISSING = object()
+
+
+def _fmt(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def _fail(path: str, expected: str, value: Any) -> RecipeError:
+    return RecipeError(f"{path}: expected {expected}, got {_fmt(value)}")
+
+
+def number(lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+           hi_open: bool = False) -> Check:
+    """A finite int or float within the given (open or closed) bounds."""
+    if lo is not None and hi is not None:
+        what = f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+    elif lo is not None:
+        what = f"a number {'>' if lo_open else '>='} {lo:g}"
+    else:
+        what = "a finite number"
+
+    def check(v: Any, path: str) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise _fail(path, what, v)
+        if lo is not None and (v <= lo if lo_open else v < lo):
+            raise _fail(path, what, v)
+        if hi is not None and (v >= hi if hi_open else v > hi):
+            raise _fail(path, what, v)
+        return float(v)
+
+    return check
+
+
+def integer(lo: int | None = None, hi: int | None = None) -> Check:
+    what = "an integer" + (f" >= {lo}" if lo is not None and hi is None else "")
+    if lo is not None and hi is not None:
+        what = f"an integer in [{lo}, {hi}]"
+
+    def check(v: Any, path: str) -> int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise _fail(path, what, v)
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise _fail(path, what, v)
+        return v
+
+    return check
+
+
+def choice(*options: str) -> Check:
+    what = "one of " + ", ".join(repr(o) for o in options)
+
+    def check(v: Any, path: str) -> str:
+        if v not in options:
+            raise _fail(path, what, v)
+        return str(v)
+
+    return check
+
+
+def boolean(v: Any, path: str) -> bool:
+    if not isinstance(v, bool):
+        raise _fail(path, "true or false", v)
+    return v
+
+
+def string(v: Any, path: str) -> str:
+    if not isinstance(v, str) or not v:
+        raise _fail(path, "a non-empty string", v)
+    return v
+
+
+def string_list(v: Any, path: str) -> list[str]:
+    if not isinstance(v, list) or not v:
+        raise _fail(path, "a non-empty list of layer names", v)
+    return [string(x, f"{path}[{i}]") for i, x in enumerate(v)]
+
+
+def per_layer(value: Check) -> Check:
+    """A table ``{layer_name = value, ...}`` with each value checked by ``value``."""
+
+    def check(v: Any, path: str) -> dict[str, Any]:
+        if not isinstance(v, dict) or not v:
+            raise _fail(path, "a table of layer = value", v)
+        return {str(k): value(x, f"{path}.{k}") for k, x in v.items()}
+
+    return check
+
+
+def parse_bits(v: Any, path: str = "bits") -> dict[str, int]:
+    """Bits per layer: an int (all layers), ``"conv=8,fc=5,fc3=6"`` or a table of the same.
+
+    Keys ``conv`` and ``fc`` select by layer type, any other key is a layer name.
+    Returns the table form, e.g. ``{"conv": 8, "fc": 5}``.
+    """
+    bits = integer(1, 16)
+    if isinstance(v, int) and not isinstance(v, bool):
+        n = bits(v, path)
+        return {"conv": n, "fc": n}
+    if isinstance(v, str):
+        table: dict[str, Any] = {}
+        for part in v.split(","):
+            key, sep, val = part.strip().partition("=")
+            if not sep or not key.strip():
+                raise _fail(path, "NAME=BITS[,NAME=BITS...] such as 'conv=8,fc=5'", v)
+            try:
+                table[key.strip()] = int(val)
+            except ValueError:
+                raise _fail(f"{path}.{key.strip()}", "an integer in [1, 16]", val.strip()) from None
+        v = table
+    if isinstance(v, dict) and v:
+        return {str(k): bits(x, f"{path}.{k}") for k, x in v.items()}
+    raise _fail(path, "bits as an integer, 'conv=8,fc=5' or a table", v)
+
+
+def rank_spec(v: Any, path: str) -> int | dict[str, int]:
+    if isinstance(v, dict):
+        return per_layer(integer(1))(v, path)
+    return integer(1)(v, path)
+
+
+_TRAIN_FIELDS: dict[str, tuple[Check, Any]] = {
+    "epochs": (integer(0), None),
+    "lr": (number(0, lo_open=True), None),
+    "batch_size": (integer(1), None),
+    "optimizer": (choice("sgd", "adam"), None),
+    "momentum": (number(0, 1, hi_open=True), None),
+    "weight_decay": (number(0), None),
+    "schedule": (choice("cosine", "step", "constant"), None),
+}
+_LR_FACTOR = (number(0, 1, lo_open=True), 0.1)
+
+# kind -> {key: (check, default)}; default _MISSING = required, None = unset/optional.
+SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
+    "train": {
+        **_TRAIN_FIELDS,
+        "load": (string, None),
+        "skip_if_trained": (boolean, True),
+    },
+    "regularize": {
+        "l1": (number(0), 0.0),
+        "l2": (number(0), 0.0),
+        "group_lasso": (number(0), 0.0),
+        "layers": (string_list, None),
+        "epochs": (integer(0), 5),
+        "lr_factor": (number(0, 1, lo_open=True), 1.0),
+    },
+    "prune": {
+        "method": (choice("magnitude", "obd", "random"), "magnitude"),
+        "sparsity": (number(0, 1, lo_open=True, hi_open=True), None),
+        "per_layer": (per_layer(number(0, 1, hi_open=True)), None),
+        "quality": (number(0, lo_open=True), None),
+        "iterations": (integer(1), 1),
+        "retrain_epochs": (integer(0), 0),
+        "lr_factor": _LR_FACTOR,
+        "sensitivity": (boolean, False),
+    },
+    "factorize": {
+        "rank": (rank_spec, None),
+        "energy": (number(0, 1, lo_open=True), None),
+        "budget": (number(0, 1, lo_open=True, hi_open=True), None),
+        "finetune_epochs": (integer(0), 0),
+        "lr_factor": _LR_FACTOR,
+    },
+    "share": {
+        "bits": (parse_bits, {"conv": 8, "fc": 5}),
+        "init": (choice("linear", "density", "random", "kmeans++", "optimal"), "linear"),
+        "finetune_epochs": (integer(0), 0),
+        # A centroid's gradient sums its whole cluster's, so plain SGD at the training lr
+        # overshoots; Adam at 1e-3 is sparsenet.share's tested default.
+        "optimizer": (choice("adam", "sgd"), "adam"),
+        "lr": (number(0, lo_open=True), 1e-3),
+    },
+    "encode": {
+        "coder": (choice("huffman", "ans"), "huffman"),
+        "out": (string, None),
+    },
+}
+STAGE_KINDS = tuple(SCHEMA)
+
+# Stages where exactly one of several keys sets the target.
+_ONE_OF = {"prune": ("sparsity", "per_layer", "quality"), "factorize": ("rank", "energy", "budget")}
+
+_TOP: dict[str, tuple[Check, Any]] = {
+    "name": (string, "recipe"),
+    "description": (string, None),
+    "seed": (integer(0), 0),
+    "model": (string, None),
+    "data": (string, None),
+    "lr": (number(0, lo_open=True), None),
+}
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One validated stage: its ``kind`` and complete ``settings`` (defaults filled in)."""
+
+    kind: str
+    settings: dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        return self.kind
+
+
+@dataclass
+class Recipe:
+    """A validated recipe. Build with :func:`load_recipe` or :func:`validate_recipe`."""
+
+    name: str = "recipe"
+    seed: int = 0
+    stages: list[Stage] = field(default_factory=list)
+    description: str | None = None
+    model: str | None = None
+    data: str | None = None
+    lr: float | None = None
+    source: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The normalised recipe as plain data (what :func:`validate_recipe` accepts back)."""
+        top = {k: getattr(self, k) for k in _TOP if getattr(self, k) is not None}
+        return {**top, "stages": [{s.kind: dict(s.settings)} for s in self.stages]}
+
+    def digest(self) -> str:
+        """SHA-256 of the normalised recipe (minus ``description``), to recognise a run's recipe."""
+        d = self.to_dict()
+        d.pop("description", None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    def with_overrides(self, **changes: Any) -> Recipe:
+        """A copy with top-level fields (seed, model, data, lr) replaced and re-validated."""
+        d = self.to_dict()
+        d.update({k: v for k, v in changes.items() if v is not None})
+        return validate_recipe(d, source=self.source)
+
+
+def _check_table(table: Any, schema: dict[str, tuple[Check, Any]], path: str) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise _fail(path, "a table", table)
+    unknown = [k for k in table if k not in schema]
+    if unknown:
+        known = ", ".join(schema)
+        raise RecipeError(f"{path}.{unknown[0]}: unknown key; expected one of: {known}")
+    out: dict[str, Any] = {}
+    for key, (check, default) in schema.items():
+        if key in table:
+            out[key] = check(table[key], f"{path}.{key}")
+        elif default is _MISSING:
+            raise RecipeError(f"{path}.{key}: missing required key")
+        elif default is not None:
+            out[key] = default
+    return out
+
+
+def validate_recipe(data: dict[str, Any], source: str | None = None) -> Recipe:
+    """Check a recipe given as plain data (e.g. parsed TOML) and return a :class:`Recipe`.
+
+    Raises
+    ------
+    RecipeError naming the key path of the first unknown key or bad value.
+    """
+    if not isinstance(data, dict):
+        raise _fail("recipe", "a table", data)
+    stages_raw = data.get("stages", _MISSING)
+    top = _check_table({k: v for k, v in data.items() if k != "stages"},
+                       {**_TOP, "stages": (lambda v, p: v, None)}, "recipe")
+    if stages_raw is _MISSING:
+        raise RecipeError("stages: missing; expected a list of [[stages]] tables")
+    if not isinstance(stages_raw, list) or not stages_raw:
+        raise _fail("stages", "a non-empty list of [[stages]] tables", stages_raw)
+    stages: list[Stage] = []
+    for i, entry in enumerate(stages_raw):
+        path = f"stages[{i}]"
+        if not isinstance(entry, dict) or len(entry) != 1:
+            got = list(entry) if isinstance(entry, dict) else entry
+            raise _fail(path, f"a table with exactly one stage key ({', '.join(STAGE_KINDS)})", got)
+        ((kind, table),) = entry.items()
+        if kind not in SCHEMA:
+            raise RecipeError(
+                f"{path}.{kind}: unknown stage; expected one of: {', '.join(STAGE_KINDS)}"
+            )
+        settings = _check_table(table, SCHEMA[kind], f"{path}.{kind}")
+        if kind in _ONE_OF:
+            given = [k for k in _ONE_OF[kind] if k in settings]
+            if len(given) != 1:
+                raise RecipeError(
+                    f"{path}.{kind}: expected exactly one of {', '.join(_ONE_OF[kind])}, "
+                    f"got {given or 'none'}"
+                )
+        if kind == "train" and i != 0:
+            raise RecipeError(f"{path}.train: the train stage must be the first stage")
+        if kind == "encode" and i != len(stages_raw) - 1:
+            raise RecipeError(f"{path}.encode: the encode stage must be the last stage")
+        stages.append(Stage(kind, settings))
+    top.pop("stages", None)
+    return Recipe(stages=stages, source=source, **top)
+
+
+def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:
+    """Parse TOML ``text`` and validate it."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(f"{source}: not valid TOML ({exc})") from None
+    return validate_recipe(data, source=source)
+
+
+def builtin_recipes() -> list[str]:
+    """Names of the recipes packaged in ``sparsenet/recipes`` (``deep-compression``, ...)."""
+    root = resources.files("sparsenet") / "recipes"
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".toml"))
+
+
+def _builtin_text(name: str) -> str | None:
+    path = resources.files("sparsenet") / "recipes" / f"{name}.toml"
+    return path.read_text(encoding="utf-8") if path.is_file() else None
+
+
+def load_recipe(source: str | os.PathLike[str] | dict[str, Any] | Recipe,
+                model: str | None = None) -> Recipe:
+    """A :class:`Recipe` from a built-in name, a ``.toml`` path, plain data or a Recipe.
+
+    A built-in name first looks for a model-specific variant ``<name>-<model>`` (for
+    example ``deep-compression-lenet5``, with Han's per-layer targets), then ``<name>``.
+    """
+    if isinstance(source, Recipe):
+        return source
+    if isinstance(source, dict):
+        return validate_recipe(source)
+    text_source = os.fspath(source)
+    path = Path(text_source)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise RecipeError(f"{path}: no such recipe file")
+        return parse_recipe(path.read_text(encoding="utf-8"), source=str(path))
+    for name in ([f"{text_source}-{model}"] if model else []) + [text_source]:
+        text = _builtin_text(name)
+        if text is not None:
+            return parse_recipe(text, source=f"builtin:{name}")
+    raise RecipeError(
+        f"unknown recipe {text_source!r}; expected a .toml file or one of {builtin_recipes()}"
+    )

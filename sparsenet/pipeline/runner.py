@@ -1,0 +1,333 @@
+"""Running a recipe: the run directory, per-stage checkpoints, the manifest, resume and force.
+
+Run directory layout::
+
+    run-dir/
+      manifest.json          recipe, per-stage status/metrics/records (atomic JSON)
+      recipe.toml            nothing is read back from it; a copy for people
+      stages/initial.pt      the model the pipeline started from
+      stages/00-train.pt     checkpoint after each finished stage (sparsenet.checkpoint)
+      stages/01-prune.pt ...
+      model.snn              the encode stage's output unless --out says otherwise
+      report/                report.md, report.json, PNGs (sparsenet.report)
+
+A stage is reused on ``resume`` when it finished and the recipe up to and including it
+(seed, model, data, its settings and all earlier stages') hashes the same as before; the
+run then continues from the checkpoint of the last reusable stage. Every stage seeds
+torch/numpy from ``(recipe.seed, stage index)`` before it starts, so an interrupted and
+resumed run produces the same bytes as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ..checkpoint import load_model, save_model
+from ..data import Dataset, load_dataset
+from ..errors import SparsenetError
+from ..io import atomic_write_text, write_json
+from ..models import arch_of, model_for_dataset
+from ..progress import log
+from ..training import evaluate, seed_everything
+from .recipe import Recipe, load_recipe
+from .stages import STAGES, StageContext
+
+__all__ = ["compress", "RunError", "MANIFEST", "read_manifest", "stage_metrics"]
+
+MANIFEST = "manifest.json"
+_FORMAT = "sparsenet-run"
+
+
+class RunError(SparsenetError):
+    """A run directory cannot be used as asked (already holds a run, other recipe, corrupt)."""
+
+
+def read_manifest(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The manifest of a run directory, checked for format."""
+    path = Path(run_dir) / MANIFEST
+    if not path.is_file():
+        raise RunError(f"{run_dir}: not a run directory (no {MANIFEST})")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunError(f"{path}: corrupt manifest ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT:
+        raise RunError(f"{path}: not a sparsenet run manifest")
+    return manifest
+
+
+def _prefix_digest(recipe: Recipe, index: int) -> str:
+    d = recipe.to_dict()
+    d.pop("description", None)
+    d.pop("name", None)
+    d["stages"] = d["stages"][: index + 1]
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def stage_metrics(model: nn.Module, data: Dataset) -> dict[str, Any]:
+    """Test accuracy/loss, weights, non-zeros and estimated storage of ``model``."""
+    from ..report.sizes import model_size
+
+    ev = evaluate(model, *data.test)
+    size = model_size(model)
+    return {
+        "accuracy": ev["accuracy"],
+        "loss": ev["loss"],
+        "weights": size["weights"],
+        "nonzero": size["nonzero"],
+        "density": size["nonzero"] / max(size["weights"], 1),
+        "dense_bytes": size["dense_bytes"],
+        "bytes": size["bytes"],
+        "compression": size["dense_bytes"] / max(size["bytes"], 1e-9),
+        "layers": size["layers"],
+    }
+
+
+def _resolve_model(model: nn.Module | str, data: Dataset, seed: int) -> tuple[nn.Module, bool, str]:
+    """``(module, pretrained, source)`` from a module, a registry name or a checkpoint path."""
+    if isinstance(model, nn.Module):
+        return model, True, type(model).__name__
+    if os.path.exists(model):
+        from ..cli.common import load_any_model
+
+        loaded, _meta = load_any_model(model)
+        return loaded, True, os.fspath(model)
+    seed_everything(seed)
+    return model_for_dataset(model, data.input_shape, data.num_classes, seed=seed), False, model
+
+
+def _model_name(model: nn.Module | str) -> str | None:
+    if isinstance(model, nn.Module):
+        arch = arch_of(model)
+        return arch["name"] if arch else None
+    if os.path.exists(model):
+        return None
+    return model
+
+
+class _Run:
+    """One pipeline run over a run directory (see the module docstring)."""
+
+    def __init__(self, recipe: Recipe, data: Dataset, run_dir: Path, out: Path | None,
+                 quiet: bool) -> None:
+        self.recipe, self.data, self.dir, self.quiet = recipe, data, run_dir, quiet
+        self.out = out
+        self.bare: nn.Module | None = None  # the starting model, for loading custom models
+
+    def ckpt(self, index: int | None) -> Path:
+        if index is None:
+            return self.dir / "stages" / "initial.pt"
+        return self.dir / "stages" / f"{index:02d}-{self.recipe.stages[index].kind}.pt"
+
+    def load(self, index: int | None) -> nn.Module:
+        target = copy.deepcopy(self.bare) if self.bare is not None and arch_of(self.bare) is None else None
+        model, _ = load_model(self.ckpt(index), model=target)
+        return model
+
+    def encode_out(self, index: int) -> Path:
+        if self.out is not None:
+            return self.out
+        configured = self.recipe.stages[index].settings.get("out")
+        return Path(configured) if configured else self.dir / "model.snn"
+
+    def reusable(self, old: dict[str, Any] | None, resume: bool) -> int:
+        """Number of leading stages whose finished results can be reused."""
+        if not resume or old is None:
+            return 0
+        done = 0
+        entries = old.get("stages", [])
+        for i in range(len(self.recipe.stages)):
+            e = entries[i] if i < len(entries) else None
+            if not e or e.get("status") != "done" or e.get("digest") != _prefix_digest(self.recipe, i):
+                break
+            if not self.ckpt(i).is_file():
+                break
+            if e.get("kind") == "encode":
+                out = self.encode_out(i)
+                if not out.is_file() or _sha256(out) != e.get("record", {}).get("sha256"):
+                    break
+            done = i + 1
+        return done
+
+    def write(self, manifest: dict[str, Any]) -> None:
+        write_json(self.dir / MANIFEST, manifest)
+
+
+def compress(
+    model: nn.Module | str,
+    data: Dataset | str,
+    recipe: Recipe | str | os.PathLike[str] | dict[str, Any],
+    run_dir: str | os.PathLike[str] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    force: bool = False,
+    quiet: bool = False,
+    report: bool = True,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Run a compression recipe on ``model`` and return ``(compressed model, report)``.
+
+    Parameters
+    ----------
+    model : a trained ``nn.Module``, a checkpoint/``.snn`` path (trained), or a registry
+        name such as ``"lenet300"`` (built fresh with the recipe's seed; the recipe's
+        ``train`` stage trains it).
+    data : a :class:`~sparsenet.data.Dataset` or its name (``"fashion-mnist"``, ``"digits"``).
+    recipe : a built-in name (``"deep-compression"``), a ``.toml`` path, plain data or a Recipe.
+        The whole recipe is validated before anything runs.
+    run_dir : where checkpoints, the manifest and the report go (default: a new temp dir).
+    out : path of the ``.snn`` (default: the encode stage's ``out`` or ``run_dir/model.snn``).
+    resume : reuse finished stages of an earlier run in ``run_dir`` (same recipe prefix).
+    force : start over even if ``run_dir`` holds a finished or different run.
+    report : write ``run_dir/report/`` (report.md, report.json, PNGs).
+
+    Returns
+    -------
+    (model, report) where ``report`` is the report.json dict: per-stage accuracy and
+    compression, the per-layer table, the file size, the run directory.
+    """
+    recipe_obj = load_recipe(recipe, model=_model_name(model))
+    for s in recipe_obj.stages:
+        if s.kind not in STAGES:  # pragma: no cover - schema and registry are kept in step
+            raise SparsenetError(f"stage {s.kind!r} has no implementation")
+    data_obj = load_dataset(data) if isinstance(data, str) else data
+    # The data set and model source are part of every stage's digest: a resume with other
+    # data or another starting model recomputes everything.
+    recipe_obj = recipe_obj.with_overrides(
+        data=data_obj.name, model=os.fspath(model) if isinstance(model, (str, os.PathLike)) else None
+    )
+    rdir = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="sparsenet-run-"))
+    run = _Run(recipe_obj, data_obj, rdir, Path(out) if out is not None else None, quiet)
+
+    module, pretrained, source = _resolve_model(model, data_obj, recipe_obj.seed)
+    log(f"pipeline {recipe_obj.name} on {source} ({data_obj.name}), run directory {rdir}", quiet)
+    old = read_manifest(rdir) if (rdir / MANIFEST).is_file() else None
+    if old is not None and not resume and not force:
+        raise RunError(
+            f"{rdir}: already holds a run; pass --resume to continue it or --force to start over"
+        )
+    if force and (rdir / "stages").is_dir():
+        shutil.rmtree(rdir / "stages")
+        old = None
+    start = run.reusable(old, resume)
+    rdir.mkdir(parents=True, exist_ok=True)
+    (rdir / "stages").mkdir(exist_ok=True)
+
+    same_start = old is not None and old.get("recipe", {}).get("model") == recipe_obj.model
+    if old is not None and resume and same_start and run.ckpt(None).is_file():
+        initial = old["initial"]
+        run.bare = model if isinstance(model, nn.Module) else None
+        pretrained = bool(initial["pretrained"])
+        source = initial["source"]
+    else:
+        run.bare = copy.deepcopy(module)
+        save_model(module, run.ckpt(None), metadata={"source": source})
+        start = 0
+        initial = {"source": source, "pretrained": pretrained, "arch": arch_of(module),
+                   "metrics": stage_metrics(module, data_obj)}
+    atomic_write_text(rdir / "recipe.toml", _to_toml(recipe_obj))
+    manifest: dict[str, Any] = {
+        "format": _FORMAT,
+        "version": 1,
+        "recipe": recipe_obj.to_dict(),
+        "recipe_source": recipe_obj.source,
+        "digest": recipe_obj.digest(),
+        "data": data_obj.name,
+        "initial": initial,
+        "stages": (old or {}).get("stages", [])[:start],
+    }
+    run.write(manifest)
+    current = run.load(start - 1 if start > 0 else None)
+    if start > 0:
+        log(f"resuming {rdir}: {start} finished stage(s) reused", quiet)
+
+    n = len(recipe_obj.stages)
+    for i in range(start, n):
+        st = recipe_obj.stages[i]
+        ctx = StageContext(recipe=recipe_obj, index=i, stage=st, data=data_obj,
+                           pretrained=pretrained, quiet=quiet, work_dir=rdir,
+                           out=run.encode_out(i) if st.kind == "encode" else None)
+        entry: dict[str, Any] = {"index": i, "kind": st.kind, "settings": st.settings,
+                                 "digest": _prefix_digest(recipe_obj, i), "status": "running"}
+        manifest["stages"].append(entry)
+        run.write(manifest)
+        log(f"[{i + 1}/{n}] {st.kind} {_brief(st.settings)}", quiet)
+        seed_everything(ctx.seed)
+        t0 = time.perf_counter()
+        try:
+            current = STAGES[st.kind](current, ctx)
+        except BaseException as exc:
+            entry["status"] = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            entry["error"] = f"{type(exc).__name__}: {exc}"
+            run.write(manifest)
+            raise
+        if st.kind == "encode" and ctx.out is not None:
+            ctx.record["sha256"] = _sha256(ctx.out)
+        metrics = stage_metrics(current, data_obj)
+        if "file_bytes" in ctx.record:
+            metrics["bytes"] = ctx.record["file_bytes"]
+            metrics["compression"] = metrics["dense_bytes"] / max(metrics["bytes"], 1)
+        save_model(current, run.ckpt(i), metadata={"stage": st.kind, "index": i,
+                                                   "accuracy": metrics["accuracy"]})
+        entry.update(status="done", seconds=time.perf_counter() - t0, metrics=metrics,
+                     record=ctx.record)
+        run.write(manifest)
+        log(f"[{i + 1}/{n}] {st.kind} done: accuracy {metrics['accuracy']:.4f}, "
+            f"{metrics['compression']:.1f}x ({entry['seconds']:.1f}s)", quiet)
+
+    result: dict[str, Any]
+    if report:
+        from ..report import write_report
+
+        result = write_report(rdir, model=run.bare if arch_of(current) is None else None)
+    else:
+        from ..report import build_report
+
+        result = build_report(rdir)
+    return current, result
+
+
+def _brief(settings: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in settings.items() if not isinstance(v, dict))
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    raise TypeError(f"cannot write {v!r} as TOML")
+
+
+def _to_toml(recipe: Recipe) -> str:
+    """The normalised recipe as TOML (parses back to the same recipe)."""
+    d = recipe.to_dict()
+    lines = [f"{k} = {_toml_value(v)}" for k, v in d.items() if k != "stages"]
+    for entry in d["stages"]:
+        ((kind, settings),) = entry.items()
+        lines += ["", "[[stages]]", f"[stages.{kind}]"]
+        lines += [f"{json.dumps(k)} = {_toml_value(v)}" for k, v in settings.items()]
+    return "\n".join(lines) + "\n"

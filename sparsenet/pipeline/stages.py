@@ -1,0 +1,235 @@
+"""The stage implementations: thin adapters from a validated recipe stage to the library.
+
+Each stage is ``fn(model, ctx) -> model``. It may transform ``model`` in place or return a
+new module, and puts JSON-able facts for the report into ``ctx.record`` (training history,
+sensitivity curves, the encoder's size report...). Every stage trains through
+:func:`sparsenet.training.fit`; the actual transforms live in :mod:`sparsenet.prune`,
+:mod:`sparsenet.regularize`, :mod:`sparsenet.lowrank`, :mod:`sparsenet.share` and
+:mod:`sparsenet.coding`, imported when a stage needs them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ..checkpoint import load_model
+from ..data import Dataset
+from ..errors import SparsenetError
+from ..models import arch_of
+from ..progress import log
+from ..training import Callback, TrainConfig, default_config, evaluate, fit
+from .recipe import Recipe, Stage
+
+__all__ = ["StageContext", "STAGES", "stage", "base_config", "require"]
+
+StageFn = Callable[[nn.Module, "StageContext"], nn.Module]
+STAGES: dict[str, StageFn] = {}
+
+
+def stage(kind: str) -> Callable[[StageFn], StageFn]:
+    """Register ``fn`` as the implementation of stage ``kind``."""
+
+    def deco(fn: StageFn) -> StageFn:
+        STAGES[kind] = fn
+        return fn
+
+    return deco
+
+
+@dataclass
+class StageContext:
+    """What a stage sees: its settings, the data, where to write, and a record for the report."""
+
+    recipe: Recipe
+    index: int
+    stage: Stage
+    data: Dataset
+    pretrained: bool = False
+    quiet: bool = False
+    work_dir: Path | None = None
+    out: Path | None = None
+    record: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.stage.settings
+
+    @property
+    def seed(self) -> int:
+        """Seed of this stage: the recipe's seed and the stage index, so a resumed run replays."""
+        return self.recipe.seed * 1000 + self.index
+
+    @property
+    def name(self) -> str:
+        return f"stages[{self.index}].{self.stage.kind}"
+
+
+def require(module: str, kind: str) -> Any:
+    """Import ``sparsenet.<module>`` for stage ``kind``, or fail with a clear message."""
+    try:
+        return importlib.import_module(f"sparsenet.{module}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"sparsenet.{module}":
+            raise
+        raise SparsenetError(
+            f"stage {kind!r} needs sparsenet.{module}, which this installation lacks"
+        ) from None
+
+
+def base_config(model: nn.Module, ctx: StageContext) -> TrainConfig:
+    """The model's default training recipe, the recipe's ``lr`` and the train stage's overrides."""
+    arch = arch_of(model)
+    cfg = default_config(arch["name"] if arch else "custom", ctx.data.name)
+    first = ctx.recipe.stages[0] if ctx.recipe.stages else None
+    overrides = dict(first.settings) if first is not None and first.kind == "train" else {}
+    fields = ("epochs", "lr", "batch_size", "optimizer", "momentum", "weight_decay", "schedule")
+    changes = {k: overrides[k] for k in fields if k in overrides}
+    if ctx.recipe.lr is not None and "lr" not in changes:
+        changes["lr"] = ctx.recipe.lr
+    return cfg.replace(**changes, quiet=ctx.quiet)
+
+
+def retrain_config(model: nn.Module, ctx: StageContext, epochs: int) -> TrainConfig:
+    """Retraining/fine-tuning: the base recipe at ``lr × lr_factor`` (Han: lr/10), stage seed."""
+    cfg = base_config(model, ctx)
+    return cfg.replace(epochs=epochs, lr=cfg.lr * ctx.settings["lr_factor"], seed=ctx.seed)
+
+
+def _train(model: nn.Module, ctx: StageContext, cfg: TrainConfig,
+           callbacks: list[Callback] | None = None, tag: str = "") -> list[dict[str, Any]]:
+    if cfg.epochs == 0:
+        return []
+    history = fit(model, ctx.data.train, cfg, callbacks=callbacks or [])
+    ctx.record.setdefault("history", []).append({"tag": tag, "epochs": history})
+    return history
+
+
+@stage("train")
+def train_stage(model: nn.Module, ctx: StageContext) -> nn.Module:
+    """Load ``load`` if given; else train from the current weights unless already trained."""
+    s = ctx.settings
+    if "load" in s:
+        loaded, meta = load_model(s["load"])
+        ctx.record["loaded"] = s["load"]
+        ctx.record["loaded_metadata"] = {
+            k: v for k, v in meta.items() if isinstance(v, (int, float, str, bool))
+        }
+        return loaded
+    if ctx.pretrained and s["skip_if_trained"]:
+        ctx.record["skipped"] = "the pipeline started from a trained model"
+        log(f"{ctx.name}: model is already trained, skipping", ctx.quiet)
+        return model
+    cfg = base_config(model, ctx).replace(seed=ctx.seed)
+    _train(model, ctx, cfg, tag="train")
+    return model
+
+
+@stage("regularize")
+def regularize_stage(model: nn.Module, ctx: StageContext) -> nn.Module:
+    """Train further with weight penalties (L1 / L2 / group lasso) from sparsenet.regularize."""
+    reg = require("regularize", "regularize")
+    s = ctx.settings
+    callbacks: list[Callback] = []
+    for kind in ("l1", "l2", "group_lasso"):
+        if s[kind] > 0:
+            callbacks.append(_weight_penalty(reg, kind, s[kind], s.get("layers")))
+    cfg = retrain_config(model, ctx, s["epochs"])
+    _train(model, ctx, cfg, callbacks, tag="regularize")
+    return model
+
+
+def _weight_penalty(reg: Any, kind: str, strength: float, layers: list[str] | None) -> Callback:
+    name = {"group_lasso": "group"}.get(kind, kind)
+    return reg.WeightPenalty(name, strength, layers=layers)  # type: ignore[no-any-return]
+
+
+@stage("prune")
+def prune_stage(model: nn.Module, ctx: StageContext) -> nn.Module:
+    """Iterative pruning (:func:`sparsenet.prune.prune_iterative`): ``iterations`` rounds of
+    prune-to-the-next-target then retrain at ``lr × lr_factor`` (Han: lr/10)."""
+    pr = require("prune", "prune")
+    s = ctx.settings
+    if s["sensitivity"]:
+        ctx.record["sensitivity"] = _sensitivity(pr, model, ctx)
+    target = {k: s[k] for k in ("sparsity", "per_layer", "quality") if k in s}
+    base = base_config(model, ctx)
+    history: list[dict[str, Any]] = []
+    model = pr.prune_iterative(
+        model, ctx.data.train, method=s["method"], **target, steps=s["iterations"],
+        retrain_epochs=s["retrain_epochs"], config=base, lr=base.lr * s["lr_factor"],
+        val=ctx.data.test, seed=ctx.seed, history=history,
+    )
+    ctx.record["iterations"] = _jsonable(
+        [{k: v for k, v in h.items() if k != "fit"} for h in history]
+    )
+    return model
+
+
+def _sensitivity(pr: Any, model: nn.Module, ctx: StageContext) -> dict[str, Any]:
+    """Per-layer accuracy against sparsity without retraining (Han's Figure 6), on the test set."""
+    grid = [0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98]
+    x, y = ctx.data.test
+    xt, yt = ctx.data.train
+    result = pr.sensitivity(model, (x[:2000], y[:2000]), method=ctx.settings["method"],
+                            sparsities=grid, score_data=(xt[:2000], yt[:2000]), seed=ctx.seed)
+    return _jsonable(result)
+
+
+@stage("factorize")
+def factorize_stage(model: nn.Module, ctx: StageContext) -> nn.Module:
+    """Truncated-SVD factorisation (module swap), then fine-tuning."""
+    lr = require("lowrank", "factorize")
+    s = ctx.settings
+    kwargs = {k: s[k] for k in ("rank", "energy", "budget") if k in s}
+    model = lr.factorize(model, **kwargs)
+    _train(model, ctx, retrain_config(model, ctx, s["finetune_epochs"]), tag="finetune")
+    return model
+
+
+@stage("share")
+def share_stage(model: nn.Module, ctx: StageContext) -> nn.Module:
+    """k-means weight sharing (``bits`` per layer, ``init``), then centroid fine-tuning."""
+    sh = require("share", "share")
+    s = ctx.settings
+    model = sh.share_weights(model, bits=dict(s["bits"]), init=s["init"], seed=ctx.seed)
+    ctx.record["accuracy_before_finetune"] = evaluate(model, *ctx.data.test)["accuracy"]
+    cfg = base_config(model, ctx).replace(
+        epochs=s["finetune_epochs"], lr=s["lr"], optimizer=s["optimizer"], seed=ctx.seed
+    )
+    _train(model, ctx, cfg, tag="finetune")
+    return model
+
+
+@stage("encode")
+def encode_stage(model: nn.Module, ctx: StageContext) -> nn.Module:
+    """Write the ``.snn`` file with the chosen coder and continue with the model loaded back."""
+    coding = require("coding", "encode")
+    out = ctx.out
+    if out is None:
+        raise SparsenetError(f"{ctx.name}: no output path for the .snn file")
+    meta = {"dataset": ctx.data.name, "recipe": ctx.recipe.name}
+    size = coding.save_snn(model, out, coder=ctx.settings["coder"], metadata=meta)
+    ctx.record["out"] = str(out)
+    ctx.record["file_bytes"] = out.stat().st_size
+    ctx.record["size_report"] = _jsonable(size)
+    loaded: nn.Module = coding.load_snn(out)
+    return loaded
+
+
+def _jsonable(obj: Any) -> Any:
+    """Plain JSON data from numpy/torch scalars and arrays, nested dicts, lists and tuples."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)
