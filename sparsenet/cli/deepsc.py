@@ -12,6 +12,7 @@ from typing import IO, Any
 import numpy as np
 
 from ..data import load_dataset
+from ..distributed import barrier, is_main
 from ..errors import SpecError
 from ..io import atomic_write, write_json
 from ..progress import log
@@ -128,6 +129,10 @@ def cmd_deepsc(args: argparse.Namespace) -> int:
     from ..sparse_coding.deepsc import DeepSC
 
     n = args.layers
+    # Under torchrun every rank fits (sparse coding and dictionary statistics are sharded);
+    # only rank 0 prints and writes files.
+    main = is_main()
+    args.quiet = args.quiet or not main
     data = load_dataset(args.data)
     if args.train_limit or args.test_limit:
         data = data.subset(args.train_limit or None, args.test_limit or None)
@@ -154,6 +159,9 @@ def cmd_deepsc(args: argparse.Namespace) -> int:
     model.fit(data.x_train, data.y_train.numpy())
     log(f"classifier on {model.n_features_out_} features; scoring the test set", args.quiet)
     acc = float(model.score(data.x_test, data.y_test.numpy()))
+    if not main:
+        barrier()  # rank 0 writes the results
+        return 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     save_atoms_png(model.first_layer_atoms(), out / "atoms.png", f"first-layer atoms ({data.name})")
@@ -178,4 +186,5 @@ def cmd_deepsc(args: argparse.Namespace) -> int:
         f"test accuracy {acc:.4f} ({data.name}, {n} layer(s), "
         f"{model.n_features_out_} features) -> {out}",
     )
+    barrier()
     return 0

@@ -39,9 +39,14 @@ def _encode(x: torch.Tensor, atoms: torch.Tensor, alpha: float, max_iter: int) -
     The one place DeepSC calls a sparse-coding solver; the solver stops after ``max_iter``
     FISTA steps (an approximate but fixed-cost encoder, which the time budget needs).
     """
+    from ..distributed import map_rows
     from .encode import sparse_encode
 
-    return sparse_encode(x, atoms, alpha, method="fista", max_iter=max_iter, tol=0.0)
+    # each rank encodes its shard of rows under torch.distributed, gathered on every rank
+    return map_rows(
+        lambda rows: sparse_encode(rows, atoms, alpha, method="fista", max_iter=max_iter, tol=0.0),
+        x,
+    )
 
 
 def _learn_dictionary(
