@@ -26,6 +26,7 @@ __all__ = [
     "check_replicas_equal",
     "debug_enabled",
     "broadcast_object",
+    "wrap_ddp",
     "shard_bounds",
     "all_gather_rows",
     "map_rows",
@@ -121,6 +122,27 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def wrap_ddp(model: nn.Module) -> nn.Module:
+    """``model`` wrapped in ``DistributedDataParallel`` for a distributed ``fit`` (else itself).
+
+    Parametrised models (masks, codebooks, low-rank) need ``find_unused_parameters``: a
+    codebook layer trains its ``centroids`` while the ``original`` weight gets no gradient,
+    which plain DDP refuses. Parametrisation buffers (masks, code indices) are fixed during
+    training and identical on every rank (``check_replicas_equal`` asserts it), so they are
+    not re-broadcast every step unless the model has other buffers (e.g. batch-norm
+    statistics).
+    """
+    if not is_distributed():
+        return model
+    from torch.nn.utils import parametrize
+
+    parametrised = any(parametrize.is_parametrized(m) for m in model.modules())
+    other_buffers = any(".parametrizations." not in f".{n}" for n, _ in model.named_buffers())
+    return nn.parallel.DistributedDataParallel(
+        model, find_unused_parameters=parametrised, broadcast_buffers=other_buffers
+    )
 
 
 # ---------------------------------------------------------------- data sharding
