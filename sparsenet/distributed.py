@@ -7,9 +7,11 @@ Everything here is a no-op in a single process, so library code can call it unco
 
 from __future__ import annotations
 
+import atexit
 import os
+import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -26,6 +28,7 @@ __all__ = [
     "check_replicas_equal",
     "debug_enabled",
     "broadcast_object",
+    "finish",
     "wrap_ddp",
     "shard_bounds",
     "all_gather_rows",
@@ -46,10 +49,38 @@ def init_from_env(backend: str | None = None) -> bool:
         return False
     backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
     dist.init_process_group(backend=backend)
+    # Tear the group down at exit (a gloo rank exiting with the group alive can abort);
+    # :func:`finish` is the reliable way out.
+    atexit.register(_shutdown)
     # One intra-op thread per rank by default: ranks already use the cores.
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.get_world_size()))
     return dist.get_world_size() > 1
+
+
+def _shutdown() -> None:
+    """At interpreter exit: destroy the group if :func:`finish` did not (see init_from_env)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def finish(code: int = 0) -> NoReturn:
+    """End a distributed process now with exit status ``code`` (``sys.exit`` in one process).
+
+    With ``code == 0`` all ranks meet at a barrier and the group is destroyed; then the
+    process leaves through ``os._exit`` after flushing stdout/stderr. Letting the
+    interpreter tear down normally aborts a gloo rank now and then (~1 run in 10 on a loaded
+    machine: "terminate called without an active exception", exit -6, after the group was
+    destroyed), which torchrun reports as a failed run. Call it last in a torchrun script.
+    """
+    if not is_distributed():
+        sys.exit(code)
+    if code == 0:
+        dist.barrier()
+    dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def is_distributed() -> bool:
@@ -124,24 +155,28 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     return box[0]
 
 
+# Parametrisation kinds whose forward ignores the ``original`` tensor (it gets no gradient).
+_IGNORE_ORIGINAL = {"codebook"}
+
+
 def wrap_ddp(model: nn.Module) -> nn.Module:
     """``model`` wrapped in ``DistributedDataParallel`` for a distributed ``fit`` (else itself).
 
-    Parametrised models (masks, codebooks, low-rank) need ``find_unused_parameters``: a
-    codebook layer trains its ``centroids`` while the ``original`` weight gets no gradient,
-    which plain DDP refuses. Parametrisation buffers (masks, code indices) are fixed during
+    A codebook layer (weight sharing) trains its ``centroids`` while the parametrisation's
+    ``original`` weight gets no gradient, which plain DDP refuses, so models holding one use
+    ``find_unused_parameters`` (one extra graph walk per step). Parametrisation buffers (masks, code indices) are fixed during
     training and identical on every rank (``check_replicas_equal`` asserts it), so they are
     not re-broadcast every step unless the model has other buffers (e.g. batch-norm
     statistics).
     """
     if not is_distributed():
         return model
-    from torch.nn.utils import parametrize
-
-    parametrised = any(parametrize.is_parametrized(m) for m in model.modules())
+    kinds = {getattr(m, "transform_kind", None) for m in model.modules()}
     other_buffers = any(".parametrizations." not in f".{n}" for n, _ in model.named_buffers())
     return nn.parallel.DistributedDataParallel(
-        model, find_unused_parameters=parametrised, broadcast_buffers=other_buffers
+        model,
+        find_unused_parameters=bool(kinds & _IGNORE_ORIGINAL),
+        forward_sync_buffers=other_buffers,
     )
 
 

@@ -31,5 +31,7 @@ def torchrun(args: list[str], nproc: int = 2) -> subprocess.CompletedProcess[str
            "--master-addr", "127.0.0.1", "--master-port", str(free_port()), *args]
     proc = subprocess.run(cmd, env=env(), cwd=ROOT, capture_output=True, text=True,
                           timeout=TIMEOUT)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    if proc.returncode != 0:  # the ranks' own errors come first, the launcher's summary last
+        ranks = [ln for ln in proc.stderr.splitlines() if ln.startswith("[rank")]
+        raise AssertionError("\n".join(ranks[-60:]) + "\n" + proc.stderr[-1500:])
     return proc

@@ -71,8 +71,8 @@ def main(path: str) -> None:
 
     if dist_.is_main():
         torch.save(out, path)
-    dist_.barrier()
 
 
 if __name__ == "__main__":
     main(sys.argv[1])
+    dist_.finish(0)
