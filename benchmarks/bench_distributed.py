@@ -65,7 +65,7 @@ def work_dictionary(args: argparse.Namespace) -> dict[str, Any]:
 
     imgs = fashion_mnist().x_train[:2000]
     gen = torch.Generator().manual_seed(0)
-    p = extract_patches(imgs, 8, 4)
+    p = extract_patches(imgs, 8, 4).reshape(-1, 64)  # (N·6·6, 64)
     p = p[torch.randperm(len(p), generator=gen)[: args.patches]]
     X = normalize_patches(p).double()
     t0 = time.perf_counter()
@@ -112,7 +112,9 @@ def launch(kind: str, procs: int, threads: int, args: argparse.Namespace, tmp: P
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(procs),
                "--master-addr", "127.0.0.1", "--master-port", str(_port()), *me]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
-    subprocess.run(cmd, env=env, check=True, timeout=1800, capture_output=True)
+    proc = subprocess.run(cmd, env=env, timeout=1800, capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
     return json.loads(out.read_text())
 
 
