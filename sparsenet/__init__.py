@@ -9,8 +9,8 @@ from .checkpoint import load_model, save_model
 from .coding import save_snn
 from .data import Dataset, digits, fashion_mnist, idx_dir, load_dataset, mnist, read_idx
 from .errors import CheckpointError, CorruptFileError, DataError, SparsenetError, SpecError
-from .inference import load_snn as load
 from .lowrank import factorize
+from .inference import load_snn as load
 from .models import LeNet5, LeNet300, build_model, model_for_dataset
 from .pipeline import compress
 from .regularize import ActivationPenalty, WeightPenalty, replace_activations
@@ -70,9 +70,9 @@ __all__ = [
     "load_model",
     "save_model",
     "model_summary",
+    # weight sharing
+    "share_weights",
     # compressed models (.snn)
     "load",
     "save_snn",
-    # weight sharing
-    "share_weights",
 ]

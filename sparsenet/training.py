@@ -287,9 +287,7 @@ def fit(
         drop_last=False,
     )
     local_batch = cfg.batch_size // world
-    forward: nn.Module = model
-    if world > 1:
-        forward = nn.parallel.DistributedDataParallel(model)
+    forward: nn.Module = dist_.wrap_ddp(model)  # DDP when world > 1
     while state.epoch < cfg.epochs and not state.stop:
         epoch = state.epoch
         # Seeds derive from (seed, epoch, rank) alone, so a resumed run replays the same batches.

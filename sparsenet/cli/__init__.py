@@ -16,7 +16,7 @@ from ..errors import SparsenetError
 __all__ = ["main", "build_parser"]
 
 # Sub-command modules, in help order. Each defines register(subparsers).
-COMMAND_MODULES = ["train", "prune", "factorize", "share", "coding", "pipeline"]
+COMMAND_MODULES = ["train", "prune", "factorize", "share", "coding", "deepsc", "pipeline"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,19 +38,21 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        # Under torchrun (WORLD_SIZE > 1) join the process group; a no-op otherwise.
-        from ..distributed import init_from_env
+    # Under torchrun (WORLD_SIZE > 1) join the process group; a no-op otherwise.
+    from ..distributed import finish, init_from_env, is_distributed
 
+    try:
         init_from_env()
         rc = args.func(args)
     except (SparsenetError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         msg = str(exc) if not isinstance(exc, OSError) else f"{exc.filename}: {exc.strerror}"
         sys.stderr.write(f"sparsenet: error: {msg}\n")
-        return 2
+        rc = 2
     except KeyboardInterrupt:
         sys.stderr.write("sparsenet: interrupted\n")
-        return 130
+        rc = 130
+    if is_distributed():
+        finish(int(rc or 0))  # a clean gloo/NCCL exit on every rank (does not return)
     return int(rc or 0)
 
 

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..distributed import is_main
 from ..errors import SparsenetError
 from .common import add_output_args, emit, nonneg_int
 
@@ -118,7 +119,8 @@ def _execute(args: argparse.Namespace, recipe_src: str, model: str | None, data:
     if args.check:
         from ..pipeline.runner import _to_toml
 
-        print(_to_toml(recipe), end="")
+        if is_main():
+            print(_to_toml(recipe), end="")
         return 0
     if getattr(args, "threads", 0):
         import torch
@@ -139,7 +141,8 @@ def _execute(args: argparse.Namespace, recipe_src: str, model: str | None, data:
         + (f", {f['file_bytes']:,} bytes -> {f['file']}" if f.get("file") else "")
         + f"; report: {os.path.join(run_dir, 'report', 'report.md')}"
     )
-    emit(args, rep, text)
+    if is_main():  # under torchrun the other ranks ran quietly into scratch directories
+        emit(args, rep, text)
     return 0
 
 

@@ -39,6 +39,7 @@ from ..io import atomic_write_text, write_json
 from ..models import arch_of, model_for_dataset
 from ..progress import log, progress
 from ..training import evaluate, seed_everything
+from .distributed import rank_zero_writes
 from .recipe import Recipe, RecipeError, load_recipe
 from .stages import STAGES, StageContext
 
@@ -199,6 +200,7 @@ class _Run:
         write_json(self.dir / MANIFEST, manifest)
 
 
+@rank_zero_writes  # under torchrun only rank 0 writes the run directory (pipeline/distributed.py)
 def compress(
     model: nn.Module | str,
     data: Dataset | str,

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn import grad as nn_grad
 
+from .. import distributed as dist_
 from ..errors import SparsenetError
 
 __all__ = ["hessian_diagonal", "module_chain", "ELEMENTWISE", "LOSSES", "FORMS"]
@@ -216,6 +217,10 @@ def hessian_diagonal(
         always >= 0).
     batch_size : samples per vectorised batch; the result is averaged over all N.
 
+    Under ``torch.distributed`` (every rank passing the same ``data``) each rank walks its
+    contiguous shard and the sums are ``all_reduce``d before dividing by N: every rank gets
+    the single-process result up to float summation order.
+
     Returns
     -------
     dict ``"<module path>.weight"`` / ``".bias"`` -> tensor of the parameter's shape with
@@ -232,6 +237,11 @@ def hessian_diagonal(
     was_training = model.training
     model.eval()
     acc: dict[str, torch.Tensor] = {}
+    n = len(x)
+    sharded = dist_.is_distributed() and n >= dist_.world_size()  # every shard non-empty
+    if sharded:
+        lo, hi = dist_.shard_bounds(n)
+        x, y = x[lo:hi], y[lo:hi]
     try:
         for s in range(0, len(x), batch_size):
             _batch(
@@ -244,4 +254,6 @@ def hessian_diagonal(
             )
     finally:
         model.train(was_training)
-    return {k: v / len(x) for k, v in acc.items()}
+    if sharded:
+        dist_.all_reduce_dict(acc)
+    return {k: v / n for k, v in acc.items()}

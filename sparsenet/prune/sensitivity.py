@@ -14,9 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..distributed import sharded_evaluate as evaluate
 from ..io import atomic_write_bytes, write_json
 from ..progress import progress
-from ..training import evaluate
 from .criteria import Criterion, make_criterion
 from .mask import resolve_targets
 from .oneshot import PruneSpec, select_masks
@@ -48,6 +48,10 @@ def sensitivity(
     sparsities : the grid, fractions in [0, 1].
     layers : names (default: every Linear/Conv weight).
     score_data : data for OBD's Hessian (default ``data``).
+
+    Under ``torch.distributed`` every rank passes the same data; each evaluates its shard
+    and the sums are reduced (accuracies exact, losses to float rounding), and OBD's
+    Hessian is sharded likewise, so every rank returns the single-process result.
 
     Returns
     -------

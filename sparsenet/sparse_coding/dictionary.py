@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import distributed as dist_
 from .encode import sparse_encode
 
 __all__ = ["OnlineState", "init_dictionary", "online_step", "update_atoms", "dictionary_objective"]
@@ -139,17 +140,27 @@ def online_step(
         Passed to :func:`sparse_encode`.
     resample : bool
         Replace dead atoms with badly-reconstructed samples of this batch.
+
+    Under ``torch.distributed`` every rank passes the same global mini-batch: each encodes
+    its contiguous shard, the shard's ``CᵀC`` and ``CᵀX`` are summed with ``all_reduce``
+    and the codes gathered, so every rank applies the same update to the same state.
     """
     eta = X.shape[0]
-    codes = sparse_encode(
-        X, state.D, alpha, method, max_iter=max_iter, tol=tol, positive=positive_code
+    lo, hi = dist_.shard_bounds(eta)
+    xs = X[lo:hi]
+    local = (
+        sparse_encode(xs, state.D, alpha, method, max_iter=max_iter, tol=tol, positive=positive_code)
+        if hi > lo
+        else X.new_zeros(0, state.D.shape[0])
     )
+    ctc, ctx = dist_.all_reduce_sum(local.T @ local), dist_.all_reduce_sum(local.T @ xs)
+    codes = dist_.all_gather_rows(local, eta)
     step = state.step
     # Mairal et al. §3.4 forgetting schedule (as in scikit-learn's MiniBatchDictionaryLearning)
     theta = (step + 1) * eta if step < eta - 1 else eta * eta + step + 1 - eta
     beta = (theta + 1 - eta) / (theta + 1)
-    state.A.mul_(beta).add_(codes.T @ codes, alpha=1.0 / eta)
-    state.B.mul_(beta).add_(codes.T @ X, alpha=1.0 / eta)
+    state.A.mul_(beta).add_(ctc, alpha=1.0 / eta)
+    state.B.mul_(beta).add_(ctx, alpha=1.0 / eta)
     dead = update_atoms(state)
     if resample and state.step > 0:
         _resample(state, dead, X, codes)

@@ -17,6 +17,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ..distributed import map_rows
 from ._validation import InvalidInputError, as_tensor_2d, check_alpha, check_positive_int
 from .dictionary import OnlineState, init_dictionary, online_step
 from .encode import METHODS, sparse_encode
@@ -272,9 +273,12 @@ class DictionaryLearner(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "components_")
         x = self._validate(X, reset=False)
         alpha = self.alpha if self.transform_alpha is None else self.transform_alpha
-        codes = sparse_encode(
-            x, self.components_, alpha, _check_method(self.method), tol=self.tol,
-            positive=self.positive_code,
+        method = _check_method(self.method)
+        codes = map_rows(  # each rank encodes its shard under torch.distributed
+            lambda rows: sparse_encode(
+                rows, self.components_, alpha, method, tol=self.tol, positive=self.positive_code
+            ),
+            x,
         )
         return codes if isinstance(X, torch.Tensor) else codes.cpu().numpy()
 

@@ -1,0 +1,190 @@
+"""``sparsenet deepsc``: fit Deep Sparse Coding features and a linear classifier on a data set."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from ..data import load_dataset
+from ..distributed import barrier, is_main
+from ..errors import SpecError
+from ..io import atomic_write, write_json
+from ..progress import log
+from .common import add_output_args, emit, nonneg_int, positive_float, positive_int
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of integers"
+        ) from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected integers >= 1, e.g. 128,256")
+    return values
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of numbers"
+        ) from None
+    if not values or not all(v > 0 and np.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected finite numbers > 0, e.g. 0.5,0.3")
+    return values
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "deepsc", help="Deep Sparse Coding features + a linear classifier (He et al. 2014)"
+    )
+    p.add_argument(
+        "--data", default="fashion-mnist", help="fashion-mnist, mnist, digits or an IDX dir"
+    )
+    p.add_argument("--layers", type=positive_int, default=2, help="number of sparse-coding layers")
+    p.add_argument(
+        "--atoms", type=_int_list, default=[128, 256], help="atoms per layer, e.g. 128,256"
+    )
+    p.add_argument("--patch", type=_int_list, default=[5, 2], help="patch size per layer")
+    p.add_argument("--stride", type=_int_list, default=[2, 1], help="patch stride per layer")
+    p.add_argument("--alpha", type=_float_list, default=[0.5], help="lasso penalty (per layer)")
+    p.add_argument("--pool", type=positive_int, default=4, help="local max-pool size p (p×p)")
+    p.add_argument("--pool-stride", type=positive_int, default=2)
+    p.add_argument("--no-drlim", action="store_true", help="skip DrLIM reduction between layers")
+    p.add_argument("--components", type=positive_int, default=64, help="DrLIM output dimension")
+    p.add_argument("--drlim-iter", type=positive_int, default=300, help="DrLIM Adam steps")
+    p.add_argument("--no-whiten", action="store_true", help="skip ZCA whitening of patches")
+    p.add_argument("--classifier", choices=["logreg", "svc"], default="logreg")
+    p.add_argument("--C", type=positive_float, default=1.0, help="classifier regularisation")
+    p.add_argument("--encode-iter", type=positive_int, default=8, help="FISTA iterations")
+    p.add_argument(
+        "--dict-images",
+        type=positive_int,
+        default=5000,
+        help="training images the dictionaries are learnt on",
+    )
+    p.add_argument(
+        "--train-limit",
+        type=nonneg_int,
+        default=0,
+        help="use only the first N training images (0: all)",
+    )
+    p.add_argument(
+        "--test-limit",
+        type=nonneg_int,
+        default=0,
+        help="score only the first N test images (0: all)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="directory for results.json, atoms.png, model.pkl")
+    add_output_args(p)
+    p.set_defaults(func=cmd_deepsc)
+
+
+def _per_layer(values: list[Any], n: int, flag: str) -> list[Any]:
+    if len(values) == 1:
+        return values * n
+    if len(values) != n:
+        raise SpecError(
+            f"{flag} {','.join(map(str, values))}: expected 1 or {n} values (--layers {n})"
+        )
+    return values
+
+
+def save_atoms_png(atoms: np.ndarray, path: str | os.PathLike[str], title: str = "") -> None:
+    """A grid of atoms (K, C, s, s) as grey images (first channel), each scaled to its range."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = atoms.shape[0]
+    cols = int(np.ceil(np.sqrt(k)))
+    rows = int(np.ceil(k / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.5, rows * 0.5 + 0.4), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < k:
+            ax.imshow(atoms[i, 0], cmap="gray", interpolation="nearest")
+    if title:
+        fig.suptitle(title, fontsize=8)
+
+    def writer(fh: IO[bytes]) -> None:
+        fig.savefig(fh, format="png", dpi=100)
+
+    atomic_write(path, writer)
+    plt.close(fig)
+
+
+def cmd_deepsc(args: argparse.Namespace) -> int:
+    from ..sparse_coding.deepsc import DeepSC
+
+    n = args.layers
+    # Under torchrun every rank fits (sparse coding and dictionary statistics are sharded);
+    # only rank 0 prints and writes files.
+    main = is_main()
+    args.quiet = args.quiet or not main
+    data = load_dataset(args.data)
+    if args.train_limit or args.test_limit:
+        data = data.subset(args.train_limit or None, args.test_limit or None)
+    model = DeepSC(
+        n_atoms=tuple(_per_layer(args.atoms, n, "--atoms")),
+        patch_size=tuple(_per_layer(args.patch, n, "--patch")),
+        patch_stride=tuple(_per_layer(args.stride, n, "--stride")),
+        alpha=tuple(_per_layer(args.alpha, n, "--alpha")),
+        whiten=not args.no_whiten,
+        pool_size=args.pool,
+        pool_stride=args.pool_stride,
+        drlim=not args.no_drlim,
+        n_components=args.components,
+        drlim_iter=args.drlim_iter,
+        classifier=args.classifier,
+        C=args.C,
+        encode_iter=args.encode_iter,
+        dict_images=args.dict_images,
+        random_state=args.seed,
+        verbose=not args.quiet,
+    )
+    log(f"DeepSC on {data!r}: {n} layer(s), atoms {list(model.n_atoms)}", args.quiet)
+    t0 = time.perf_counter()
+    model.fit(data.x_train, data.y_train.numpy())
+    log(f"classifier on {model.n_features_out_} features; scoring the test set", args.quiet)
+    acc = float(model.score(data.x_test, data.y_test.numpy()))
+    if not main:
+        barrier()  # rank 0 writes the results
+        return 0
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_atoms_png(model.first_layer_atoms(), out / "atoms.png", f"first-layer atoms ({data.name})")
+    atomic_write(out / "model.pkl", lambda fh: pickle.dump(model, fh))
+    result = {
+        "dataset": data.name,
+        "n_train": len(data.x_train),
+        "n_test": len(data.x_test),
+        "test_accuracy": acc,
+        "n_features": model.n_features_out_,
+        "seconds": time.perf_counter() - t0,
+        "timings": model.timings_,
+        "params": {
+            k: (list(v) if isinstance(v, tuple) else v) for k, v in model.get_params().items()
+        },
+        "out": os.fspath(out),
+    }
+    write_json(out / "results.json", result)
+    emit(
+        args,
+        result,
+        f"test accuracy {acc:.4f} ({data.name}, {n} layer(s), "
+        f"{model.n_features_out_} features) -> {out}",
+    )
+    barrier()
+    return 0

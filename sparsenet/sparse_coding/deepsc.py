@@ -1,0 +1,380 @@
+"""Deep Sparse Coding (He et al., 2014) as a scikit-learn-style classifier.
+
+Each layer ``l`` maps an input map ``(N, h, w, c)`` (the images, then the previous layer's
+reduced pooled codes) through::
+
+    patches (size, stride) → per-patch normalisation → [ZCA] → sparse codes Y_l (N, gh, gw, K_l)
+      ├── spatial-pyramid max pooling (1×1, 2×2, 4×4) → this layer's part of the features
+      └── local p×p max pooling → Z_l (N, gh', gw', K_l) → [DrLIM: Z_l Wᵀ] → input of layer l+1
+
+The features of all layers are concatenated, standardised and fed to a linear classifier
+(logistic regression or a linear SVM).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from ..progress import log, progress
+from ._checks import InvalidInputError, as_tensor, check_int, check_positive
+from .drlim import DrLIM
+from .patches import ZCAWhitener, extract_patches, normalize_patches
+from .pooling import local_max_pool, pyramid_max_pool, split_polarity
+
+__all__ = ["DeepSC", "SCLayer"]
+
+
+def _encode(x: torch.Tensor, atoms: torch.Tensor, alpha: float, max_iter: int) -> torch.Tensor:
+    """Lasso codes of the rows of ``x`` (n, P) on ``atoms`` (K, P): (n, K), float32.
+
+    The one place DeepSC calls a sparse-coding solver; the solver stops after ``max_iter``
+    FISTA steps (an approximate but fixed-cost encoder, which the time budget needs).
+    """
+    from ..distributed import map_rows
+    from .encode import sparse_encode
+
+    # each rank encodes its shard of rows under torch.distributed, gathered on every rank
+    return map_rows(
+        lambda rows: sparse_encode(rows, atoms, alpha, method="fista", max_iter=max_iter, tol=0.0),
+        x,
+    )
+
+
+def _learn_dictionary(
+    x: torch.Tensor, n_atoms: int, alpha: float, n_epochs: int, seed: int
+) -> torch.Tensor:
+    """A dictionary (n_atoms, P) with unit-norm rows, learnt online on the rows of ``x``."""
+    try:
+        from .dictionary import DictionaryLearner  # type: ignore[import-not-found]
+    except ImportError:  # TEMPORARY until sc-solvers lands dictionary.py
+        from sklearn.decomposition import MiniBatchDictionaryLearning
+
+        learner = MiniBatchDictionaryLearning(
+            n_components=n_atoms,
+            alpha=alpha,
+            max_iter=n_epochs,
+            batch_size=256,
+            random_state=seed,
+        ).fit(x.numpy())
+        return torch.as_tensor(learner.components_, dtype=torch.float32)
+    learner = DictionaryLearner(
+        n_components=n_atoms, alpha=alpha, n_epochs=n_epochs, random_state=seed
+    ).fit(x)
+    return torch.as_tensor(learner.components_, dtype=torch.float32)
+
+
+@dataclass
+class SCLayer:
+    """The fitted state of one DeepSC layer.
+
+    Attributes
+    ----------
+    size, stride : patch geometry
+    eps : absolute variance regulariser of :func:`normalize_patches`
+    whitener : ZCA fitted on normalised patches, or None
+    atoms : Tensor, shape (K, P), the dictionary (rows are atoms)
+    alpha : lasso penalty
+    reducer : DrLIM projection applied after local pooling, or None
+    """
+
+    size: int
+    stride: int
+    eps: float
+    whitener: ZCAWhitener | None
+    atoms: torch.Tensor
+    alpha: float
+    reducer: DrLIM | None = None
+
+    def patches(self, maps: torch.Tensor) -> torch.Tensor:
+        """(N, h, w, c) input map → (N, gh, gw, P) normalised (and whitened) patches."""
+        p = extract_patches(maps.permute(0, 3, 1, 2), self.size, self.stride)
+        p = normalize_patches(p, self.eps)
+        return self.whitener.transform(p) if self.whitener is not None else p
+
+    def codes(self, maps: torch.Tensor, max_iter: int) -> torch.Tensor:
+        """(N, h, w, c) → sparse codes (N, gh, gw, K)."""
+        p = self.patches(maps)
+        n, gh, gw, dim = p.shape
+        c = _encode(p.reshape(-1, dim), self.atoms, self.alpha, max_iter)
+        return torch.as_tensor(c, dtype=torch.float32).reshape(n, gh, gw, -1)
+
+
+def _per_layer(value: Any, n_layers: int, name: str) -> list[Any]:
+    if isinstance(value, (list, tuple)):
+        if len(value) != n_layers:
+            raise InvalidInputError(
+                f"{name}={value!r}: expected one value per layer ({n_layers}), got {len(value)}"
+            )
+        return list(value)
+    return [value] * n_layers
+
+
+class DeepSC(ClassifierMixin, BaseEstimator):
+    """Deep Sparse Coding features and a linear classifier.
+
+    Parameters
+    ----------
+    n_atoms : atoms per layer; its length is the number of layers ``L``
+    patch_size, patch_stride : per layer (or one value for all)
+    alpha : lasso penalty per layer, on normalised (and whitened) patches
+    whiten : ZCA-whiten each layer's patches (per layer or one value)
+    norm_eps : patch-normalisation regulariser, relative to the mean patch variance
+    pool_size, pool_stride : local max pooling between layers (p × p, every stride cells)
+    drlim : reduce the pooled codes with DrLIM before the next layer
+    n_components : DrLIM output dimension per layer (layers 1..L−1)
+    drlim_iter : Adam steps of each DrLIM fit
+    pyramid : spatial-pyramid levels pooled from every layer's codes (levels finer than a
+        layer's grid are skipped for that layer)
+    polarity : pool positive and negative parts of the codes separately (doubles features)
+    classifier : ``"logreg"`` (LogisticRegression) or ``"svc"`` (LinearSVC)
+    C : inverse regularisation of the classifier
+    encode_iter : FISTA iterations per encoding
+    dict_images : images used to learn dictionaries, whiteners and DrLIM (a random subset)
+    dict_patches : patches per layer for dictionary learning
+    dict_epochs : passes of online dictionary learning over those patches
+    batch_size : images per chunk in :meth:`transform`
+    random_state : seed
+    verbose : progress bars and timings
+
+    Attributes
+    ----------
+    layers_ : list of SCLayer
+    classifier_ : fitted sklearn Pipeline (StandardScaler, classifier)
+    classes_ : ndarray of labels
+    timings_ : dict of seconds spent in dictionary learning, feature extraction, classifier
+    n_features_out_ : feature dimension fed to the classifier
+    layer_features_ : list of int, how many of those features each layer contributes (in order)
+    """
+
+    def __init__(
+        self,
+        n_atoms: Sequence[int] = (128, 256),
+        patch_size: int | Sequence[int] = (5, 2),
+        patch_stride: int | Sequence[int] = (1, 1),
+        alpha: float | Sequence[float] = 0.5,
+        whiten: bool | Sequence[bool] = True,
+        norm_eps: float = 0.1,
+        pool_size: int = 4,
+        pool_stride: int = 2,
+        drlim: bool = True,
+        n_components: int = 64,
+        drlim_iter: int = 300,
+        pyramid: Sequence[int] = (1, 2, 4),
+        polarity: bool = True,
+        classifier: str = "logreg",
+        C: float = 1.0,
+        encode_iter: int = 20,
+        dict_images: int = 5000,
+        dict_patches: int = 50000,
+        dict_epochs: int = 2,
+        batch_size: int = 500,
+        random_state: int = 0,
+        verbose: bool = False,
+    ) -> None:
+        self.n_atoms = n_atoms
+        self.patch_size = patch_size
+        self.patch_stride = patch_stride
+        self.alpha = alpha
+        self.whiten = whiten
+        self.norm_eps = norm_eps
+        self.pool_size = pool_size
+        self.pool_stride = pool_stride
+        self.drlim = drlim
+        self.n_components = n_components
+        self.drlim_iter = drlim_iter
+        self.pyramid = pyramid
+        self.polarity = polarity
+        self.classifier = classifier
+        self.C = C
+        self.encode_iter = encode_iter
+        self.dict_images = dict_images
+        self.dict_patches = dict_patches
+        self.dict_epochs = dict_epochs
+        self.batch_size = batch_size
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ----------------------------------------------------------------- validation
+    def _images(self, X: Any) -> torch.Tensor:
+        x = as_tensor(X, "X", (3, 4))
+        return x.unsqueeze(-1) if x.ndim == 3 else x.permute(0, 2, 3, 1)  # (N, H, W, C)
+
+    def _config(self) -> list[dict[str, Any]]:
+        atoms = self.n_atoms if isinstance(self.n_atoms, (list, tuple)) else [self.n_atoms]
+        n = len(atoms)
+        if n == 0:
+            raise InvalidInputError("n_atoms: expected at least one layer")
+        cfg = []
+        for i, (k, size, stride, alpha, whiten) in enumerate(
+            zip(
+                atoms,
+                _per_layer(self.patch_size, n, "patch_size"),
+                _per_layer(self.patch_stride, n, "patch_stride"),
+                _per_layer(self.alpha, n, "alpha"),
+                _per_layer(self.whiten, n, "whiten"),
+                strict=True,
+            )
+        ):
+            cfg.append(
+                dict(
+                    n_atoms=check_int(k, f"n_atoms[{i}]"),
+                    size=check_int(size, f"patch_size[{i}]"),
+                    stride=check_int(stride, f"patch_stride[{i}]"),
+                    alpha=check_positive(alpha, "alpha"),
+                    whiten=bool(whiten),
+                )
+            )
+        check_positive(self.norm_eps, "norm_eps")
+        check_int(self.encode_iter, "encode_iter")
+        check_int(self.batch_size, "batch_size")
+        if self.classifier not in ("logreg", "svc"):
+            raise InvalidInputError(f"classifier={self.classifier!r}: expected 'logreg' or 'svc'")
+        return cfg
+
+    # ----------------------------------------------------------------- fitting
+    def fit_features(self, X: Any) -> DeepSC:
+        """Learn every layer (whitener, dictionary, DrLIM) on a random subset of ``X``.
+
+        ``X`` : images, shape (N, C, H, W) or (N, H, W).
+        """
+        cfg = self._config()
+        x = self._images(X)
+        gen = torch.Generator().manual_seed(int(self.random_state))
+        sub = torch.randperm(len(x), generator=gen)[: check_int(self.dict_images, "dict_images")]
+        maps = x[sub]  # (n, h, w, c)
+        self.layers_: list[SCLayer] = []
+        t0 = time.perf_counter()
+        for i, c in enumerate(cfg):
+            last = i == len(cfg) - 1
+            raw = extract_patches(maps.permute(0, 3, 1, 2), c["size"], c["stride"])
+            raw = raw.reshape(-1, raw.shape[-1])
+            pick = torch.randperm(len(raw), generator=gen)[: self.dict_patches]
+            sample = raw[pick]  # (m, P)
+            centred = sample - sample.mean(1, keepdim=True)
+            eps = float(self.norm_eps) * float(centred.pow(2).mean())
+            sample = normalize_patches(sample, eps)
+            whitener = ZCAWhitener().fit(sample) if c["whiten"] else None
+            if whitener is not None:
+                sample = whitener.transform(sample)
+            log(
+                f"layer {i + 1}: {c['n_atoms']} atoms on {len(sample)} patches of "
+                f"{sample.shape[1]} values",
+                quiet=not self.verbose,
+            )
+            atoms = _learn_dictionary(
+                sample, c["n_atoms"], c["alpha"], self.dict_epochs, self.random_state + i
+            )
+            layer = SCLayer(c["size"], c["stride"], eps, whitener, atoms, c["alpha"])
+            self.layers_.append(layer)
+            if last:
+                break
+            codes = torch.cat(
+                [
+                    layer.codes(maps[j : j + self.batch_size], self.encode_iter)
+                    for j in range(0, len(maps), self.batch_size)
+                ]
+            )
+            maps = local_max_pool(self._signed(codes), self.pool_size, self.pool_stride)
+            if self.drlim:
+                layer.reducer = DrLIM(
+                    n_components=min(self.n_components, maps.shape[-1]),
+                    n_iter=self.drlim_iter,
+                    random_state=self.random_state + i,
+                ).fit(maps)
+                maps = layer.reducer.transform(maps)
+        self.timings_ = {"dictionary_s": time.perf_counter() - t0}
+        return self
+
+    def _signed(self, codes: torch.Tensor) -> torch.Tensor:
+        return split_polarity(codes) if self.polarity else codes
+
+    def fit(self, X: Any, y: Any) -> DeepSC:
+        """Learn the layers on a subset of ``X``, then the classifier on all of ``X``'s features."""
+        labels = np.asarray(y)
+        if labels.ndim != 1 or len(labels) != len(X):
+            raise InvalidInputError(f"y: expected shape ({len(X)},) matching X, got {labels.shape}")
+        self.fit_features(X)
+        feats = self.transform(X)
+        t0 = time.perf_counter()
+        self.classifier_ = self._make_classifier().fit(feats, labels)
+        self.timings_["classifier_s"] = time.perf_counter() - t0
+        self.classes_ = self.classifier_.classes_
+        return self
+
+    def _make_classifier(self) -> Pipeline:
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.svm import LinearSVC
+
+        C = check_positive(self.C, "C")
+        clf: Any
+        if self.classifier == "svc":
+            clf = LinearSVC(C=C, dual="auto", max_iter=2000, random_state=self.random_state)
+        else:
+            clf = LogisticRegression(C=C, max_iter=300, tol=1e-3)
+        return make_pipeline(StandardScaler(), clf)
+
+    # ----------------------------------------------------------------- inference
+    def transform(self, X: Any) -> np.ndarray:
+        """DeepSC features of images ``X`` (N, C, H, W): (N, n_features_out_), float32."""
+        if not hasattr(self, "layers_"):
+            raise InvalidInputError("DeepSC: call fit or fit_features before transform")
+        x = self._images(X)
+        t0, c0 = time.perf_counter(), time.process_time()
+        per_layer = [0.0] * len(self.layers_)
+        chunks = []
+        starts = range(0, len(x), self.batch_size)
+        for j in progress(starts, "DeepSC features", total=len(starts), quiet=not self.verbose):
+            chunks.append(self._features(x[j : j + self.batch_size], per_layer))
+        out = torch.cat(chunks).numpy()
+        self.n_features_out_ = out.shape[1]
+        t = getattr(self, "timings_", {})
+        t["transform_s"] = t.get("transform_s", 0.0) + time.perf_counter() - t0
+        t["transform_cpu_s"] = t.get("transform_cpu_s", 0.0) + time.process_time() - c0
+        old = t.get("transform_layer_s", [0.0] * len(per_layer))
+        t["transform_layer_s"] = [a + b for a, b in zip(old, per_layer, strict=True)]
+        self.timings_ = t
+        return out
+
+    def _features(self, maps: torch.Tensor, seconds: list[float]) -> torch.Tensor:
+        """(B, H, W, C) images → (B, F) pyramid features of every layer, concatenated.
+
+        Adds each layer's wall time to ``seconds[i]``.
+        """
+        parts = []
+        for i, layer in enumerate(self.layers_):
+            t0 = time.perf_counter()
+            codes = self._signed(layer.codes(maps, self.encode_iter))  # (B, gh, gw, K')
+            levels = [lv for lv in self.pyramid if lv <= min(codes.shape[1], codes.shape[2])]
+            parts.append(pyramid_max_pool(codes, levels or [1]))
+            if i < len(self.layers_) - 1:
+                maps = local_max_pool(codes, self.pool_size, self.pool_stride)
+                if layer.reducer is not None:
+                    maps = layer.reducer.transform(maps)
+            seconds[i] += time.perf_counter() - t0
+        self.layer_features_ = [part.shape[1] for part in parts]
+        return torch.cat(parts, dim=1)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted labels for images ``X``."""
+        return self.classifier_.predict(self.transform(X))
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        return self.classifier_.decision_function(self.transform(X))
+
+    def first_layer_atoms(self) -> np.ndarray:
+        """First-layer atoms as images (K, C, s, s), un-whitened for display."""
+        layer = self.layers_[0]
+        a = layer.atoms
+        if layer.whitener is not None:  # show what the atom responds to in pixel space
+            a = a @ torch.linalg.pinv(layer.whitener.whitening_)
+        c = a.shape[1] // (layer.size * layer.size)
+        return a.reshape(-1, c, layer.size, layer.size).numpy()

@@ -1,0 +1,124 @@
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+
+from sparsenet.sparse_coding.deepsc import DeepSC
+
+TINY = dict(
+    n_atoms=(16, 24),
+    patch_size=(3, 2),
+    patch_stride=(1, 1),
+    alpha=0.3,
+    pool_size=2,
+    pool_stride=2,
+    n_components=8,
+    drlim_iter=100,
+    encode_iter=5,
+    dict_images=300,
+    dict_patches=3000,
+    dict_epochs=1,
+    batch_size=512,
+)
+
+
+@pytest.fixture(scope="module")
+def fitted(digits_data):
+    xtr, ytr = digits_data.train
+    return DeepSC(**TINY).fit(xtr, ytr.numpy())
+
+
+def test_fits_and_beats_chance_on_digits(fitted, digits_data):
+    xte, yte = digits_data.test
+    acc = fitted.score(xte, yte.numpy())
+    assert acc > 0.85, acc  # chance is 0.1
+    assert len(fitted.layers_) == 2
+    assert fitted.layers_[0].atoms.shape == (16, 9)
+    assert fitted.layers_[0].reducer.components_.shape == (8, 32)  # polarity doubles 16 codes
+
+
+def test_feature_layout(fitted, digits_data):
+    x = digits_data.x_test[:7]
+    f = fitted.transform(x)
+    # layer 1: 8×8 → 6×6 grid, 32 signed codes, pyramid 1+4+16 cells;
+    # layer 2: 3×3 pooled grid → 2×2 grid, 48 signed codes, levels 1 and 2 only
+    assert f.shape == (7, 32 * 21 + 48 * 5) == (7, fitted.n_features_out_)
+    assert f.dtype == np.float32 and (f >= 0).all()
+    assert np.array_equal(fitted.predict(x), fitted.classifier_.predict(f))
+    assert set(fitted.predict(x)) <= set(fitted.classes_)
+
+
+def test_single_layer_without_drlim_and_svc(digits_data):
+    xtr, ytr = digits_data.train
+    m = DeepSC(
+        **{
+            **TINY,
+            "n_atoms": (16,),
+            "patch_size": 3,
+            "patch_stride": 1,
+            "drlim": False,
+            "classifier": "svc",
+        }
+    )
+    m.fit(xtr[:600], ytr[:600].numpy())
+    assert m.layers_[0].reducer is None
+    assert m.transform(digits_data.x_test[:3]).shape == (3, 32 * 21)
+    assert m.score(*[t.numpy() for t in digits_data.test]) > 0.7
+
+
+def test_sklearn_contract(digits_data):
+    m = DeepSC(**TINY)
+    assert clone(m).get_params() == m.get_params()
+    assert not hasattr(m, "layers_")  # __init__ stores arguments only
+    with pytest.raises(ValueError, match="fit"):
+        m.transform(digits_data.x_test[:2])
+
+
+@pytest.mark.parametrize(
+    "params, X, y, name",
+    [
+        ({}, "nan", "ok", "X"),
+        ({}, "flat", "ok", "X"),
+        ({"alpha": 0.0}, "ok", "ok", "alpha"),
+        ({"alpha": (0.3, -1.0)}, "ok", "ok", "alpha"),
+        ({"patch_size": (3, 2, 2)}, "ok", "ok", "patch_size"),
+        ({"classifier": "tree"}, "ok", "ok", "classifier"),
+        ({}, "ok", "short", "y"),
+    ],
+)
+def test_bad_input_names_the_argument(params, X, y, name):
+    x = torch.rand(20, 1, 8, 8)
+    if X == "nan":
+        x[3, 0, 2, 2] = float("nan")
+    elif X == "flat":
+        x = x.reshape(20, 64)[0]
+    labels = np.arange(20) % 2 if y == "ok" else np.zeros(5)
+    with pytest.raises(ValueError, match=name):
+        DeepSC(**{**TINY, **params}).fit(x, labels)
+
+
+def test_cli_writes_results_and_atoms_png(tmp_path, capsys):
+    import json
+
+    from sparsenet.cli import main
+
+    out = tmp_path / "run"
+    argv = "deepsc --data digits --layers 2 --atoms 16,24 --patch 3,2 --stride 1 --pool 2"
+    argv += " --components 8 --drlim-iter 50 --dict-images 300 --encode-iter 5"
+    rc = main(argv.split() + ["--out", str(out), "--json", "--quiet"])
+    res = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    assert res["test_accuracy"] > 0.8 and res["n_test"] == 360
+    assert json.loads((out / "results.json").read_text())["test_accuracy"] == res["test_accuracy"]
+    assert (out / "atoms.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "model.pkl").stat().st_size > 0
+
+
+def test_cli_rejects_mismatched_layer_lists(tmp_path, capsys):
+    from sparsenet.cli import main
+
+    rc = main(
+        ["deepsc", "--data", "digits", "--layers", "2", "--atoms", "8,8,8", "--out", str(tmp_path)]
+    )
+    assert rc == 2
+    assert "--atoms" in capsys.readouterr().err
