@@ -9,8 +9,8 @@ from .checkpoint import load_model, save_model
 from .coding import save_snn
 from .data import Dataset, digits, fashion_mnist, idx_dir, load_dataset, mnist, read_idx
 from .errors import CheckpointError, CorruptFileError, DataError, SparsenetError, SpecError
-from .lowrank import factorize
 from .inference import load_snn as load
+from .lowrank import factorize
 from .models import LeNet5, LeNet300, build_model, model_for_dataset
 from .pipeline import compress
 from .regularize import ActivationPenalty, WeightPenalty, replace_activations

@@ -46,7 +46,7 @@ def main(path: str) -> None:
     )
 
     X = ds.x_train[:400].flatten(1).double()  # (400, 64)
-    learner = DictionaryLearner(16, alpha=0.2, batch_size=50, max_iter=2, random_state=0).fit(X)
+    learner = DictionaryLearner(16, alpha=0.2, batch_size=50, max_iter=2, tol=1e-10, random_state=0).fit(X)
     out["dictionary"] = torch.from_numpy(learner.components_)
     out["dictionary_steps"] = learner.n_steps_
     out["codes"] = learner.transform(X[:101])

@@ -45,7 +45,9 @@ def test_sensitivity_scan_equals_single_process(runs):
 
 def test_dictionary_after_n_steps_equals_single_process(runs):
     """Same mini-batches (same seed); codes of each half computed on its rank, A and B summed.
-    float64, so the dictionaries agree to ~1e-15; 1e-10 leaves room for the lasso solver."""
+    float64 and coding tol=1e-10, so each code is the lasso optimum whatever batch it was solved
+    in (the working-set solver groups samples differently on each rank; at a loose tol that
+    shows up as ~1e-7 differences), and the dictionaries agree to 1e-10."""
     one, two = runs
     assert one["dictionary_steps"] == two["dictionary_steps"] == 16
     torch.testing.assert_close(two["dictionary"], one["dictionary"], rtol=0, atol=1e-10)
