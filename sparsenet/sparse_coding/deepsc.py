@@ -48,19 +48,18 @@ def _learn_dictionary(
     x: torch.Tensor, n_atoms: int, alpha: float, n_epochs: int, seed: int
 ) -> torch.Tensor:
     """A dictionary (n_atoms, P) with unit-norm rows, learnt online on the rows of ``x``."""
-    try:
-        from .dictionary import DictionaryLearner  # type: ignore[import-not-found]
-    except ImportError:  # TEMPORARY until sc-solvers lands dictionary.py
-        from sklearn.decomposition import MiniBatchDictionaryLearning
+    from .estimators import DictionaryLearner
 
-        learner = MiniBatchDictionaryLearning(
-            n_components=n_atoms,
-            alpha=alpha,
-            max_iter=n_epochs,
-            batch_size=256,
-            random_state=seed,
-        ).fit(x.numpy())
-        return torch.as_tensor(learner.components_, dtype=torch.float32)
+    learner = DictionaryLearner(
+        n_atoms=n_atoms,
+        alpha=alpha,
+        max_iter=n_epochs,
+        batch_size=1024,
+        method="fista",
+        tol=1e-2,
+        random_state=seed,
+    ).fit(x)
+    return torch.as_tensor(learner.components_, dtype=torch.float32)
     learner = DictionaryLearner(
         n_components=n_atoms, alpha=alpha, n_epochs=n_epochs, random_state=seed
     ).fit(x)
@@ -152,9 +151,9 @@ class DeepSC(ClassifierMixin, BaseEstimator):
 
     def __init__(
         self,
-        n_atoms: Sequence[int] = (128, 256),
+        n_atoms: Sequence[int] = (64, 128),
         patch_size: int | Sequence[int] = (5, 2),
-        patch_stride: int | Sequence[int] = (1, 1),
+        patch_stride: int | Sequence[int] = (2, 1),
         alpha: float | Sequence[float] = 0.5,
         whiten: bool | Sequence[bool] = True,
         norm_eps: float = 0.1,
@@ -162,14 +161,14 @@ class DeepSC(ClassifierMixin, BaseEstimator):
         pool_stride: int = 2,
         drlim: bool = True,
         n_components: int = 64,
-        drlim_iter: int = 300,
+        drlim_iter: int = 150,
         pyramid: Sequence[int] = (1, 2, 4),
         polarity: bool = True,
         classifier: str = "logreg",
         C: float = 1.0,
-        encode_iter: int = 20,
-        dict_images: int = 5000,
-        dict_patches: int = 50000,
+        encode_iter: int = 5,
+        dict_images: int = 3000,
+        dict_patches: int = 30000,
         dict_epochs: int = 2,
         batch_size: int = 500,
         random_state: int = 0,
@@ -314,7 +313,7 @@ class DeepSC(ClassifierMixin, BaseEstimator):
         if self.classifier == "svc":
             clf = LinearSVC(C=C, dual="auto", max_iter=2000, random_state=self.random_state)
         else:
-            clf = LogisticRegression(C=C, max_iter=300, tol=1e-3)
+            clf = LogisticRegression(C=C, max_iter=200, tol=1e-3)
         return make_pipeline(StandardScaler(), clf)
 
     # ----------------------------------------------------------------- inference
@@ -345,18 +344,33 @@ class DeepSC(ClassifierMixin, BaseEstimator):
         Adds each layer's wall time to ``seconds[i]``.
         """
         parts = []
-        for i, layer in enumerate(self.layers_):
+        for i in range(len(self.layers_)):
             t0 = time.perf_counter()
-            codes = self._signed(layer.codes(maps, self.encode_iter))  # (B, gh, gw, K')
-            levels = [lv for lv in self.pyramid if lv <= min(codes.shape[1], codes.shape[2])]
-            parts.append(pyramid_max_pool(codes, levels or [1]))
-            if i < len(self.layers_) - 1:
-                maps = local_max_pool(codes, self.pool_size, self.pool_stride)
-                if layer.reducer is not None:
-                    maps = layer.reducer.transform(maps)
+            feats, maps = self.layer_step(i, maps)
+            parts.append(feats)
             seconds[i] += time.perf_counter() - t0
         self.layer_features_ = [part.shape[1] for part in parts]
         return torch.cat(parts, dim=1)
+
+    def layer_step(self, i: int, maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run fitted layer ``i`` on its input map (B, h, w, c).
+
+        Returns
+        -------
+        features : Tensor (B, F_i), the pyramid-pooled codes of this layer
+        next_maps : Tensor (B, h', w', c'), the locally pooled (and DrLIM-reduced) codes that
+            layer ``i + 1`` takes; the raw codes map for the last layer
+        """
+        layer = self.layers_[i]
+        codes = self._signed(layer.codes(maps, self.encode_iter))  # (B, gh, gw, K')
+        levels = [lv for lv in self.pyramid if lv <= min(codes.shape[1], codes.shape[2])]
+        feats = pyramid_max_pool(codes, levels or [1])
+        if i == len(self.layers_) - 1:
+            return feats, codes
+        pooled = local_max_pool(codes, self.pool_size, self.pool_stride)  # (B, gh', gw', K')
+        if layer.reducer is not None:
+            pooled = layer.reducer.transform(pooled)  # (B, gh', gw', d)
+        return feats, pooled
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted labels for images ``X``."""
