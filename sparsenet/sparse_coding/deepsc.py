@@ -27,6 +27,7 @@ from sklearn.preprocessing import StandardScaler
 from ..progress import log, progress
 from ._checks import InvalidInputError, as_tensor, check_int, check_positive
 from .drlim import DrLIM
+from .linear import SoftmaxRegression
 from .patches import ZCAWhitener, extract_patches, normalize_patches
 from .pooling import local_max_pool, pyramid_max_pool, split_polarity
 
@@ -102,6 +103,22 @@ class SCLayer:
         return torch.as_tensor(c, dtype=torch.float32).reshape(n, gh, gw, -1)
 
 
+def make_classifier(kind: str, C: float, random_state: int = 0) -> Pipeline:
+    """StandardScaler then a linear classifier: ``"logreg"`` (:class:`SoftmaxRegression`,
+    float32 L-BFGS in torch) or ``"svc"`` (scikit-learn's LinearSVC)."""
+    from sklearn.svm import LinearSVC
+
+    C = check_positive(C, "C")
+    clf: Any
+    if kind == "svc":
+        clf = LinearSVC(C=C, dual="auto", max_iter=2000, random_state=random_state)
+    elif kind == "logreg":
+        clf = SoftmaxRegression(C=C, max_iter=100)
+    else:
+        raise InvalidInputError(f"classifier={kind!r}: expected 'logreg' or 'svc'")
+    return make_pipeline(StandardScaler(), clf)
+
+
 def _per_layer(value: Any, n_layers: int, name: str) -> list[Any]:
     if isinstance(value, (list, tuple)):
         if len(value) != n_layers:
@@ -129,7 +146,8 @@ class DeepSC(ClassifierMixin, BaseEstimator):
     pyramid : spatial-pyramid levels pooled from every layer's codes (levels finer than a
         layer's grid are skipped for that layer)
     polarity : pool positive and negative parts of the codes separately (doubles features)
-    classifier : ``"logreg"`` (LogisticRegression) or ``"svc"`` (LinearSVC)
+    classifier : ``"logreg"`` (:class:`SoftmaxRegression`: multinomial logistic regression,
+        float32 L-BFGS in torch) or ``"svc"`` (scikit-learn's LinearSVC)
     C : inverse regularisation of the classifier
     encode_iter : FISTA iterations per encoding
     dict_images : images used to learn dictionaries, whiteners and DrLIM (a random subset)
@@ -305,16 +323,7 @@ class DeepSC(ClassifierMixin, BaseEstimator):
         return self
 
     def _make_classifier(self) -> Pipeline:
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.svm import LinearSVC
-
-        C = check_positive(self.C, "C")
-        clf: Any
-        if self.classifier == "svc":
-            clf = LinearSVC(C=C, dual="auto", max_iter=2000, random_state=self.random_state)
-        else:
-            clf = LogisticRegression(C=C, max_iter=200, tol=1e-3)
-        return make_pipeline(StandardScaler(), clf)
+        return make_classifier(self.classifier, self.C, self.random_state)
 
     # ----------------------------------------------------------------- inference
     def transform(self, X: Any) -> np.ndarray:

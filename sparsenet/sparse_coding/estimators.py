@@ -80,9 +80,7 @@ class SparseCoder(TransformerMixin, BaseEstimator):
         self.n_features_in_ = int(X.shape[1])
         d = self._dictionary()
         if d.shape[1] != X.shape[1]:
-            raise InvalidInputError(
-                f"X has {X.shape[1]} features but dictionary has {d.shape[1]}"
-            )
+            raise InvalidInputError(f"X has {X.shape[1]} features but dictionary has {d.shape[1]}")
         return self
 
     def transform(self, X: Any) -> Any:
@@ -91,8 +89,14 @@ class SparseCoder(TransformerMixin, BaseEstimator):
         if not isinstance(X, torch.Tensor):
             X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
         return sparse_encode(
-            X, d, self.alpha, _check_method(self.method), max_iter=self.max_iter,
-            tol=self.tol, positive=self.positive, n_nonzero_coefs=self.n_nonzero_coefs,
+            X,
+            d,
+            self.alpha,
+            _check_method(self.method),
+            max_iter=self.max_iter,
+            tol=self.tol,
+            positive=self.positive,
+            n_nonzero_coefs=self.n_nonzero_coefs,
         )
 
     @property
@@ -224,8 +228,13 @@ class DictionaryLearner(TransformerMixin, BaseEstimator):
 
     def _step(self, x: torch.Tensor, method: str) -> None:
         online_step(
-            self._state, x, float(self.alpha), method=method, tol=self.tol,
-            positive_code=self.positive_code, resample=self.resample_dead,
+            self._state,
+            x,
+            float(self.alpha),
+            method=method,
+            tol=self.tol,
+            positive_code=self.positive_code,
+            resample=self.resample_dead,
         )
 
     def _publish(self) -> None:
@@ -269,7 +278,11 @@ class DictionaryLearner(TransformerMixin, BaseEstimator):
         x = self._validate(X, reset=False)
         alpha = self.alpha if self.transform_alpha is None else self.transform_alpha
         codes = sparse_encode(
-            x, self.components_, alpha, _check_method(self.method), tol=self.tol,
+            x,
+            self.components_,
+            alpha,
+            _check_method(self.method),
+            tol=self.tol,
             positive=self.positive_code,
         )
         return codes if isinstance(X, torch.Tensor) else codes.cpu().numpy()

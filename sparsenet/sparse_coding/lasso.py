@@ -25,7 +25,6 @@ import torch
 __all__ = ["lasso_objective_gram", "duality_gap_gram", "lasso_gram"]
 
 
-
 def _soft(z: torch.Tensor, thresh: float | torch.Tensor, positive: bool) -> torch.Tensor:
     if positive:
         return torch.clamp(z - thresh, min=0)
@@ -116,8 +115,13 @@ def _block_objective(
 
 
 def _cd_sweep(
-    cw: torch.Tensor, qw: torch.Tensor, gw: torch.Tensor, dw: torch.Tensor, iw: torch.Tensor,
-    alpha: float, positive: bool,
+    cw: torch.Tensor,
+    qw: torch.Tensor,
+    gw: torch.Tensor,
+    dw: torch.Tensor,
+    iw: torch.Tensor,
+    alpha: float,
+    positive: bool,
 ) -> None:
     """One cyclic coordinate-descent sweep over the block positions, in place."""
     for j in range(cw.shape[1]):
@@ -129,8 +133,15 @@ def _cd_sweep(
 
 
 def _solve_block(
-    cw: torch.Tensor, gw: torch.Tensor, bw: torch.Tensor, xs: torch.Tensor, alpha: float,
-    positive: bool, inner: str, budget: int, tol: float,
+    cw: torch.Tensor,
+    gw: torch.Tensor,
+    bw: torch.Tensor,
+    xs: torch.Tensor,
+    alpha: float,
+    positive: bool,
+    inner: str,
+    budget: int,
+    tol: float,
 ) -> tuple[torch.Tensor, int]:
     """Solve the lasso restricted to each row's block; returns (codes on block, sweeps used).
 
@@ -229,8 +240,15 @@ def lasso_gram(
         W = torch.topk(score, width, dim=1).indices  # (r, m)
         gw = G[W[:, :, None], W[:, None, :]]  # (r, m, m)
         cw, spent = _solve_block(
-            C.gather(1, W), gw, Bt.gather(1, W), xs, alpha, positive, inner,
-            max_iter - used, 0.5 * tol,
+            C.gather(1, W),
+            gw,
+            Bt.gather(1, W),
+            xs,
+            alpha,
+            positive,
+            inner,
+            max_iter - used,
+            0.5 * tol,
         )
         used += spent
         C = torch.zeros_like(C).scatter_(1, W, cw)
