@@ -46,7 +46,7 @@ def _encode(x: torch.Tensor, atoms: torch.Tensor, alpha: float, max_iter: int) -
 
 
 def _learn_dictionary(
-    x: torch.Tensor, n_atoms: int, alpha: float, n_epochs: int, seed: int
+    x: torch.Tensor, n_atoms: int, alpha: float, n_epochs: int, seed: int, tol: float
 ) -> torch.Tensor:
     """A dictionary (n_atoms, P) with unit-norm rows, learnt online on the rows of ``x``."""
     from .estimators import DictionaryLearner
@@ -57,7 +57,7 @@ def _learn_dictionary(
         max_iter=n_epochs,
         batch_size=1024,
         method="fista",
-        tol=1e-2,
+        tol=tol,
         random_state=seed,
     ).fit(x)
     return torch.as_tensor(learner.components_, dtype=torch.float32)
@@ -153,6 +153,7 @@ class DeepSC(ClassifierMixin, BaseEstimator):
     dict_images : images used to learn dictionaries, whiteners and DrLIM (a random subset)
     dict_patches : patches per layer for dictionary learning
     dict_epochs : passes of online dictionary learning over those patches
+    dict_tol : duality-gap tolerance (relative to ||x||²) of the codes while learning
     batch_size : images per chunk in :meth:`transform`
     random_state : seed
     verbose : progress bars and timings
@@ -188,6 +189,7 @@ class DeepSC(ClassifierMixin, BaseEstimator):
         dict_images: int = 3000,
         dict_patches: int = 30000,
         dict_epochs: int = 2,
+        dict_tol: float = 1e-2,
         batch_size: int = 500,
         random_state: int = 0,
         verbose: bool = False,
@@ -211,6 +213,7 @@ class DeepSC(ClassifierMixin, BaseEstimator):
         self.dict_images = dict_images
         self.dict_patches = dict_patches
         self.dict_epochs = dict_epochs
+        self.dict_tol = dict_tol
         self.batch_size = batch_size
         self.random_state = random_state
         self.verbose = verbose
@@ -283,7 +286,12 @@ class DeepSC(ClassifierMixin, BaseEstimator):
                 quiet=not self.verbose,
             )
             atoms = _learn_dictionary(
-                sample, c["n_atoms"], c["alpha"], self.dict_epochs, self.random_state + i
+                sample,
+                c["n_atoms"],
+                c["alpha"],
+                self.dict_epochs,
+                self.random_state + i,
+                check_positive(self.dict_tol, "dict_tol"),
             )
             layer = SCLayer(c["size"], c["stride"], eps, whitener, atoms, c["alpha"])
             self.layers_.append(layer)
