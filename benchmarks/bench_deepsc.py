@@ -37,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sparsenet.cli.deepsc import random_subset, save_atoms_png  # noqa: E402
 from sparsenet.data import Dataset, load_dataset  # noqa: E402
 from sparsenet.io import write_json  # noqa: E402
-from sparsenet.sparse_coding.deepsc import DeepSC, make_classifier  # noqa: E402
+from sparsenet.sparse_coding.deepsc import DeepSC  # noqa: E402
+from sparsenet.sparse_coding.linear import make_classifier  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "deepsc"
 

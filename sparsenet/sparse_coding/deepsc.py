@@ -21,17 +21,16 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.pipeline import Pipeline
 
 from ..progress import log, progress
 from ._checks import InvalidInputError, as_tensor, check_int, check_positive
 from .drlim import DrLIM
-from .linear import SoftmaxRegression
+from .linear import make_classifier
 from .patches import ZCAWhitener, extract_patches, normalize_patches
 from .pooling import local_max_pool, pyramid_max_pool, split_polarity
 
-__all__ = ["DeepSC", "SCLayer"]
+__all__ = ["DeepSC", "SCLayer", "make_classifier"]
 
 
 def _encode(x: torch.Tensor, atoms: torch.Tensor, alpha: float, max_iter: int) -> torch.Tensor:
@@ -101,22 +100,6 @@ class SCLayer:
         n, gh, gw, dim = p.shape
         c = _encode(p.reshape(-1, dim), self.atoms, self.alpha, max_iter)
         return torch.as_tensor(c, dtype=torch.float32).reshape(n, gh, gw, -1)
-
-
-def make_classifier(kind: str, C: float, random_state: int = 0) -> Pipeline:
-    """StandardScaler then a linear classifier: ``"logreg"`` (:class:`SoftmaxRegression`,
-    float32 L-BFGS in torch) or ``"svc"`` (scikit-learn's LinearSVC)."""
-    from sklearn.svm import LinearSVC
-
-    C = check_positive(C, "C")
-    clf: Any
-    if kind == "svc":
-        clf = LinearSVC(C=C, dual="auto", max_iter=2000, random_state=random_state)
-    elif kind == "logreg":
-        clf = SoftmaxRegression(C=C, max_iter=100)
-    else:
-        raise InvalidInputError(f"classifier={kind!r}: expected 'logreg' or 'svc'")
-    return make_pipeline(StandardScaler(), clf)
 
 
 def _per_layer(value: Any, n_layers: int, name: str) -> list[Any]:

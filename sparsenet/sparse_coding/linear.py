@@ -16,10 +16,12 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from ._checks import InvalidInputError, as_tensor, check_int, check_positive
 
-__all__ = ["SoftmaxRegression"]
+__all__ = ["SoftmaxRegression", "make_classifier"]
 
 
 class SoftmaxRegression(ClassifierMixin, BaseEstimator):
@@ -99,3 +101,19 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: Any) -> np.ndarray:
         return self.classes_[self.decision_function(X).argmax(axis=1)]
+
+
+def make_classifier(kind: str, C: float, random_state: int = 0) -> Pipeline:
+    """StandardScaler then a linear classifier: ``"logreg"`` (:class:`SoftmaxRegression`,
+    float32 L-BFGS in torch) or ``"svc"`` (scikit-learn's LinearSVC)."""
+    from sklearn.svm import LinearSVC
+
+    C = check_positive(C, "C")
+    clf: Any
+    if kind == "svc":
+        clf = LinearSVC(C=C, dual="auto", max_iter=2000, random_state=random_state)
+    elif kind == "logreg":
+        clf = SoftmaxRegression(C=C, max_iter=100)
+    else:
+        raise InvalidInputError(f"classifier={kind!r}: expected 'logreg' or 'svc'")
+    return make_pipeline(StandardScaler(), clf)
