@@ -31,16 +31,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sparsenet.cli.deepsc import save_atoms_png  # noqa: E402
+from sparsenet.cli.deepsc import random_subset, save_atoms_png  # noqa: E402
 from sparsenet.data import Dataset, load_dataset  # noqa: E402
 from sparsenet.io import write_json  # noqa: E402
 from sparsenet.sparse_coding.deepsc import DeepSC  # noqa: E402
+from sparsenet.sparse_coding.linear import make_classifier  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "deepsc"
 
@@ -54,15 +52,11 @@ def _commit() -> str:
         return "unknown"
 
 
-def _linear(C: float) -> Any:
-    return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=300, tol=1e-3))
-
-
 def _score(
     feats_tr: np.ndarray, y_tr: np.ndarray, feats_te: np.ndarray, y_te: np.ndarray, C: float
 ) -> tuple[float, float]:
     t0 = time.perf_counter()
-    clf = _linear(C).fit(feats_tr, y_tr)
+    clf = make_classifier("logreg", C).fit(feats_tr, y_tr)
     return float(clf.score(feats_te, y_te)), time.perf_counter() - t0
 
 
@@ -82,29 +76,73 @@ def _row(
         "n_features": n_feat,
         "dictionary_s": dict_s,
         "extract_s": ext_s,
-        "extract_cpu_s": ext_cpu_s,
+        "extract_cpu_s_est": ext_cpu_s,  # wall × this run's CPU/wall ratio
         "extract_ms_per_image": 1000 * ext_s / n_images,
         "classifier_s": clf_s,
     }
 
 
-def run_dataset(data: Dataset, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+def shared_features(
+    plain: DeepSC | None, drlim: DeepSC, x: torch.Tensor, batch: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[float]]:
+    """Layer-1, layer-2 (no DrLIM) and layer-2 (DrLIM) features, layer 1 computed once.
+
+    Both models have the same first layer (same seed, asserted by the caller), so its codes
+    are encoded once per chunk and fed to both second layers. Returns the three feature
+    blocks and the wall seconds of [layer 1, layer 2 plain, layer 2 DrLIM].
+    """
+    maps = x.permute(0, 2, 3, 1)  # (N, H, W, C)
+    f1, f2, f2d, secs = [], [], [], [0.0, 0.0, 0.0]
+    for j in range(0, len(maps), batch):
+        t0 = time.perf_counter()
+        chunk = maps[j : j + batch]
+        if plain is None:
+            feats1, reduced = drlim.layer_step(0, chunk)  # (B, g', g', d)
+            t1 = time.perf_counter()
+            feats2 = torch.zeros(len(feats1), 0)
+        else:
+            feats1, pooled = plain.layer_step(0, chunk)  # no reducer: (B, g', g', K')
+            reducer = drlim.layers_[0].reducer
+            assert reducer is not None
+            reduced = reducer.transform(pooled)  # (B, g', g', d)
+            t1 = time.perf_counter()
+            feats2, _ = plain.layer_step(1, pooled)
+        t2 = time.perf_counter()
+        feats2d, _ = drlim.layer_step(1, reduced)
+        t3 = time.perf_counter()
+        for acc, f in ((f1, feats1), (f2, feats2), (f2d, feats2d)):
+            acc.append(f)
+        for k, dt in enumerate((t1 - t0, t2 - t1, t3 - t2)):
+            secs[k] += dt
+    return torch.cat(f1).numpy(), torch.cat(f2).numpy(), torch.cat(f2d).numpy(), secs
+
+
+def run_dataset(
+    data: Dataset, args: argparse.Namespace, out: Path, report: dict[str, Any]
+) -> dict[str, Any]:
     xtr, ytr = data.x_train, data.y_train.numpy()
     xte, yte = data.x_test, data.y_test.numpy()
     n_img = len(xtr) + len(xte)
-    rows = []
+    rows: list[dict[str, Any]] = []
+    result = {"dataset": data.name, "n_train": len(xtr), "n_test": len(xte), "rows": rows}
+    report["results"].append(result)
+    save = lambda: write_json(args.out / args.json_name, report)  # noqa: E731
     print(f"\n{data!r}: {n_img} images, dictionaries on {args.dict_images}", flush=True)
 
-    acc, clf_s = _score(
-        xtr.reshape(len(xtr), -1).numpy(), ytr, xte.reshape(len(xte), -1).numpy(), yte, args.C
-    )
-    rows.append(_row("raw pixels + linear", acc, xtr[0].numel(), n_img, 0.0, 0.0, 0.0, clf_s))
-    print(f"  raw pixels: {acc:.4f}", flush=True)
+    if not args.skip_raw:
+        acc, clf_s = _score(
+            xtr.reshape(len(xtr), -1).numpy(), ytr, xte.reshape(len(xte), -1).numpy(), yte, args.C
+        )
+        rows.append(_row("raw pixels + linear", acc, xtr[0].numel(), n_img, 0.0, 0.0, None, clf_s))
+        print(f"  raw pixels: {acc:.4f}", flush=True)
+    save()
 
     common = dict(
         n_atoms=tuple(args.atoms),
-        patch_size=(5, 2),
-        patch_stride=(2, 1),
+        patch_stride=tuple(args.patch_stride),
+        pool_stride=args.pool_stride,
+        dict_epochs=args.dict_epochs,
+        dict_tol=args.dict_tol,
         alpha=args.alpha,
         encode_iter=args.encode_iter,
         dict_images=args.dict_images,
@@ -112,45 +150,59 @@ def run_dataset(data: Dataset, args: argparse.Namespace, out: Path) -> dict[str,
         random_state=args.seed,
         verbose=not args.quiet,
     )
-    for drlim in (False, True):
-        m = DeepSC(drlim=drlim, **common).fit_features(xtr)
-        c0 = time.process_time()
-        ftr, fte = m.transform(xtr), m.transform(xte)
-        cpu = time.process_time() - c0
-        t = m.timings_
-        if not drlim:  # the 1-layer (ScSPM-like) row: first block of these features
-            n1 = m.layer_features_[0]
-            acc, clf_s = _score(ftr[:, :n1], ytr, fte[:, :n1], yte, args.C)
-            l1 = t["transform_layer_s"][0]
-            rows.append(
-                _row(
-                    "1-layer SC + pyramid (ScSPM-like)",
-                    acc,
-                    n1,
-                    n_img,
-                    t["dictionary_s"],
-                    l1,
-                    None,
-                    clf_s,
-                )
+    with_drlim = DeepSC(drlim=True, **common).fit_features(xtr)
+    dict_drlim = with_drlim.timings_["dictionary_s"]
+    plain = None if args.skip_plain else DeepSC(drlim=False, **common).fit_features(xtr)
+    if plain is not None:  # same seed → same first layer, so layer 1 is encoded once
+        assert torch.equal(plain.layers_[0].atoms, with_drlim.layers_[0].atoms)
+    save_atoms_png(
+        with_drlim.first_layer_atoms(),
+        out / f"atoms-{data.name}.png",
+        f"DeepSC layer-1 atoms, {data.name}",
+    )
+
+    c0, t0 = time.process_time(), time.perf_counter()
+    tr1, tr2, tr2d, s_tr = shared_features(plain, with_drlim, xtr, args.batch)
+    te1, te2, te2d, s_te = shared_features(plain, with_drlim, xte, args.batch)
+    secs = [a + b for a, b in zip(s_tr, s_te, strict=True)]
+    total_wall, total_cpu = time.perf_counter() - t0, time.process_time() - c0
+    result["extract_wall_s_all"] = total_wall
+    result["extract_cpu_s_all"] = total_cpu
+    result["extract_layer_s"] = {
+        "layer1": secs[0],
+        "layer2_plain": secs[1],
+        "layer2_drlim": secs[2],
+    }
+    cpu_per_wall = total_cpu / total_wall
+    print(f"  features of {n_img} images: {total_wall:.0f}s wall, {total_cpu:.0f}s CPU", flush=True)
+
+    variants = [("1-layer SC + pyramid (ScSPM-like)", tr1, te1, dict_drlim, [secs[0]])]
+    if plain is not None:
+        variants.append(
+            (
+                "2-layer DeepSC, no DrLIM",
+                np.hstack([tr1, tr2]),
+                np.hstack([te1, te2]),
+                plain.timings_["dictionary_s"],
+                [secs[0], secs[1]],
             )
-            print(f"  1-layer: {acc:.4f}", flush=True)
-            if data.name == "fashion-mnist" or not (out / "atoms.png").exists():
-                save_atoms_png(
-                    m.first_layer_atoms(),
-                    out / f"atoms-{data.name}.png",
-                    f"DeepSC first-layer atoms, {data.name}",
-                )
+        )
+    variants.append(
+        (
+            "2-layer DeepSC + DrLIM",
+            np.hstack([tr1, tr2d]),
+            np.hstack([te1, te2d]),
+            dict_drlim,
+            [secs[0], secs[2]],
+        )
+    )
+    for name, ftr, fte, dict_s, parts in variants:
         acc, clf_s = _score(ftr, ytr, fte, yte, args.C)
-        name = "2-layer DeepSC + DrLIM" if drlim else "2-layer DeepSC, no DrLIM"
-        rows.append(
-            _row(name, acc, ftr.shape[1], n_img, t["dictionary_s"], t["transform_s"], cpu, clf_s)
-        )
-        print(
-            f"  {name}: {acc:.4f} (extract {t['transform_s']:.0f}s wall, {cpu:.0f}s CPU)",
-            flush=True,
-        )
-    return {"dataset": data.name, "n_train": len(xtr), "n_test": len(xte), "rows": rows}
+        wall = sum(parts)
+        rows.append(_row(name, acc, ftr.shape[1], n_img, dict_s, wall, wall * cpu_per_wall, clf_s))
+        print(f"  {name}: {acc:.4f} ({ftr.shape[1]} features, extract {wall:.0f}s)", flush=True)
+        save()
+    return result
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -160,7 +212,7 @@ def format_table(result: dict[str, Any]) -> str:
         f"{'cpu s':>7s} {'ms/img':>7s}",
     ]
     for r in result["rows"]:
-        cpu = "" if r["extract_cpu_s"] is None else f"{r['extract_cpu_s']:.0f}"
+        cpu = "" if r["extract_cpu_s_est"] is None else f"{r['extract_cpu_s_est']:.0f}"
         lines.append(
             f"{r['method']:36s} {r['test_accuracy']:7.4f} {r['n_features']:6d} "
             f"{r['dictionary_s']:7.1f} {r['extract_s']:9.1f} {cpu:>7s} "
@@ -173,46 +225,50 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--datasets", default="fashion-mnist,mnist")
-    p.add_argument("--atoms", type=lambda s: [int(v) for v in s.split(",")], default=[128, 256])
+    p.add_argument("--atoms", type=lambda s: [int(v) for v in s.split(",")], default=[64, 128])
     p.add_argument("--alpha", type=float, default=0.5)
-    p.add_argument("--encode-iter", type=int, default=8)
-    p.add_argument("--dict-images", type=int, default=5000)
+    p.add_argument("--patch-stride", type=lambda s: [int(v) for v in s.split(",")], default=[2, 1])
+    p.add_argument("--pool-stride", type=int, default=2)
+    p.add_argument("--dict-epochs", type=int, default=1)
+    p.add_argument("--dict-tol", type=float, default=0.1)
+    p.add_argument("--skip-raw", action="store_true", help="skip the raw-pixel row")
+    p.add_argument("--encode-iter", type=int, default=5)
+    p.add_argument("--dict-images", type=int, default=3000)
     p.add_argument("--C", type=float, default=1.0)
     p.add_argument("--train-limit", type=int, default=0)
     p.add_argument("--test-limit", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="5k train / 2k test subsets")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--skip-plain", action="store_true", help="skip the 2-layer run without DrLIM (saves time)"
+    )
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch", type=int, default=500, help="images per feature chunk")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     if args.quick:
         args.train_limit, args.test_limit = args.train_limit or 5000, args.test_limit or 2000
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    load_start = os.getloadavg()
-    t0 = time.perf_counter()
-    results = []
-    for name in args.datasets.split(","):
-        data = load_dataset(name)
-        if args.train_limit or args.test_limit:
-            data = data.subset(args.train_limit or None, args.test_limit or None)
-        res = run_dataset(data, args, args.out)
-        results.append(res)
-        print(format_table(res), flush=True)
-    report = {
+    args.json_name = "deepsc-quick.json" if args.quick else "deepsc.json"
+    report: dict[str, Any] = {
         "benchmark": "deepsc",
         "commit": _commit(),
         "machine": f"{platform.machine()} {os.cpu_count()}-core CPU, shared with other jobs",
         "torch_threads": args.threads,
-        "load_average_start": load_start,
-        "load_average_end": os.getloadavg(),
-        "total_s": time.perf_counter() - t0,
+        "load_average_start": os.getloadavg(),
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "results": results,
+        "results": [],
     }
-    suffix = "-quick" if args.quick else ""
-    write_json(args.out / f"deepsc{suffix}.json", report)
-    print(f"\nwrote {args.out / f'deepsc{suffix}.json'}")
+    t0 = time.perf_counter()
+    for name in args.datasets.split(","):
+        data = random_subset(load_dataset(name), args.train_limit, args.test_limit, args.seed)
+        res = run_dataset(data, args, args.out, report)
+        print(format_table(res), flush=True)
+        report["load_average_end"] = os.getloadavg()
+        report["total_s"] = time.perf_counter() - t0
+        write_json(args.out / args.json_name, report)
+    print(f"\nwrote {args.out / args.json_name}")
     return 0
 
 

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+import torch
 
-from ..data import load_dataset
+from ..data import Dataset, load_dataset
 from ..distributed import barrier, is_main
 from ..errors import SpecError
 from ..io import atomic_write, write_json
@@ -52,7 +53,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--layers", type=positive_int, default=2, help="number of sparse-coding layers")
     p.add_argument(
-        "--atoms", type=_int_list, default=[128, 256], help="atoms per layer, e.g. 128,256"
+        "--atoms", type=_int_list, default=[64, 128], help="atoms per layer, e.g. 64,128"
     )
     p.add_argument("--patch", type=_int_list, default=[5, 2], help="patch size per layer")
     p.add_argument("--stride", type=_int_list, default=[2, 1], help="patch stride per layer")
@@ -61,15 +62,15 @@ def register(sub: Any) -> None:
     p.add_argument("--pool-stride", type=positive_int, default=2)
     p.add_argument("--no-drlim", action="store_true", help="skip DrLIM reduction between layers")
     p.add_argument("--components", type=positive_int, default=64, help="DrLIM output dimension")
-    p.add_argument("--drlim-iter", type=positive_int, default=300, help="DrLIM Adam steps")
+    p.add_argument("--drlim-iter", type=positive_int, default=150, help="DrLIM Adam steps")
     p.add_argument("--no-whiten", action="store_true", help="skip ZCA whitening of patches")
     p.add_argument("--classifier", choices=["logreg", "svc"], default="logreg")
     p.add_argument("--C", type=positive_float, default=1.0, help="classifier regularisation")
-    p.add_argument("--encode-iter", type=positive_int, default=8, help="FISTA iterations")
+    p.add_argument("--encode-iter", type=positive_int, default=5, help="FISTA iterations")
     p.add_argument(
         "--dict-images",
         type=positive_int,
-        default=5000,
+        default=3000,
         help="training images the dictionaries are learnt on",
     )
     p.add_argument(
@@ -98,6 +99,24 @@ def _per_layer(values: list[Any], n: int, flag: str) -> list[Any]:
             f"{flag} {','.join(map(str, values))}: expected 1 or {n} values (--layers {n})"
         )
     return values
+
+
+def random_subset(data: Dataset, n_train: int, n_test: int, seed: int = 0) -> Dataset:
+    """``n_train`` / ``n_test`` random samples of each split (0: keep the whole split).
+
+    Random rather than the first N, because some files (MNIST-5k) are sorted by label.
+    """
+    gen = torch.Generator().manual_seed(seed)
+
+    def pick(x: torch.Tensor, y: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not n or n >= len(x):
+            return x, y
+        idx = torch.randperm(len(x), generator=gen)[:n].sort().values
+        return x[idx], y[idx]
+
+    xtr, ytr = pick(data.x_train, data.y_train, n_train)
+    xte, yte = pick(data.x_test, data.y_test, n_test)
+    return Dataset(data.name, xtr, ytr, xte, yte)
 
 
 def save_atoms_png(atoms: np.ndarray, path: str | os.PathLike[str], title: str = "") -> None:
@@ -134,8 +153,7 @@ def cmd_deepsc(args: argparse.Namespace) -> int:
     main = is_main()
     args.quiet = args.quiet or not main
     data = load_dataset(args.data)
-    if args.train_limit or args.test_limit:
-        data = data.subset(args.train_limit or None, args.test_limit or None)
+    data = random_subset(data, args.train_limit, args.test_limit, args.seed)
     model = DeepSC(
         n_atoms=tuple(_per_layer(args.atoms, n, "--atoms")),
         patch_size=tuple(_per_layer(args.patch, n, "--patch")),

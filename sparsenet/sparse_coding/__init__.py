@@ -8,6 +8,7 @@ fixed D. Both estimators follow scikit-learn's API.
 """
 
 from ._validation import InvalidInputError
+from .deepsc import DeepSC, SCLayer
 from .dictionary import (
     OnlineState,
     dictionary_objective,
@@ -15,8 +16,11 @@ from .dictionary import (
     online_step,
     update_atoms,
 )
+from .drlim import DrLIM, drlim_loss, sample_pairs
 from .encode import METHODS, duality_gap, lasso_objective, sparse_encode
 from .estimators import DictionaryLearner, SparseCoder
+from .patches import ZCAWhitener, extract_patches, normalize_patches, patch_grid
+from .pooling import local_max_pool, pooled_grid, pyramid_max_pool, pyramid_size, split_polarity
 
 __all__ = [
     "DictionaryLearner",
@@ -31,4 +35,19 @@ __all__ = [
     "online_step",
     "sparse_encode",
     "update_atoms",
+    # DeepSC (He et al. 2014): patches, pooling, DrLIM, the stacked estimator
+    "DeepSC",
+    "DrLIM",
+    "SCLayer",
+    "ZCAWhitener",
+    "drlim_loss",
+    "extract_patches",
+    "local_max_pool",
+    "normalize_patches",
+    "patch_grid",
+    "pooled_grid",
+    "pyramid_max_pool",
+    "pyramid_size",
+    "sample_pairs",
+    "split_polarity",
 ]

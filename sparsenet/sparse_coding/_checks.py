@@ -8,13 +8,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import SparsenetError
+from ._validation import InvalidInputError
 
 __all__ = ["InvalidInputError", "as_tensor", "check_positive", "check_int"]
-
-
-class InvalidInputError(SparsenetError, ValueError):
-    """An argument has the wrong shape, dtype, value range or holds NaN/inf."""
 
 
 def as_tensor(x: Any, name: str, ndim: int | tuple[int, ...]) -> torch.Tensor:

@@ -47,9 +47,7 @@ def as_tensor_2d(
         if arr.dtype == object or not (
             np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_
         ):
-            raise InvalidInputError(
-                f"{name} must be a 2-D numeric array, got dtype {arr.dtype}"
-            )
+            raise InvalidInputError(f"{name} must be a 2-D numeric array, got dtype {arr.dtype}")
         if np.iscomplexobj(arr):
             raise InvalidInputError(f"{name} must be real-valued, got dtype {arr.dtype}")
         if arr.dtype not in (np.float32, np.float64):

@@ -21,16 +21,16 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.pipeline import Pipeline
 
 from ..progress import log, progress
 from ._checks import InvalidInputError, as_tensor, check_int, check_positive
 from .drlim import DrLIM
+from .linear import make_classifier
 from .patches import ZCAWhitener, extract_patches, normalize_patches
 from .pooling import local_max_pool, pyramid_max_pool, split_polarity
 
-__all__ = ["DeepSC", "SCLayer"]
+__all__ = ["DeepSC", "SCLayer", "make_classifier"]
 
 
 def _encode(x: torch.Tensor, atoms: torch.Tensor, alpha: float, max_iter: int) -> torch.Tensor:
@@ -50,22 +50,21 @@ def _encode(x: torch.Tensor, atoms: torch.Tensor, alpha: float, max_iter: int) -
 
 
 def _learn_dictionary(
-    x: torch.Tensor, n_atoms: int, alpha: float, n_epochs: int, seed: int
+    x: torch.Tensor, n_atoms: int, alpha: float, n_epochs: int, seed: int, tol: float
 ) -> torch.Tensor:
     """A dictionary (n_atoms, P) with unit-norm rows, learnt online on the rows of ``x``."""
-    try:
-        from .dictionary import DictionaryLearner  # type: ignore[import-not-found]
-    except ImportError:  # TEMPORARY until sc-solvers lands dictionary.py
-        from sklearn.decomposition import MiniBatchDictionaryLearning
+    from .estimators import DictionaryLearner
 
-        learner = MiniBatchDictionaryLearning(
-            n_components=n_atoms,
-            alpha=alpha,
-            max_iter=n_epochs,
-            batch_size=256,
-            random_state=seed,
-        ).fit(x.numpy())
-        return torch.as_tensor(learner.components_, dtype=torch.float32)
+    learner = DictionaryLearner(
+        n_atoms=n_atoms,
+        alpha=alpha,
+        max_iter=n_epochs,
+        batch_size=1024,
+        method="fista",
+        tol=tol,
+        random_state=seed,
+    ).fit(x)
+    return torch.as_tensor(learner.components_, dtype=torch.float32)
     learner = DictionaryLearner(
         n_components=n_atoms, alpha=alpha, n_epochs=n_epochs, random_state=seed
     ).fit(x)
@@ -135,12 +134,14 @@ class DeepSC(ClassifierMixin, BaseEstimator):
     pyramid : spatial-pyramid levels pooled from every layer's codes (levels finer than a
         layer's grid are skipped for that layer)
     polarity : pool positive and negative parts of the codes separately (doubles features)
-    classifier : ``"logreg"`` (LogisticRegression) or ``"svc"`` (LinearSVC)
+    classifier : ``"logreg"`` (:class:`SoftmaxRegression`: multinomial logistic regression,
+        float32 L-BFGS in torch) or ``"svc"`` (scikit-learn's LinearSVC)
     C : inverse regularisation of the classifier
     encode_iter : FISTA iterations per encoding
     dict_images : images used to learn dictionaries, whiteners and DrLIM (a random subset)
     dict_patches : patches per layer for dictionary learning
     dict_epochs : passes of online dictionary learning over those patches
+    dict_tol : duality-gap tolerance (relative to ||x||²) of the codes while learning
     batch_size : images per chunk in :meth:`transform`
     random_state : seed
     verbose : progress bars and timings
@@ -157,9 +158,9 @@ class DeepSC(ClassifierMixin, BaseEstimator):
 
     def __init__(
         self,
-        n_atoms: Sequence[int] = (128, 256),
+        n_atoms: Sequence[int] = (64, 128),
         patch_size: int | Sequence[int] = (5, 2),
-        patch_stride: int | Sequence[int] = (1, 1),
+        patch_stride: int | Sequence[int] = (2, 1),
         alpha: float | Sequence[float] = 0.5,
         whiten: bool | Sequence[bool] = True,
         norm_eps: float = 0.1,
@@ -167,15 +168,16 @@ class DeepSC(ClassifierMixin, BaseEstimator):
         pool_stride: int = 2,
         drlim: bool = True,
         n_components: int = 64,
-        drlim_iter: int = 300,
+        drlim_iter: int = 150,
         pyramid: Sequence[int] = (1, 2, 4),
         polarity: bool = True,
         classifier: str = "logreg",
         C: float = 1.0,
-        encode_iter: int = 20,
-        dict_images: int = 5000,
-        dict_patches: int = 50000,
-        dict_epochs: int = 2,
+        encode_iter: int = 5,
+        dict_images: int = 3000,
+        dict_patches: int = 30000,
+        dict_epochs: int = 1,
+        dict_tol: float = 0.1,
         batch_size: int = 500,
         random_state: int = 0,
         verbose: bool = False,
@@ -199,6 +201,7 @@ class DeepSC(ClassifierMixin, BaseEstimator):
         self.dict_images = dict_images
         self.dict_patches = dict_patches
         self.dict_epochs = dict_epochs
+        self.dict_tol = dict_tol
         self.batch_size = batch_size
         self.random_state = random_state
         self.verbose = verbose
@@ -271,7 +274,12 @@ class DeepSC(ClassifierMixin, BaseEstimator):
                 quiet=not self.verbose,
             )
             atoms = _learn_dictionary(
-                sample, c["n_atoms"], c["alpha"], self.dict_epochs, self.random_state + i
+                sample,
+                c["n_atoms"],
+                c["alpha"],
+                self.dict_epochs,
+                self.random_state + i,
+                check_positive(self.dict_tol, "dict_tol"),
             )
             layer = SCLayer(c["size"], c["stride"], eps, whitener, atoms, c["alpha"])
             self.layers_.append(layer)
@@ -311,16 +319,7 @@ class DeepSC(ClassifierMixin, BaseEstimator):
         return self
 
     def _make_classifier(self) -> Pipeline:
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.svm import LinearSVC
-
-        C = check_positive(self.C, "C")
-        clf: Any
-        if self.classifier == "svc":
-            clf = LinearSVC(C=C, dual="auto", max_iter=2000, random_state=self.random_state)
-        else:
-            clf = LogisticRegression(C=C, max_iter=300, tol=1e-3)
-        return make_pipeline(StandardScaler(), clf)
+        return make_classifier(self.classifier, self.C, self.random_state)
 
     # ----------------------------------------------------------------- inference
     def transform(self, X: Any) -> np.ndarray:
@@ -350,18 +349,33 @@ class DeepSC(ClassifierMixin, BaseEstimator):
         Adds each layer's wall time to ``seconds[i]``.
         """
         parts = []
-        for i, layer in enumerate(self.layers_):
+        for i in range(len(self.layers_)):
             t0 = time.perf_counter()
-            codes = self._signed(layer.codes(maps, self.encode_iter))  # (B, gh, gw, K')
-            levels = [lv for lv in self.pyramid if lv <= min(codes.shape[1], codes.shape[2])]
-            parts.append(pyramid_max_pool(codes, levels or [1]))
-            if i < len(self.layers_) - 1:
-                maps = local_max_pool(codes, self.pool_size, self.pool_stride)
-                if layer.reducer is not None:
-                    maps = layer.reducer.transform(maps)
+            feats, maps = self.layer_step(i, maps)
+            parts.append(feats)
             seconds[i] += time.perf_counter() - t0
         self.layer_features_ = [part.shape[1] for part in parts]
         return torch.cat(parts, dim=1)
+
+    def layer_step(self, i: int, maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run fitted layer ``i`` on its input map (B, h, w, c).
+
+        Returns
+        -------
+        features : Tensor (B, F_i), the pyramid-pooled codes of this layer
+        next_maps : Tensor (B, h', w', c'), the locally pooled (and DrLIM-reduced) codes that
+            layer ``i + 1`` takes; the raw codes map for the last layer
+        """
+        layer = self.layers_[i]
+        codes = self._signed(layer.codes(maps, self.encode_iter))  # (B, gh, gw, K')
+        levels = [lv for lv in self.pyramid if lv <= min(codes.shape[1], codes.shape[2])]
+        feats = pyramid_max_pool(codes, levels or [1])
+        if i == len(self.layers_) - 1:
+            return feats, codes
+        pooled = local_max_pool(codes, self.pool_size, self.pool_stride)  # (B, gh', gw', K')
+        if layer.reducer is not None:
+            pooled = layer.reducer.transform(pooled)  # (B, gh', gw', d)
+        return feats, pooled
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted labels for images ``X``."""

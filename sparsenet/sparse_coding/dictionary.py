@@ -96,9 +96,7 @@ def update_atoms(state: OnlineState, n_sweeps: int = 1) -> torch.Tensor:
     return dead
 
 
-def _resample(
-    state: OnlineState, dead: torch.Tensor, X: torch.Tensor, codes: torch.Tensor
-) -> None:
+def _resample(state: OnlineState, dead: torch.Tensor, X: torch.Tensor, codes: torch.Tensor) -> None:
     """Replace dead atoms by the batch's worst-reconstructed samples (unit norm), in place."""
     idx = torch.nonzero(dead).flatten()
     if idx.numel() == 0:

@@ -165,4 +165,3 @@ def duality_gap(X: Any, D: Any, codes: Any, alpha: float, positive: bool = False
     Q = B - c @ (d @ d.T)
     _, gap = duality_gap_gram(c, Q, B, (x * x).sum(1), alpha, positive)
     return to_output(gap, X)
-

@@ -81,9 +81,7 @@ class SparseCoder(TransformerMixin, BaseEstimator):
         self.n_features_in_ = int(X.shape[1])
         d = self._dictionary()
         if d.shape[1] != X.shape[1]:
-            raise InvalidInputError(
-                f"X has {X.shape[1]} features but dictionary has {d.shape[1]}"
-            )
+            raise InvalidInputError(f"X has {X.shape[1]} features but dictionary has {d.shape[1]}")
         return self
 
     def transform(self, X: Any) -> Any:
@@ -92,8 +90,14 @@ class SparseCoder(TransformerMixin, BaseEstimator):
         if not isinstance(X, torch.Tensor):
             X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
         return sparse_encode(
-            X, d, self.alpha, _check_method(self.method), max_iter=self.max_iter,
-            tol=self.tol, positive=self.positive, n_nonzero_coefs=self.n_nonzero_coefs,
+            X,
+            d,
+            self.alpha,
+            _check_method(self.method),
+            max_iter=self.max_iter,
+            tol=self.tol,
+            positive=self.positive,
+            n_nonzero_coefs=self.n_nonzero_coefs,
         )
 
     @property
@@ -229,8 +233,13 @@ class DictionaryLearner(TransformerMixin, BaseEstimator):
 
     def _step(self, x: torch.Tensor, method: str) -> None:
         online_step(
-            self._state, x, float(self.alpha), method=method, tol=self.tol,
-            positive_code=self.positive_code, resample=self.resample_dead,
+            self._state,
+            x,
+            float(self.alpha),
+            method=method,
+            tol=self.tol,
+            positive_code=self.positive_code,
+            resample=self.resample_dead,
         )
 
     def _publish(self) -> None:

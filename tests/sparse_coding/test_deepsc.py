@@ -122,3 +122,28 @@ def test_cli_rejects_mismatched_layer_lists(tmp_path, capsys):
     )
     assert rc == 2
     assert "--atoms" in capsys.readouterr().err
+
+
+def test_softmax_regression_matches_sklearn_objective(digits_data):
+    from sklearn.linear_model import LogisticRegression
+
+    from sparsenet.sparse_coding.linear import SoftmaxRegression
+
+    x = digits_data.x_train.reshape(-1, 64).numpy()[:400]
+    y = digits_data.y_train.numpy()[:400]
+    ours = SoftmaxRegression(C=0.1, max_iter=200, tol=1e-6).fit(x, y)
+    ref = LogisticRegression(C=0.1, max_iter=500, tol=1e-6).fit(x, y)
+
+    def objective(coef, intercept):  # sklearn's objective / (C·n)
+        z = torch.from_numpy(x @ coef.T + intercept).double()
+        ce = torch.nn.functional.cross_entropy(z, torch.from_numpy(y))
+        return float(ce) + float((coef**2).sum()) / (2 * 0.1 * len(x))
+
+    ours_obj, ref_obj = objective(ours.coef_, ours.intercept_), objective(ref.coef_, ref.intercept_)
+    assert ours_obj == pytest.approx(ref_obj, rel=1e-3)
+    agree = (ours.predict(x) == ref.predict(x)).mean()
+    assert agree > 0.98
+    with pytest.raises(ValueError, match="C"):
+        SoftmaxRegression(C=0).fit(x, y)
+    with pytest.raises(ValueError, match="y"):
+        SoftmaxRegression().fit(x, y[:5])
