@@ -15,6 +15,7 @@ from .models import LeNet5, LeNet300, build_model, model_for_dataset
 from .pipeline import compress
 from .regularize import ActivationPenalty, WeightPenalty, replace_activations
 from .share import share_weights
+from .sparse_coding import DeepSC, DictionaryLearner, SparseCoder, sparse_encode
 from .summary import model_summary
 from .training import (
     Callback,
@@ -72,6 +73,11 @@ __all__ = [
     "model_summary",
     # weight sharing
     "share_weights",
+    # deep sparse models
+    "DeepSC",
+    "DictionaryLearner",
+    "SparseCoder",
+    "sparse_encode",
     # compressed models (.snn)
     "load",
     "save_snn",
