@@ -27,8 +27,8 @@ from ..progress import log, progress
 from ._checks import InvalidInputError, as_tensor, check_int, check_positive
 from .drlim import DrLIM
 from .linear import make_classifier
-from .patches import ZCAWhitener, extract_patches, normalize_patches
-from .pooling import local_max_pool, pyramid_max_pool, split_polarity
+from .patches import ZCAWhitener, extract_patches, normalize_patches, patch_grid
+from .pooling import local_max_pool, pooled_grid, pyramid_max_pool, split_polarity
 
 __all__ = ["DeepSC", "SCLayer", "make_classifier"]
 
@@ -243,6 +243,19 @@ class DeepSC(ClassifierMixin, BaseEstimator):
             raise InvalidInputError(f"classifier={self.classifier!r}: expected 'logreg' or 'svc'")
         return cfg
 
+    def _check_geometry(self, cfg: list[dict[str, Any]], h: int, w: int) -> None:
+        """Walk the grids (patches, then pooling between layers) before learning anything,
+        so an image too small for the layer sizes fails at once, naming the layer."""
+        for i, c in enumerate(cfg):
+            if c["size"] > h or c["size"] > w:
+                raise InvalidInputError(
+                    f"patch_size[{i}]={c['size']}: larger than the {h}×{w} input of layer {i + 1}; "
+                    f"expected <= {min(h, w)}"
+                )
+            h, w = patch_grid(h, w, c["size"], c["stride"])
+            if i < len(cfg) - 1:
+                h, w = pooled_grid(h, w, self.pool_size, self.pool_stride)
+
     # ----------------------------------------------------------------- fitting
     def fit_features(self, X: Any) -> DeepSC:
         """Learn every layer (whitener, dictionary, DrLIM) on a random subset of ``X``.
@@ -251,6 +264,7 @@ class DeepSC(ClassifierMixin, BaseEstimator):
         """
         cfg = self._config()
         x = self._images(X)
+        self._check_geometry(cfg, x.shape[1], x.shape[2])
         gen = torch.Generator().manual_seed(int(self.random_state))
         sub = torch.randperm(len(x), generator=gen)[: check_int(self.dict_images, "dict_images")]
         maps = x[sub]  # (n, h, w, c)

@@ -147,3 +147,21 @@ def test_softmax_regression_matches_sklearn_objective(digits_data):
         SoftmaxRegression(C=0).fit(x, y)
     with pytest.raises(ValueError, match="y"):
         SoftmaxRegression().fit(x, y[:5])
+
+
+def test_layer_geometry_is_checked_before_any_learning():
+    """8×8 digits: 5×5 patches every 2 pixels give a 2×2 grid, too small for 4×4 pooling."""
+    import time
+
+    from sparsenet.sparse_coding import DeepSC
+    from sparsenet.sparse_coding._validation import InvalidInputError
+
+    x = np.random.default_rng(0).random((20, 1, 8, 8)).astype(np.float32)
+    model = DeepSC(n_atoms=(4, 4), patch_size=(5, 2), patch_stride=(2, 1), pool_size=4)
+    t0 = time.perf_counter()
+    with pytest.raises(InvalidInputError, match="size=4: pooling window larger than the 2×2"):
+        model.fit_features(x)
+    assert not hasattr(model, "layers_") or not model.layers_
+    with pytest.raises(InvalidInputError, match=r"patch_size\[0\]=9: larger than the 8×8"):
+        DeepSC(n_atoms=(4,), patch_size=(9,), patch_stride=(1,)).fit_features(x)
+    assert time.perf_counter() - t0 < 30
