@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,6 +33,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _common import git_commit  # noqa: E402  (benchmarks/_common.py)
+
 from sparsenet.cli.deepsc import random_subset, save_atoms_png  # noqa: E402
 from sparsenet.data import Dataset, load_dataset  # noqa: E402
 from sparsenet.io import write_json  # noqa: E402
@@ -41,15 +42,6 @@ from sparsenet.sparse_coding.deepsc import DeepSC  # noqa: E402
 from sparsenet.sparse_coding.linear import make_classifier  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "deepsc"
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _score(
@@ -253,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     args.json_name = "deepsc-quick.json" if args.quick else "deepsc.json"
     report: dict[str, Any] = {
         "benchmark": "deepsc",
-        "commit": _commit(),
+        "commit": git_commit(),
         "machine": f"{platform.machine()} {os.cpu_count()}-core CPU, shared with other jobs",
         "torch_threads": args.threads,
         "load_average_start": os.getloadavg(),

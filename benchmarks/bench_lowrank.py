@@ -24,14 +24,13 @@ import argparse
 import copy
 import json
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from _common import baseline_path, load_baseline  # noqa: E402  (benchmarks/_common.py)
+from _common import baseline_path, git_commit, load_baseline  # noqa: E402  (benchmarks/_common.py)
 from torch import nn
 from torch.nn.utils import prune as tprune
 
@@ -51,13 +50,6 @@ RULES = {
     "lenet5": [("budget", 0.2), ("budget", 0.1)],
 }
 EPOCHS = {"lenet300": 5, "lenet5": 3}  # fine-tuning epochs (LeNet-5 epochs cost ~10x more)
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def n_params(model: nn.Module) -> int:

@@ -26,7 +26,6 @@ import argparse
 import json
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,6 +36,8 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from _common import git_commit  # noqa: E402  (benchmarks/_common.py)
 
 from sparsenet import LeNet300, TrainConfig, evaluate, fashion_mnist, fit  # noqa: E402
 from sparsenet.io import write_json  # noqa: E402
@@ -128,15 +129,6 @@ def train_model(
 
 def acc(model: nn.Module, data: Any) -> float:
     return evaluate(model, *data.test)["accuracy"]
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-    except OSError:
-        return "unknown"
 
 
 # ---------------------------------------------------------------- 1. Han's finding

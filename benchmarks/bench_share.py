@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's sparsenet
 
 import torch
-from _common import load_baseline  # noqa: E402  (benchmarks/_common.py)
+from _common import git_commit, load_baseline  # noqa: E402  (benchmarks/_common.py)
 from torch import nn  # noqa: E402
 from torch.nn.utils import prune as torch_prune  # noqa: E402
 
@@ -60,13 +59,6 @@ HAN_DENSITY = {
     "lenet5": {"conv1": 0.66, "conv2": 0.12, "fc1": 0.08, "fc2": 0.19},
 }
 BITS = list(range(2, 9))
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True).strip()
-    except Exception:  # noqa: BLE001
-        return "unknown"
 
 
 def pruned_model(name: str, data: Any, cache: Path, retrain_n: int, epochs: int) -> nn.Module:
