@@ -29,7 +29,8 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--index-bits",
         default="conv=8,fc=5",
-        help="sparse-index gap bits (Deep Compression: 8 conv, 5 fc)",
+        help="sparse-index gap bits (Deep Compression: 8 conv, 5 fc), or auto: the "
+        "smallest file per layer",
     )
     p.add_argument("--coder", choices=sorted(CODERS), default="huffman")
     p.add_argument(

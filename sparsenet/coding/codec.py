@@ -221,6 +221,14 @@ def encode_layer(
     )
     options: list[LayerCode] = []
     sym = codebook_symbols(vals, cb) if cb is not None else None
+    if cb is not None and sym is not None and sym.size:
+        # Drop centroids no weight uses (k-means at 8 bits on a few hundred weights leaves
+        # many): the codebook shrinks, the symbols are renumbered, every value is unchanged.
+        used = np.unique(sym)
+        if used.size < cb.size:
+            remap = np.zeros(cb.size + 1, dtype=np.int64)
+            remap[used] = np.arange(1, used.size + 1)
+            cb, sym = cb[used - 1], remap[sym]
     if cb is not None and sym is not None:
         all_sym = np.zeros(flat.size, dtype=np.int64)
         all_sym[pos] = sym

@@ -4,9 +4,9 @@ Layout (all integers little-endian; byte-by-byte description in docs/coding.md):
 
     0   8   magic  b"\\x89SNN\\r\\n\\x1a\\n"
     8   2   u16 format version (1)
-    10  2   u16 flags (0)
-    12  4   u32 header length H
-    16  4   u32 CRC32 of the header bytes
+    10  2   u16 flags (bit 0: the header is zlib-deflated; other bits must be 0)
+    12  4   u32 header length H (as stored)
+    16  4   u32 CRC32 of the header bytes (as stored)
     20  H   UTF-8 JSON header (architecture, transforms, layers, tensors, section table)
     ..      sections, back to back; header["sections"][i] = {offset, length, crc32},
             offsets relative to the first section byte
@@ -50,6 +50,9 @@ MAGIC = b"\x89SNN\r\n\x1a\n"
 END_MAGIC = b"SNNE"
 VERSION = 1
 FORMAT = "sparsenet-snn"
+FLAG_DEFLATE = 1  # flags bit 0: the JSON header is stored zlib-deflated
+# An inflated header may be at most this large (a hostile file cannot make us allocate more).
+MAX_HEADER_BYTES = 16 << 20
 _PRE = struct.Struct("<8sHHII")  # magic, version, flags, header length, header CRC32
 _TRAIL = struct.Struct("<QI4s")  # file length, CRC32 of all preceding bytes, end magic
 # Decoded tensors may take at most this many bytes, or 1024x the file size if larger.
@@ -98,10 +101,12 @@ def write_snn(
     layers: list[LayerCode],
     tensors: dict[str, torch.Tensor],
     info: dict[str, Any],
+    deflate_header: bool = True,
 ) -> int:
     """Write layers, raw tensors and ``info`` (arch, transforms, coder, metadata) atomically.
 
-    Returns the file size in bytes.
+    ``deflate_header`` stores the JSON header zlib-compressed (flag bit 0) when that is
+    smaller. Returns the file size in bytes.
     """
     sections: list[bytes] = []
 
@@ -141,9 +146,17 @@ def write_snn(
         text = json.dumps(header, separators=(",", ":"), allow_nan=False, default=_json_default)
     except ValueError as exc:
         raise SparsenetError(f".snn header (metadata?) is not plain JSON: {exc}") from None
-    hbytes = text.encode("utf-8")
+    hbytes, flags = text.encode("utf-8"), 0
+    if deflate_header:
+        # JSON (names, shapes, codebooks in base64, the section table) deflates to about 60%:
+        # a kilobyte or two, which is several percent of a small compressed model's file.
+        packed = zlib.compress(hbytes, 9)
+        if len(packed) < len(hbytes):
+            hbytes, flags = packed, FLAG_DEFLATE
     body = (
-        _PRE.pack(MAGIC, VERSION, 0, len(hbytes), zlib.crc32(hbytes)) + hbytes + b"".join(sections)
+        _PRE.pack(MAGIC, VERSION, flags, len(hbytes), zlib.crc32(hbytes))
+        + hbytes
+        + b"".join(sections)
     )
     size = len(body) + _TRAIL.size
     data = body + _TRAIL.pack(size, zlib.crc32(body), END_MAGIC)
@@ -258,7 +271,7 @@ def parse_snn(data: bytes, source: str = "<bytes>") -> SnnFile:
         version == VERSION,
         f"{source}: .snn format version {version}, this sparsenet reads {VERSION}",
     )
-    _need(flags == 0, f"{source}: unknown flags {flags:#x}")
+    _need(flags & ~FLAG_DEFLATE == 0, f"{source}: unknown flags {flags:#x}")
     flen, fcrc, end = _TRAIL.unpack_from(data, size - _TRAIL.size)
     _need(
         end == END_MAGIC and flen == size,
@@ -275,6 +288,8 @@ def parse_snn(data: bytes, source: str = "<bytes>") -> SnnFile:
     )
     hbytes = data[_PRE.size : data_start]
     _need(zlib.crc32(hbytes) == hcrc, f"{source}: header CRC32 mismatch (corrupted)")
+    if flags & FLAG_DEFLATE:
+        hbytes = _inflate(hbytes, source)
     try:
         header = json.loads(hbytes.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -348,6 +363,20 @@ def parse_snn(data: bytes, source: str = "<bytes>") -> SnnFile:
         arr = np.frombuffer(blobs[t["section"]], dtype=npdt).reshape(t["shape"])
         tensors[t["name"]] = torch.from_numpy(arr.copy()).to(tdt)
     return SnnFile(header, layers, tensors, size)
+
+
+def _inflate(packed: bytes, source: str) -> bytes:
+    """The deflated header, inflated to at most MAX_HEADER_BYTES; CorruptFileError otherwise."""
+    d = zlib.decompressobj()
+    try:
+        out = d.decompress(packed, MAX_HEADER_BYTES)
+    except zlib.error as exc:
+        raise CorruptFileError(f"{source}: deflated header does not inflate ({exc})") from None
+    _need(
+        d.eof and not d.unconsumed_tail and not d.unused_data,
+        f"{source}: deflated header is truncated, padded or inflates past {MAX_HEADER_BYTES} bytes",
+    )
+    return out
 
 
 def read_snn(path: str | os.PathLike[str]) -> SnnFile:

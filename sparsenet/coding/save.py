@@ -18,6 +18,7 @@ from .container import write_snn
 __all__ = [
     "DEFAULT_BITS",
     "DEFAULT_INDEX_BITS",
+    "AUTO_INDEX_BITS",
     "parse_bits",
     "layer_kind",
     "effective_tensors",
@@ -28,6 +29,9 @@ __all__ = [
 
 DEFAULT_BITS = {"conv": 8, "fc": 5}
 DEFAULT_INDEX_BITS = {"conv": 8, "fc": 5}
+# index_bits="auto" tries every gap width here per pruned layer and keeps the smallest file:
+# narrow gaps need filler entries on long runs of zeros, wide ones a larger alphabet.
+AUTO_INDEX_BITS = range(2, 13)
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
@@ -115,7 +119,8 @@ def encode_model(
     if coder not in CODERS:
         raise SparsenetError(f"unknown coder {coder!r}; expected one of {sorted(CODERS)}")
     wbits = parse_bits(bits, DEFAULT_BITS)
-    ibits = parse_bits(index_bits, DEFAULT_INDEX_BITS)
+    auto = index_bits == "auto"
+    ibits = parse_bits(None if auto else index_bits, DEFAULT_INDEX_BITS)
     layers: list[LayerCode] = []
     raw: dict[str, torch.Tensor] = {}
     for key, (module, mname, tname, t) in effective_tensors(model).items():
@@ -125,18 +130,19 @@ def encode_model(
             continue
         cb = codebook_of(module, tname)
         b = cb[1] if cb is not None else wbits.get(mname, wbits.get(kind, DEFAULT_BITS[kind]))
-        layers.append(
-            encode_layer(
-                key,
-                kind,
-                t.cpu().numpy(),
-                bits=b,
-                index_bits=ibits.get(mname, ibits.get(kind, DEFAULT_INDEX_BITS[kind])),
-                coder=coder,
-                centroids=None if cb is None else cb[0].cpu().numpy(),
-                layout=layout,
-            )
+        args = dict(
+            bits=b, coder=coder, layout=layout,
+            centroids=None if cb is None else cb[0].cpu().numpy(),
         )
+        w = t.cpu().numpy()
+        ib = ibits.get(mname, ibits.get(kind, DEFAULT_INDEX_BITS[kind]))
+        lc = encode_layer(key, kind, w, index_bits=ib, **args)  # type: ignore[arg-type]
+        if auto and lc.mode in ("sparse", "sparse_raw"):
+            lc = min(
+                (encode_layer(key, kind, w, index_bits=i, **args) for i in AUTO_INDEX_BITS),  # type: ignore[arg-type]
+                key=lambda c: c.stored_bytes,
+            )
+        layers.append(lc)
     return layers, raw
 
 
@@ -160,8 +166,9 @@ def save_snn(
     bits : "conv=8,fc=5" or dict
         Shared-weight index bits per kind or layer name (a parametrisation's own ``bits``
         wins).
-    index_bits : "conv=8,fc=5" or dict
-        Gap bits of the sparse index (Deep Compression: 8 for conv, 5 for fc).
+    index_bits : "conv=8,fc=5", dict or "auto"
+        Gap bits of the sparse index (Deep Compression: 8 for conv, 5 for fc); ``"auto"``
+        picks, per pruned layer, the width in :data:`AUTO_INDEX_BITS` giving the fewest bytes.
     metadata : dict, optional
         JSON-able; stored in the header (e.g. ``{"dataset": "fashion-mnist"}``).
     layout : "auto" or "sparse"

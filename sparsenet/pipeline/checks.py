@@ -21,6 +21,7 @@ __all__ = [
     "string_list",
     "per_layer",
     "parse_bits",
+    "index_bits_spec",
     "rank_spec",
     "fail",
 ]
@@ -141,6 +142,16 @@ def parse_bits(v: Any, path: str = "bits") -> dict[str, int]:
     if isinstance(v, dict) and v:
         return {str(k): bits(x, f"{path}.{k}") for k, x in v.items()}
     raise fail(path, "bits as an integer, 'conv=8,fc=5' or a table", v)
+
+
+def index_bits_spec(v: Any, path: str) -> str | dict[str, int]:
+    """Sparse-index gap bits: ``"auto"`` (the smallest file per layer) or :func:`parse_bits`."""
+    if v == "auto":
+        return "auto"
+    try:
+        return parse_bits(v, path)
+    except RecipeError:
+        raise fail(path, "'auto', bits as an integer, 'conv=8,fc=5' or a table", v) from None
 
 
 def rank_spec(v: Any, path: str) -> int | dict[str, int]:

@@ -46,6 +46,7 @@ from .checks import (
     boolean,
     choice,
     fail,
+    index_bits_spec,
     integer,
     number,
     parse_bits,
@@ -124,6 +125,8 @@ SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
     },
     "encode": {
         "coder": (choice("huffman", "ans"), "huffman"),
+        # Han: 8 bits for conv gaps, 5 for fc; "auto" picks each layer's smallest file.
+        "index_bits": (index_bits_spec, {"conv": 8, "fc": 5}),
         "out": (string, None),
     },
 }

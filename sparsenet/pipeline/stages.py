@@ -214,7 +214,10 @@ def encode_stage(model: nn.Module, ctx: StageContext) -> nn.Module:
     if out is None:
         raise SparsenetError(f"{ctx.name}: no output path for the .snn file")
     meta = {"dataset": ctx.data.name, "recipe": ctx.recipe.name}
-    size = coding.save_snn(model, out, coder=ctx.settings["coder"], metadata=meta)
+    size = coding.save_snn(
+        model, out, coder=ctx.settings["coder"], index_bits=ctx.settings["index_bits"],
+        metadata=meta,
+    )
     ctx.record["out"] = str(out)
     ctx.record["file_bytes"] = out.stat().st_size
     ctx.record["size_report"] = _jsonable(size)

@@ -12,6 +12,20 @@ import torch
 from torch import nn
 
 
+def _header_json(hbytes: bytes, flags: int) -> dict[str, Any]:
+    """The header dict from its stored bytes (inflated when flag bit 0 says so)."""
+    from sparsenet.coding.container import FLAG_DEFLATE
+
+    return json.loads(zlib.decompress(hbytes) if flags & FLAG_DEFLATE else hbytes)
+
+
+def _header_bytes(header: dict[str, Any], flags: int) -> bytes:
+    from sparsenet.coding.container import FLAG_DEFLATE
+
+    text = json.dumps(header, separators=(",", ":")).encode()
+    return zlib.compress(text, 9) if flags & FLAG_DEFLATE else text
+
+
 def rechecksum(data: bytes) -> bytes:
     """Recompute every CRC and the trailer of a (tampered) .snn file, as a hostile writer would."""
     from sparsenet.coding.container import _PRE, _TRAIL, END_MAGIC
@@ -21,10 +35,10 @@ def rechecksum(data: bytes) -> bytes:
     body_end = len(data) - _TRAIL.size
     start = _PRE.size + hlen
     try:
-        header = json.loads(hbytes)
+        header = _header_json(hbytes, flags)
         for s in header["sections"]:
             s["crc32"] = zlib.crc32(data[start + s["offset"] : start + s["offset"] + s["length"]])
-        new_h = json.dumps(header, separators=(",", ":")).encode()
+        new_h = _header_bytes(header, flags)
     except Exception:  # noqa: BLE001 - leave a broken header broken
         new_h = hbytes
     body = (
@@ -40,10 +54,10 @@ def edit_header(data: bytes, fn: Callable[[dict[str, Any]], None]) -> bytes:
     """Apply ``fn(header_dict)`` to a file's header and re-checksum."""
     from sparsenet.coding.container import _PRE
 
-    _, _, _, hlen, _ = _PRE.unpack_from(data, 0)
-    header = json.loads(data[_PRE.size : _PRE.size + hlen])
+    _, _, flags, hlen, _ = _PRE.unpack_from(data, 0)
+    header = _header_json(data[_PRE.size : _PRE.size + hlen], flags)
     fn(header)
-    new_h = json.dumps(header).encode()
+    new_h = _header_bytes(header, flags)
     out = (
         data[: _PRE.size - 8] + struct.pack("<II", len(new_h), 0) + new_h + data[_PRE.size + hlen :]
     )

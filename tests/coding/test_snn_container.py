@@ -111,7 +111,11 @@ def test_parametrised_codebook_layer(tmp_path, digits_data):
     )
     save_snn(m, tmp_path / "m.snn")
     fc2 = next(lc for lc in read_snn(tmp_path / "m.snn").layers if lc.name == "fc2.weight")
-    assert fc2.mode == "codebook" and fc2.bits == 3 and fc2.codebook.size == 8
+    assert fc2.mode == "codebook" and fc2.bits == 3
+    # Only the centroids some weight uses are stored (unused ones are dropped), unchanged.
+    used = m.fc2.parametrizations.weight[0].centroids.detach()[m.fc2.parametrizations.weight[0].indices]
+    assert np.array_equal(fc2.codebook, np.unique(used.numpy()))
+    assert fc2.codebook.size < 8
     x = digits_data.x_test[:32]
     assert torch.equal(logits(load_snn(tmp_path / "m.snn"), x), logits(m, x))
 
@@ -245,3 +249,66 @@ def test_real_shared_weight_parametrisation(tmp_path, digits_data):
         c = sw.centroids.detach().numpy()
         assert set(lc.codebook.tolist()) <= set(c.tolist())
     assert torch.equal(logits(load_snn(tmp_path / "m.snn"), x), logits(m, x))
+
+
+# ---------------------------------------------------------------- deflated header, auto gaps
+def test_header_is_deflated_and_plain_headers_still_load(tmp_path, tiny_model):
+    import struct
+    import zlib
+
+    from sparsenet.coding.container import _PRE, FLAG_DEFLATE, parse_snn, write_snn
+    from sparsenet.coding.save import encode_model
+
+    save_snn(tiny_model, tmp_path / "d.snn")
+    data = (tmp_path / "d.snn").read_bytes()
+    _, _, flags, hlen, _ = _PRE.unpack_from(data, 0)
+    assert flags == FLAG_DEFLATE
+    text = zlib.decompress(data[_PRE.size : _PRE.size + hlen])
+    assert len(text) > hlen and text.startswith(b'{"format":"sparsenet-snn"')
+    layers, raw = encode_model(tiny_model)
+    info = {"arch": sparsenet.models.arch_of(tiny_model), "transforms": [], "coder": "huffman",
+            "metadata": {}}
+    plain = write_snn(tmp_path / "p.snn", layers, raw, info, deflate_header=False)
+    pdata = (tmp_path / "p.snn").read_bytes()
+    assert struct.unpack_from("<H", pdata, 10)[0] == 0 and plain == len(pdata) > len(data)
+    a, b = parse_snn(data), parse_snn(pdata)
+    assert a.header == b.header
+    assert all(np.array_equal(x.dense(), y.dense()) for x, y in zip(a.layers, b.layers, strict=True))
+
+
+@pytest.mark.parametrize("junk", [b"", b"not zlib", b"bomb"])
+def test_bad_deflated_header_is_corrupt(tiny_file, junk):
+    import zlib
+
+    from sparsenet.coding.container import _PRE, MAX_HEADER_BYTES
+
+    if junk == b"bomb":  # a header that inflates past the limit
+        junk = zlib.compress(b" " * (MAX_HEADER_BYTES + 10), 9)
+    _, version, flags, hlen, _ = _PRE.unpack_from(tiny_file, 0)
+    tail = tiny_file[_PRE.size + hlen :]
+    bad = _PRE.pack(MAGIC, version, flags, len(junk), zlib.crc32(junk)) + junk + tail
+    with pytest.raises(CorruptFileError, match="header"):
+        parse(rechecksum(bad))
+
+
+def test_unknown_flag_bit_is_rejected(tiny_file):
+    b = bytearray(tiny_file)
+    b[10] |= 2
+    with pytest.raises(CorruptFileError, match="unknown flags"):
+        parse(rechecksum(bytes(b)))
+
+
+def test_auto_index_bits_is_the_smallest_and_exact(tmp_path, lenet300_digits, digits_data):
+    from sparsenet.coding.save import AUTO_INDEX_BITS
+
+    save_snn(lenet300_digits, tmp_path / "a.snn", index_bits="auto")
+    auto = (tmp_path / "a.snn").stat().st_size
+    sizes = []
+    for b in AUTO_INDEX_BITS:
+        save_snn(lenet300_digits, tmp_path / "b.snn", index_bits=f"conv={b},fc={b}")
+        sizes.append((tmp_path / "b.snn").stat().st_size)
+    assert auto <= min(sizes) < max(sizes)
+    gap_bits = {lc.name: lc.index_bits for lc in read_snn(tmp_path / "a.snn").layers}
+    assert all(b in AUTO_INDEX_BITS for b in gap_bits.values())
+    x = digits_data.x_test[:32]
+    assert torch.equal(logits(load_snn(tmp_path / "a.snn"), x), logits(lenet300_digits, x))

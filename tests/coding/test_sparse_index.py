@@ -55,8 +55,8 @@ def test_layer_roundtrip_every_mode(coder, layout, case):
     assert np.array_equal(val, m[m != 0]) and np.array_equal(col, np.nonzero(m)[1])
 
 
-def test_centroids_give_the_codebook_even_if_unused():
-    w = np.array([[0.0, 0.5], [0.5, 0.0]], np.float32)
+def test_centroids_give_the_codebook_without_the_unused_ones():
+    w = np.array([[0.0, 0.5], [2.0, 0.0]], np.float32)
     lc = encode_layer(
         "f.weight",
         "fc",
@@ -66,7 +66,8 @@ def test_centroids_give_the_codebook_even_if_unused():
         coder="huffman",
         centroids=np.array([-1.0, 0.25, 0.5, 2.0], np.float32),
     )
-    assert lc.codebook.tolist() == [-1.0, 0.25, 0.5, 2.0]
+    assert lc.codebook.tolist() == [0.5, 2.0]  # -1.0 and 0.25 are used by no weight
+    assert np.array_equal(lc.dense(), w) and lc.symbols.tolist() == [0, 1, 2, 0]
 
 
 def test_csr_from_positions():

@@ -37,7 +37,13 @@ def test_valid_recipe_fills_defaults():
     assert prune == {"method": "magnitude", "sparsity": 0.9, "iterations": 2,
                      "retrain_epochs": 0, "lr_factor": 0.1, "sensitivity": False}
     assert r.stages[2].settings["bits"] == {"conv": 8, "fc": 5}
-    assert r.stages[3].settings == {"coder": "ans"}
+    assert r.stages[3].settings == {"coder": "ans", "index_bits": {"conv": 8, "fc": 5}}
+
+
+def test_encode_index_bits_auto_or_table():
+    text = "[[stages]]\nencode = {{ index_bits = {} }}"
+    assert parse_recipe(text.format("'auto'")).stages[0].settings["index_bits"] == "auto"
+    assert parse_recipe(text.format("6")).stages[0].settings["index_bits"] == {"conv": 6, "fc": 6}
 
 
 @pytest.mark.parametrize(
@@ -73,6 +79,8 @@ def test_valid_recipe_fills_defaults():
         ("stages = []", "stages: expected a non-empty list"),
         ("[[stages]]\ntrain = { lr = -1 }", "stages[0].train.lr: expected a number > 0, got -1"),
         ("[[stages]]\nregularize = { l1 = 'big' }", "stages[0].regularize.l1: expected a number >= 0, got 'big'"),
+        ("[[stages]]\nencode = { index_bits = 'best' }",
+         "stages[0].encode.index_bits: expected 'auto', bits as an integer"),
         ("[[stages]\n", "not valid TOML"),
     ],
 )
