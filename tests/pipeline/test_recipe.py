@@ -97,10 +97,6 @@ def test_validation_is_complete_before_running():
         validate_recipe({"stages": [{"train": {}}, {"share": {}}, {"encode": {"coder": "lzma"}}]})
 
 
-def r3_lr_factor() -> float:
-    return load_recipe("deep-compression", model="lenet300").stages[1].settings["lr_factor"]
-
-
 def test_builtin_recipes_are_valid_and_han_settings():
     names = builtin_recipes()
     assert {"deep-compression", "deep-compression-lenet300", "deep-compression-lenet5"} <= set(names)
@@ -116,10 +112,10 @@ def test_builtin_recipes_are_valid_and_han_settings():
     assert share["bits"] == {"conv": 8, "fc": 5} and share["init"] == "linear"
     assert share["finetune_epochs"] > 0
     assert r5.stages[3].settings == {"coder": "huffman", "index_bits": "auto"}
-    assert r3_lr_factor() == 0.1  # LeNet-300 keeps Han's lr/10
     r3 = load_recipe("deep-compression", model="lenet300")
     assert r3.name == "deep-compression-lenet300"
     assert 0.07 < 1 - r3.stages[1].settings["sparsity"] < 0.09  # about 8% of the weights survive
+    assert r3.stages[1].settings["lr_factor"] == 0.1  # LeNet-300 keeps Han's lr/10
     kept = 0.66 * 500 + 0.12 * 25_000 + 0.06 * 400_000 + 0.19 * 5_000  # LeNet-5 targets
     assert 0.06 < kept / 430_500 < 0.07
     assert load_recipe("deep-compression", model="vgg").name == "deep-compression"
