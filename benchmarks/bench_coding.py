@@ -35,7 +35,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _common import load_baseline  # noqa: E402  (benchmarks/_common.py)
+from _common import git_commit, load_baseline  # noqa: E402  (benchmarks/_common.py)
 
 from sparsenet.checkpoint import save_model  # noqa: E402
 from sparsenet.coding import huffman, read_snn, save_snn  # noqa: E402
@@ -331,9 +331,7 @@ def main() -> None:
     from sparsenet.data import fashion_mnist
 
     data = fashion_mnist()
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
+    commit = git_commit()
     result: dict[str, Any] = {
         "commit": commit,
         "machine": f"{platform.processor() or platform.machine()}, 2-core CPU shared with other jobs (timings noisy; ratios are from one run)",

@@ -4,7 +4,7 @@ Two workloads, each timed inside the workers (start-up and data loading excluded
 run of this script so the ratios share the machine's load:
 
 * ``retrain``: the prune-retrain stage of LeNet-5 on a Fashion-MNIST subset: the trained
-  baseline (/work/artifacts/lenet5-fmnist.pt) pruned to 90% by magnitude, then
+  baseline (benchmarks/_common.py's baseline_path, trained on first use) pruned to 90% by magnitude, then
   ``--epochs`` epochs of ``sparsenet.training.fit`` (global batch ``--batch``; DDP under
   torchrun, so the 2-rank run does the same global steps as the 1-process run);
 * ``dictionary``: ``DictionaryLearner`` (64 atoms, batch 256, CD lasso) on ZCA-free
@@ -35,8 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's sparsenet
 
 import torch  # noqa: E402
-
-LENET5 = "/work/artifacts/lenet5-fmnist.pt"
+from _common import baseline_path, git_commit  # noqa: E402
 
 
 # ---------------------------------------------------------------- workers (run per rank)
@@ -48,7 +47,7 @@ def work_retrain(args: argparse.Namespace) -> dict[str, Any]:
 
     data = fashion_mnist()
     x, y = data.x_train[: args.train_n], data.y_train[: args.train_n]
-    model, _ = load_model(LENET5)
+    model, _ = load_model(args.checkpoint)
     prune(model, "magnitude", sparsity=0.9)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch, lr=0.001, seed=0, quiet=True)
     t0 = time.perf_counter()
@@ -105,7 +104,7 @@ def launch(kind: str, procs: int, threads: int, args: argparse.Namespace, tmp: P
     out = tmp / f"{kind}-{procs}x{threads}.json"
     me = [str(Path(__file__).resolve()), "--worker", kind, "--json", str(out),
           "--train-n", str(args.train_n), "--epochs", str(args.epochs), "--batch", str(args.batch),
-          "--patches", str(args.patches)]
+          "--patches", str(args.patches), "--checkpoint", str(args.checkpoint)]
     if procs == 1:
         cmd = [sys.executable, *me]
     else:
@@ -128,6 +127,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1, help="alternate the configurations this often")
     ap.add_argument("--worker", choices=["retrain", "dictionary"], help=argparse.SUPPRESS)
     ap.add_argument("--json", help=argparse.SUPPRESS)
+    ap.add_argument("--checkpoint", help="dense LeNet-5 (default: the Fashion-MNIST baseline)")
     args = ap.parse_args()
     if args.worker:
         worker(args)
@@ -135,6 +135,8 @@ def main() -> None:
 
         finish(0)
 
+    # resolved once here (training it if missing) so the ranks never race to train it
+    args.checkpoint = args.checkpoint or str(baseline_path("lenet5"))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     configs = [(1, 1), (2, 1), (1, 2)]
@@ -165,8 +167,7 @@ def main() -> None:
         summary[kind] = s
         print(f"{kind:<11} {best['1x1']:>9.1f}s {best['2x1']:>10.1f}s {best['1x2']:>9.1f}s "
               f"{speed:>8.2f}x {speed / 2:>9.0%}")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
+    commit = git_commit()
     result = {
         "commit": commit,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "

@@ -29,7 +29,6 @@ import json
 import os
 import pickle
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,7 +42,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from _common import load_baseline  # noqa: E402  (benchmarks/_common.py)
+from _common import git_commit, load_baseline  # noqa: E402  (benchmarks/_common.py)
 
 from sparsenet.checkpoint import load_model  # noqa: E402
 from sparsenet.data import Dataset, load_dataset  # noqa: E402
@@ -179,8 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     seed_everything(0)
     peer = peer_pipeline(copy.deepcopy(dense), data, recipe)
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                            capture_output=True, text=True).stdout.strip()
+    commit = git_commit()
     result = {
         "benchmark": "pipeline", "model": args.model, "data": data.name, "quick": args.quick,
         "recipe": recipe.to_dict(), "dense_accuracy": dense_acc, "sparsenet": ours, "peer": _jsonable(peer),

@@ -21,7 +21,6 @@ import copy
 import io
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ from torch.nn.utils import prune as tprune
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import load_baseline  # noqa: E402
+from _common import git_commit, load_baseline  # noqa: E402
 
 from sparsenet.checkpoint import model_payload  # noqa: E402
 from sparsenet.data import fashion_mnist  # noqa: E402
@@ -281,8 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     n_cost, n_sens = per_net(args.cost_samples), per_net(args.sens_samples)
     lrs = {k: float(v) for k, v in (p.split("=") for p in args.retrain_lr.split(",") if p)}
     data = fashion_mnist()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
+    commit = git_commit()
     report: dict[str, Any] = {
         "commit": commit,
         "machine": f"{platform.machine()} {os.cpu_count()}-core CPU, shared with other jobs; "
