@@ -8,12 +8,17 @@ scikit-learn's ``sparse_encode(X, D, alpha=α, algorithm="lasso_cd")`` solves ex
 problem: internally it builds ``Lasso(alpha=α / n_features)``, whose objective
 ``1/(2 n_features) ||x − c D||² + α/n_features ||c||₁`` is ours divided by ``n_features``.
 So the same ``alpha`` gives the same codes here and there.
+
+``method="cd"`` runs a numba-compiled per-sample coordinate descent (:mod:`.lasso_cpu`) when
+the data are on the CPU, and the batched torch solver (:mod:`.lasso`) otherwise (GPU
+tensors, or ``backend="torch"``); both stop on the same per-sample duality gap.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from ._validation import InvalidInputError, as_tensor_2d, check_alpha, check_positive_int, to_output
@@ -23,6 +28,7 @@ from .omp import omp_gram
 __all__ = ["sparse_encode", "lasso_objective", "duality_gap", "METHODS"]
 
 METHODS = ("fista", "cd", "omp")
+BACKENDS = ("auto", "torch", "numba")
 _CHUNK = 16384  # samples solved together (bigger batches amortise per-op overhead)
 
 
@@ -51,6 +57,7 @@ def sparse_encode(
     init: Any = None,
     positive: bool = False,
     n_nonzero_coefs: int | None = None,
+    backend: str = "auto",
 ) -> Any:
     """Sparse codes of the rows of ``X`` over the atoms (rows) of ``D``.
 
@@ -79,6 +86,10 @@ def sparse_encode(
         Constrain codes to be non-negative (lasso methods only).
     n_nonzero_coefs : int, optional
         OMP only: at most this many atoms per sample (default ``min(n_features, n_atoms)``).
+    backend : {"auto", "torch", "numba"}
+        ``method="cd"`` only: "numba" is the compiled CPU kernel (fastest on CPU), "torch"
+        the batched torch solver (any device); "auto" takes numba for CPU data and torch
+        otherwise. FISTA and OMP always run in torch.
 
     Returns
     -------
@@ -114,6 +125,14 @@ def sparse_encode(
         nnz = check_positive_int(nnz, "n_nonzero_coefs")
     elif n_nonzero_coefs is not None:
         raise InvalidInputError("n_nonzero_coefs is only used by method='omp'")
+    if backend not in BACKENDS:
+        raise InvalidInputError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "numba" and x.device.type != "cpu":
+        raise InvalidInputError(
+            f"backend='numba' needs CPU data, got a tensor on {x.device}; use backend='torch'"
+        )
+    if method == "cd" and backend != "torch" and x.device.type == "cpu":
+        return to_output(_encode_cd_cpu(x, d, alpha, c0, max_iter, tol_f, positive), X)
 
     G = d @ d.T  # (k, k)
     codes = torch.zeros(n, k, dtype=x.dtype, device=x.device)
@@ -131,6 +150,27 @@ def sparse_encode(
         )
         codes[start : start + _CHUNK] = cb
     return to_output(codes, X)
+
+
+def _encode_cd_cpu(
+    x: torch.Tensor, d: torch.Tensor, alpha: float, c0: torch.Tensor | None, max_iter: int,
+    tol: float, positive: bool,
+) -> torch.Tensor:
+    """``method="cd"`` on CPU: the numba kernel, chunk by chunk (numba imported lazily)."""
+    from .lasso_cpu import lasso_cd_cpu
+
+    xn, dn = x.numpy(), d.numpy()
+    G = dn @ dn.T
+    n, k = xn.shape[0], dn.shape[0]
+    codes = np.zeros((n, k), dtype=xn.dtype)
+    for start in range(0, n, _CHUNK):
+        xb = xn[start : start + _CHUNK]
+        cb = codes[start : start + _CHUNK] if c0 is None else c0[start : start + _CHUNK].numpy()
+        xsq = np.einsum("ij,ij->i", xb, xb, dtype=np.float64)
+        codes[start : start + _CHUNK], _ = lasso_cd_cpu(
+            G, xb @ dn.T, xsq, alpha, cb, max_iter=max_iter, tol=tol, positive=positive
+        )
+    return torch.from_numpy(codes)
 
 
 def lasso_objective(X: Any, D: Any, codes: Any, alpha: float) -> Any:
