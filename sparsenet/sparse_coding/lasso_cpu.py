@@ -87,13 +87,13 @@ def _gap(c: Any, q: Any, b: Any, xsq: float, alpha: float, positive: bool, idx: 
 def _rebuild_q(g: Any, b: Any, c: Any, q: Any, supp: Any, m: int) -> None:
     """``q = b − G c`` from scratch, over the support ``supp[:m]`` of c."""
     k = b.shape[0]
-    for l in range(k):
-        q[l] = b[l]
+    for h in range(k):
+        q[h] = b[h]
     for a in range(m):
         j = supp[a]
         cj = c[j]
-        for l in range(k):
-            q[l] -= cj * g[j, l]
+        for h in range(k):
+            q[h] -= cj * g[j, h]
 
 
 _NEWTON_EVERY = 3  # support-only CD sweeps between two Newton steps
@@ -209,8 +209,8 @@ def _solve_one(g: Any, diag: Any, b: Any, xsq: float, c: Any, alpha: float, tol:
             c[j] = new  # stored first: compare in the codes' own precision
             if c[j] != cj:
                 delta = c[j] - cj
-                for l in range(k):
-                    q[l] -= delta * g[j, l]
+                for h in range(k):
+                    q[h] -= delta * g[j, h]
                 changed = True
         sweeps += 1
         m = 0
