@@ -159,16 +159,17 @@ def _encode_cd_cpu(
     """``method="cd"`` on CPU: the numba kernel, chunk by chunk (numba imported lazily)."""
     from .lasso_cpu import lasso_cd_cpu
 
-    xn, dn = x.numpy(), d.numpy()
-    G = dn @ dn.T
-    n, k = xn.shape[0], dn.shape[0]
-    codes = np.zeros((n, k), dtype=xn.dtype)
+    # the products in torch, not numpy: on a 2-core machine a third thread pool (OpenBLAS,
+    # which spins for a while after each call) next to torch's and numba's costs 3-5x
+    G = (d @ d.T).numpy()
+    n, k = x.shape[0], d.shape[0]
+    codes = np.zeros((n, k), dtype=G.dtype)
     for start in range(0, n, _CHUNK):
-        xb = xn[start : start + _CHUNK]
+        xb = x[start : start + _CHUNK]
         cb = codes[start : start + _CHUNK] if c0 is None else c0[start : start + _CHUNK].numpy()
-        xsq = np.einsum("ij,ij->i", xb, xb, dtype=np.float64)
         codes[start : start + _CHUNK], _ = lasso_cd_cpu(
-            G, xb @ dn.T, xsq, alpha, cb, max_iter=max_iter, tol=tol, positive=positive
+            G, (xb @ d.T).numpy(), (xb * xb).sum(1, dtype=torch.float64).numpy(), alpha, cb,
+            max_iter=max_iter, tol=tol, positive=positive,
         )
     return torch.from_numpy(codes)
 
