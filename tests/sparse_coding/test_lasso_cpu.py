@@ -122,3 +122,23 @@ def test_no_writable_cache_falls_back(monkeypatch):
     monkeypatch.setattr(lasso_cpu.numba, "njit", fake_njit)
     fn = lasso_cpu._jit(nogil=True)(lambda v: v + 1)
     assert fn(1) == 2 and calls == [True, False]
+
+
+def test_numba_atom_sweep_matches_the_formula(digit_problem):
+    """update_atoms on CPU (numba) against Mairal's update written out in torch."""
+    from sparsenet.sparse_coding import OnlineState, online_step, update_atoms
+
+    X, D0 = digit_problem
+    state = OnlineState.start(torch.from_numpy(D0[:40]).clone())
+    x = torch.from_numpy(X)
+    for start in range(0, 200, 50):
+        online_step(state, x[start : start + 50], 0.1)
+    D, A, B = state.D.clone(), state.A, state.B
+    dead = update_atoms(state, n_sweeps=2)
+    for _ in range(2):
+        for j in range(D.shape[0]):
+            if not bool(dead[j]):
+                u = D[j] + (B[j] - A[j] @ D) / A[j, j]
+                D[j] = u / u.norm().clamp(min=1.0)
+    torch.testing.assert_close(state.D, D, rtol=0, atol=1e-12)
+    assert dead.sum() < len(dead)
