@@ -159,19 +159,21 @@ def _encode_cd_cpu(
     """``method="cd"`` on CPU: the numba kernel, chunk by chunk (numba imported lazily)."""
     from .lasso_cpu import lasso_cd_cpu
 
-    # the products in torch, not numpy: on a 2-core machine a third thread pool (OpenBLAS,
-    # which spins for a while after each call) next to torch's and numba's costs 3-5x
+    # the products in torch, whose thread pool is in use anyway, rather than waking numpy's
+    # BLAS pool as well (on a 2-core machine every extra spinning pool competes with numba)
     G = (d @ d.T).numpy()
-    n, k = x.shape[0], d.shape[0]
-    codes = np.zeros((n, k), dtype=G.dtype)
-    for start in range(0, n, _CHUNK):
+    chunks = []
+    for start in range(0, x.shape[0], _CHUNK):
         xb = x[start : start + _CHUNK]
-        cb = codes[start : start + _CHUNK] if c0 is None else c0[start : start + _CHUNK].numpy()
-        codes[start : start + _CHUNK], _ = lasso_cd_cpu(
+        cb = None if c0 is None else c0[start : start + _CHUNK].numpy()
+        codes, _ = lasso_cd_cpu(
             G, (xb @ d.T).numpy(), (xb * xb).sum(1, dtype=torch.float64).numpy(), alpha, cb,
             max_iter=max_iter, tol=tol, positive=positive,
         )
-    return torch.from_numpy(codes)
+        chunks.append(codes)
+    if not chunks:
+        return torch.zeros(0, d.shape[0], dtype=x.dtype)
+    return torch.from_numpy(chunks[0] if len(chunks) == 1 else np.concatenate(chunks))
 
 
 def lasso_objective(X: Any, D: Any, codes: Any, alpha: float) -> Any:
