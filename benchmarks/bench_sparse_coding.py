@@ -93,18 +93,20 @@ _LOAD_SNIPPET = """
 import time, numpy as np, torch, sparsenet.sparse_coding
 t0 = time.perf_counter()
 from sparsenet.sparse_coding.lasso_cpu import lasso_cd_cpu
+from sparsenet.sparse_coding.atoms_cpu import atom_sweeps_cpu
 t1 = time.perf_counter()
 for dt in (np.float64, np.float32):
     lasso_cd_cpu(np.eye(4, dtype=dt), np.ones((3, 4), dt), np.ones(3), 0.1, np.zeros((3, 4), dt))
+    atom_sweeps_cpu(np.eye(4, dtype=dt), np.eye(4, dtype=dt), np.eye(4, dtype=dt), np.zeros(4, bool))
 print(t1 - t0, time.perf_counter() - t1)
 """
 
 
 def jit_costs(X: np.ndarray, D: np.ndarray, alpha: float) -> dict:
     """numba's one-off costs: importing the kernel module (and numba), compiling the CD
-    kernel (float64, float32) into an empty cache directory, and, in a fresh process with
-    torch and sparsenet already imported, importing the kernel module and loading both
-    compiled kernels from that cache."""
+    kernel and the dictionary atom sweep (float64, float32) into an empty cache directory,
+    and, in a fresh process with torch and sparsenet already imported, importing the kernel
+    modules and loading the compiled kernels from that cache."""
     already = "numba" in sys.modules
     t = time.perf_counter()
     from sparsenet.sparse_coding import lasso_cpu  # noqa: F401  (imports numba)
@@ -115,6 +117,13 @@ def jit_costs(X: np.ndarray, D: np.ndarray, alpha: float) -> dict:
         t = time.perf_counter()
         sparse_encode(X[:10].astype(dtype), D.astype(dtype), alpha, "cd")
         out[f"compile_{dtype.__name__}_seconds"] = time.perf_counter() - t
+    from sparsenet.sparse_coding.atoms_cpu import atom_sweeps_cpu
+
+    t = time.perf_counter()
+    for dtype in (np.float64, np.float32):
+        eye = np.eye(4, dtype=dtype)
+        atom_sweeps_cpu(eye.copy(), eye, eye, np.zeros(4, dtype=bool))
+    out["compile_atom_sweep_seconds"] = time.perf_counter() - t
     fresh = subprocess.run([sys.executable, "-c", _LOAD_SNIPPET], capture_output=True,
                            text=True, check=True, cwd=ROOT, env=dict(os.environ))
     imp, load = (float(v) for v in fresh.stdout.split()[-2:])
@@ -253,17 +262,17 @@ def plot(curves: dict, path: Path, level: float) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, curve in curves.items():
-        t, o = zip(*curve, strict=True)
+        t, o = zip(*[p for p in curve if p[0] > 0], strict=True)  # log time axis: no t = 0
         ax.plot(t, o, marker=".", label=name)
     ax.axhline(level, color="gray", ls="--", lw=0.8, label="sklearn's best objective (+1e-4 rel.)")
     ax.set_xlabel("wall time (s, evaluation excluded)")
     ax.set_ylabel("objective on all training patches")
     ax.set_title("Online dictionary learning, 8×8 Fashion-MNIST patches")
-    ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xscale("log")
     lo = min(o for c in curves.values() for _, o in c)
     ax.set_ylim(lo - 0.002, lo + 0.02)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -275,7 +284,17 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--alpha", type=float, default=0.1)
     ap.add_argument("--skip-dl", action="store_true", help="solvers only")
+    ap.add_argument("--plot-only", action="store_true",
+                    help="redraw the PNG from the results JSON, measure nothing")
     args = ap.parse_args()
+    if args.plot_only:
+        import json
+
+        name = "results_quick.json" if args.quick else "results.json"
+        dl = json.loads((args.out / name).read_text())["dictionary_learning"]
+        plot(dl["curves"], args.out / f"dictionary_learning{'_quick' if args.quick else ''}.png",
+             dl["summary"]["level"])
+        return
     torch.set_num_threads(args.threads)
     n, n_dl = (2000, 4000) if args.quick else (10_000, 20_000)
     X = patches(n + 256, seed=0)
