@@ -96,9 +96,11 @@ def _rebuild_q(g: Any, b: Any, c: Any, q: Any, supp: Any, m: int) -> None:
             q[h] -= cj * g[j, h]
 
 
-_NEWTON_EVERY = 3  # support-only CD sweeps between two rounds of Newton steps
-_NEWTON_RETRIES = 1
-_GREEDY_STEPS = 4  # Gauss-Southwell steps before the first cyclic sweep  # Newton steps in a round (each partial step shrinks the support)
+_NEWTON_EVERY = 3  # support-only CD sweeps between two Newton steps
+_GREEDY_STEPS = 4  # Gauss-Southwell steps before the first cyclic sweep
+# no Newton step on supports wider than this: its O(|T|³) Cholesky would cost as much as
+# hundreds of support sweeps
+_NEWTON_MAX = 64
 
 
 @_jit(nogil=True, fastmath=False)
@@ -120,7 +122,7 @@ def _newton(gss: Any, b: Any, supp: Any, cs: Any, qs: Any, alpha: float, m: int,
     for a in range(m):
         if cs[a] != 0.0:
             t += 1
-    if t == 0:
+    if t == 0 or t > _NEWTON_MAX:
         return 0
     pos = np.empty(t, dtype=np.int64)
     t = 0
@@ -295,13 +297,7 @@ def _solve_one(g: Any, diag: Any, b: Any, xsq: float, c: Any, alpha: float, tol:
             inner += 1
             if not moved:
                 break
-            if inner % _NEWTON_EVERY == 0:
-                # classic active-set loop: a partial step drops a coefficient, retry on the
-                # smaller support (a few times at most)
-                for _ in range(_NEWTON_RETRIES):
-                    status = _newton(gss, b, supp, cs, qs, alpha, m, chol, z_)
-                    if status != 2:
-                        break
+            if inner % _NEWTON_EVERY == 0 and _newton(gss, b, supp, cs, qs, alpha, m, chol, z_):
                 sweeps += 1
             for a in range(m):
                 c[supp[a]] = cs[a]
