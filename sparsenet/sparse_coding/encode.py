@@ -73,10 +73,12 @@ def sparse_encode(
         ``"omp"``: stop a sample once its squared residual ``||x − cD||²`` is ≤ alpha
         (scikit-learn's ``tol`` for OMP).
     method : {"fista", "cd", "omp"}
-        FISTA with restarts and a support-Newton polish, working-set coordinate descent,
-        or batch orthogonal matching pursuit.
+        FISTA with restarts and a support-Newton polish, coordinate descent (compiled
+        per-sample kernel on CPU, working-set batched torch solver elsewhere; see
+        ``backend``), or batch orthogonal matching pursuit.
     max_iter : int
-        FISTA iterations or coordinate-descent sweeps (unused by OMP).
+        FISTA iterations or coordinate-descent sweeps (per sample for the CPU kernel;
+        unused by OMP).
     tol : float
         Stop a sample when its duality gap is ≤ ``tol · ||x||²`` (scikit-learn's ``Lasso``
         scale). Unused by OMP.
