@@ -8,12 +8,17 @@ scikit-learn's ``sparse_encode(X, D, alpha=α, algorithm="lasso_cd")`` solves ex
 problem: internally it builds ``Lasso(alpha=α / n_features)``, whose objective
 ``1/(2 n_features) ||x − c D||² + α/n_features ||c||₁`` is ours divided by ``n_features``.
 So the same ``alpha`` gives the same codes here and there.
+
+``method="cd"`` runs a numba-compiled per-sample coordinate descent (:mod:`.lasso_cpu`) when
+the data are on the CPU, and the batched torch solver (:mod:`.lasso`) otherwise (GPU
+tensors, or ``backend="torch"``); both stop on the same per-sample duality gap.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from ._validation import InvalidInputError, as_tensor_2d, check_alpha, check_positive_int, to_output
@@ -23,6 +28,7 @@ from .omp import omp_gram
 __all__ = ["sparse_encode", "lasso_objective", "duality_gap", "METHODS"]
 
 METHODS = ("fista", "cd", "omp")
+BACKENDS = ("auto", "torch", "numba")
 _CHUNK = 16384  # samples solved together (bigger batches amortise per-op overhead)
 
 
@@ -51,6 +57,7 @@ def sparse_encode(
     init: Any = None,
     positive: bool = False,
     n_nonzero_coefs: int | None = None,
+    backend: str = "auto",
 ) -> Any:
     """Sparse codes of the rows of ``X`` over the atoms (rows) of ``D``.
 
@@ -66,10 +73,12 @@ def sparse_encode(
         ``"omp"``: stop a sample once its squared residual ``||x − cD||²`` is ≤ alpha
         (scikit-learn's ``tol`` for OMP).
     method : {"fista", "cd", "omp"}
-        FISTA with restarts and a support-Newton polish, working-set coordinate descent,
-        or batch orthogonal matching pursuit.
+        FISTA with restarts and a support-Newton polish, coordinate descent (compiled
+        per-sample kernel on CPU, working-set batched torch solver elsewhere; see
+        ``backend``), or batch orthogonal matching pursuit.
     max_iter : int
-        FISTA iterations or coordinate-descent sweeps (unused by OMP).
+        FISTA iterations or coordinate-descent sweeps (per sample for the CPU kernel;
+        unused by OMP).
     tol : float
         Stop a sample when its duality gap is ≤ ``tol · ||x||²`` (scikit-learn's ``Lasso``
         scale). Unused by OMP.
@@ -79,6 +88,10 @@ def sparse_encode(
         Constrain codes to be non-negative (lasso methods only).
     n_nonzero_coefs : int, optional
         OMP only: at most this many atoms per sample (default ``min(n_features, n_atoms)``).
+    backend : {"auto", "torch", "numba"}
+        ``method="cd"`` only: "numba" is the compiled CPU kernel (fastest on CPU), "torch"
+        the batched torch solver (any device); "auto" takes numba for CPU data and torch
+        otherwise. FISTA and OMP always run in torch.
 
     Returns
     -------
@@ -114,6 +127,14 @@ def sparse_encode(
         nnz = check_positive_int(nnz, "n_nonzero_coefs")
     elif n_nonzero_coefs is not None:
         raise InvalidInputError("n_nonzero_coefs is only used by method='omp'")
+    if backend not in BACKENDS:
+        raise InvalidInputError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "numba" and x.device.type != "cpu":
+        raise InvalidInputError(
+            f"backend='numba' needs CPU data, got a tensor on {x.device}; use backend='torch'"
+        )
+    if method == "cd" and backend != "torch" and x.device.type == "cpu":
+        return to_output(_encode_cd_cpu(x, d, alpha, c0, max_iter, tol_f, positive), X)
 
     G = d @ d.T  # (k, k)
     codes = torch.zeros(n, k, dtype=x.dtype, device=x.device)
@@ -131,6 +152,30 @@ def sparse_encode(
         )
         codes[start : start + _CHUNK] = cb
     return to_output(codes, X)
+
+
+def _encode_cd_cpu(
+    x: torch.Tensor, d: torch.Tensor, alpha: float, c0: torch.Tensor | None, max_iter: int,
+    tol: float, positive: bool,
+) -> torch.Tensor:
+    """``method="cd"`` on CPU: the numba kernel, chunk by chunk (numba imported lazily)."""
+    from .lasso_cpu import lasso_cd_cpu
+
+    # the products in torch, whose thread pool is in use anyway, rather than waking numpy's
+    # BLAS pool as well (on a 2-core machine every extra spinning pool competes with numba)
+    G = (d @ d.T).numpy()
+    chunks = []
+    for start in range(0, x.shape[0], _CHUNK):
+        xb = x[start : start + _CHUNK]
+        cb = None if c0 is None else c0[start : start + _CHUNK].numpy()
+        codes, _ = lasso_cd_cpu(
+            G, (xb @ d.T).numpy(), (xb * xb).sum(1, dtype=torch.float64).numpy(), alpha, cb,
+            max_iter=max_iter, tol=tol, positive=positive,
+        )
+        chunks.append(codes)
+    if not chunks:
+        return torch.zeros(0, d.shape[0], dtype=x.dtype)
+    return torch.from_numpy(chunks[0] if len(chunks) == 1 else np.concatenate(chunks))
 
 
 def lasso_objective(X: Any, D: Any, codes: Any, alpha: float) -> Any:
