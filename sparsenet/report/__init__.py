@@ -40,11 +40,11 @@ def _coded_layers(size_report: Any) -> dict[str, dict[str, float]]:
                 "index_bits": float(row.get("index_bits_after", 0)),
                 "entries": float(row.get("entries") or row.get("weights") or 1),
             }
-            ent = [row.get("weight_entropy_bits"), row.get("index_entropy_bits") or 0.0]
-            if all(isinstance(x, (int, float)) for x in ent):
+            w_ent, i_ent = row.get("weight_entropy_bits"), row.get("index_entropy_bits") or 0.0
+            if isinstance(w_ent, (int, float)) and isinstance(i_ent, (int, float)):
                 # the order-0 bound of the streams actually stored (their gap width)
                 extra = float(row.get("codebook_bits", 0)) + float(row.get("bias_bits", 0))
-                out[str(row["layer"])]["entropy_bits"] = sum(ent) + extra
+                out[str(row["layer"])]["entropy_bits"] = float(w_ent) + float(i_ent) + extra
     return out
 
 
