@@ -16,7 +16,8 @@ Usage::
     python benchmarks/bench_ablation.py --model lenet300 --threads 1
     python benchmarks/bench_ablation.py --model lenet5 --variants ans,fixed-gaps,optimal
 
-Writes ``benchmarks/results/pipeline/ablation-<model>-<data>.json`` and prints a table.
+Writes ``benchmarks/results/pipeline/ablation-<model>-<data>.json`` (rows of variants not run
+this time are kept from an earlier file) and prints a table.
 """
 
 from __future__ import annotations
@@ -125,6 +126,12 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(_row(name, label, report, secs))
         print(f"{name}: {rows[-1]['accuracy']:.2%}, {rows[-1]['compression_file']:.1f}x ({secs:.0f} s)")
 
+    out = Path(args.out) / f"ablation-{args.model}-{args.data}.json"
+    if out.is_file():  # keep the rows of variants not re-run this time (same model and data)
+        done = {r["variant"] for r in rows}
+        old = json.loads(out.read_text())
+        rows += [r for r in old.get("rows", []) if r["variant"] not in done]
+        rows.sort(key=lambda r: ["builtin", *VARIANTS].index(r["variant"]))
     result = {
         "benchmark": f"pipeline ablation, {args.model} on {args.data}",
         "command": "python benchmarks/bench_ablation.py " + " ".join(argv or sys.argv[1:]),
@@ -135,7 +142,6 @@ def main(argv: list[str] | None = None) -> int:
         "commit": git_commit(),
         "machine": machine(),
     }
-    out = Path(args.out) / f"ablation-{args.model}-{args.data}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps(result, indent=1))
     print("\n| variant | accuracy | drop | file (B) | ratio (file) | ratio (tensors) | s |")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..checkpoint import load_model
@@ -158,6 +159,8 @@ def prune_stage(model: nn.Module, ctx: StageContext) -> nn.Module:
     if s["sensitivity"]:
         ctx.record["sensitivity"] = _sensitivity(pr, model, ctx)
     target = {k: s[k] for k in ("sparsity", "per_layer", "quality") if k in s}
+    if "per_layer" in target:
+        target["per_layer"] = _per_layer_after_swaps(model, target["per_layer"])
     base = base_config(model, ctx)
     history: list[dict[str, Any]] = []
     model = pr.prune_iterative(
@@ -169,6 +172,25 @@ def prune_stage(model: nn.Module, ctx: StageContext) -> nn.Module:
         [{k: v for k, v in h.items() if k != "fit"} for h in history]
     )
     return model
+
+
+def _per_layer_after_swaps(model: nn.Module, per_layer: dict[str, float]) -> dict[str, float]:
+    """Per-layer targets for a model whose layers may have been swapped for containers.
+
+    A factorize stage replaces ``conv2`` with ``conv2.0`` and ``conv2.1`` (the low-rank
+    factors); a target given for ``conv2`` then applies to each of its Linear/Conv parts.
+    """
+    modules = dict(model.named_modules())
+    out: dict[str, float] = {}
+    for name, value in per_layer.items():
+        mod = modules.get(name)
+        if mod is None or isinstance(getattr(mod, "weight", None), torch.Tensor):
+            out[name] = value  # a plain layer, or unknown: prune's own check names it
+            continue
+        parts = [f"{name}.{n}" for n, m in mod.named_modules()
+                 if n and isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))]
+        out.update(dict.fromkeys(parts or [name], value))
+    return out
 
 
 def _sensitivity(pr: Any, model: nn.Module, ctx: StageContext) -> dict[str, Any]:

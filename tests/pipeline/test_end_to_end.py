@@ -104,3 +104,22 @@ def test_every_stage_kind_composes(tmp_path, digits_data):
         rep["baseline"]["dense_bytes"] / out.stat().st_size)
     loaded = coding.load_snn(out)
     assert evaluate(loaded, *digits_data.test)["accuracy"] == rep["final"]["accuracy"]
+
+
+def test_per_layer_targets_follow_a_factorized_layer(tmp_path, digits_data):
+    """A target named for fc1 applies to both low-rank factors fc1.0 and fc1.1."""
+    pytest.importorskip("sparsenet.lowrank")
+    recipe = {
+        "seed": 1,
+        "stages": [
+            {"train": {"epochs": 1}},
+            {"factorize": {"rank": {"fc1": 16}}},
+            {"prune": {"per_layer": {"fc1": 0.75, "fc2": 0.5}}},
+        ],
+    }
+    model, rep = compress("lenet300", digits_data, recipe, run_dir=tmp_path / "run",
+                          quiet=True, report=False)
+    density = {lay["name"]: lay["density"] for lay in rep["layers"]}
+    assert density["fc1.0"] == pytest.approx(0.25, abs=0.01)
+    assert density["fc1.1"] == pytest.approx(0.25, abs=0.01)
+    assert density["fc2"] == pytest.approx(0.5, abs=0.01) and density["fc3"] == 1.0
