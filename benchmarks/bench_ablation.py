@@ -92,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     ap.add_argument("--work", help="run directories go here (default: a temporary directory)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pipeline"))
+    ap.add_argument("--reuse", action="store_true",
+                    help="resume the variants' run directories already in --work (after a crash)")
     args = ap.parse_args(argv)
     names = [v.strip() for v in args.variants.split(",") if v.strip()]
     bad = [v for v in names if v not in VARIANTS]
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def run(name: str, recipe: dict[str, Any], resume_from: Path | None) -> tuple[dict, float]:
         rdir = work / name
-        if resume_from is not None:
+        if resume_from is not None and not (args.reuse and (rdir / "manifest.json").is_file()):
             shutil.rmtree(rdir, ignore_errors=True)
             shutil.copytree(resume_from, rdir)
         t0 = time.perf_counter()
