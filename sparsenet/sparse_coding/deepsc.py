@@ -152,6 +152,8 @@ class DeepSC(ClassifierMixin, TransformerMixin, BaseEstimator):
     timings_ : dict of seconds spent in dictionary learning, feature extraction, classifier
     n_features_out_ : feature dimension fed to the classifier
     layer_features_ : list of int, how many of those features each layer contributes (in order)
+    input_shape_ : (H, W, C) of the fitted images (a 2-D X of F features: (1, 1, F))
+    n_features_in_ : ``X.shape[1]`` at fit, checked by scikit-learn's ``validate_data``
     """
 
     def __init__(
