@@ -56,7 +56,7 @@ def register(sub: Any) -> None:
         "--atoms", type=_int_list, default=[64, 128], help="atoms per layer, e.g. 64,128"
     )
     p.add_argument("--patch", type=_int_list, default=[5, 2], help="patch size per layer")
-    p.add_argument("--stride", type=_int_list, default=[2, 1], help="patch stride per layer")
+    p.add_argument("--stride", type=_int_list, default=[1, 1], help="patch stride per layer")
     p.add_argument("--alpha", type=_float_list, default=[0.5], help="lasso penalty (per layer)")
     p.add_argument("--pool", type=positive_int, default=4, help="local max-pool size p (p×p)")
     p.add_argument("--pool-stride", type=positive_int, default=2)
@@ -65,7 +65,7 @@ def register(sub: Any) -> None:
     p.add_argument("--drlim-iter", type=positive_int, default=150, help="DrLIM Adam steps")
     p.add_argument("--no-whiten", action="store_true", help="skip ZCA whitening of patches")
     p.add_argument("--classifier", choices=["logreg", "svc"], default="logreg")
-    p.add_argument("--C", type=positive_float, default=1.0, help="classifier regularisation")
+    p.add_argument("--C", type=positive_float, default=0.01, help="classifier regularisation")
     p.add_argument("--encode-iter", type=positive_int, default=5, help="FISTA iterations")
     p.add_argument(
         "--dict-images",

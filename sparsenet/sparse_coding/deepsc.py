@@ -20,8 +20,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.pipeline import Pipeline
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..progress import log, progress
 from ._checks import InvalidInputError, as_tensor, check_int, check_positive
@@ -63,10 +65,6 @@ def _learn_dictionary(
         method="fista",
         tol=tol,
         random_state=seed,
-    ).fit(x)
-    return torch.as_tensor(learner.components_, dtype=torch.float32)
-    learner = DictionaryLearner(
-        n_components=n_atoms, alpha=alpha, n_epochs=n_epochs, random_state=seed
     ).fit(x)
     return torch.as_tensor(learner.components_, dtype=torch.float32)
 
@@ -117,7 +115,7 @@ def _per_layer(value: Any, n_layers: int, name: str) -> list[Any]:
     return [value] * n_layers
 
 
-class DeepSC(ClassifierMixin, BaseEstimator):
+class DeepSC(ClassifierMixin, TransformerMixin, BaseEstimator):
     """Deep Sparse Coding features and a linear classifier.
 
     Parameters
@@ -154,13 +152,15 @@ class DeepSC(ClassifierMixin, BaseEstimator):
     timings_ : dict of seconds spent in dictionary learning, feature extraction, classifier
     n_features_out_ : feature dimension fed to the classifier
     layer_features_ : list of int, how many of those features each layer contributes (in order)
+    input_shape_ : (H, W, C) of the fitted images (a 2-D X of F features: (1, 1, F))
+    n_features_in_ : ``X.shape[1]`` at fit, checked by scikit-learn's ``validate_data``
     """
 
     def __init__(
         self,
         n_atoms: Sequence[int] = (64, 128),
         patch_size: int | Sequence[int] = (5, 2),
-        patch_stride: int | Sequence[int] = (2, 1),
+        patch_stride: int | Sequence[int] = (1, 1),
         alpha: float | Sequence[float] = 0.5,
         whiten: bool | Sequence[bool] = True,
         norm_eps: float = 0.1,
@@ -172,7 +172,7 @@ class DeepSC(ClassifierMixin, BaseEstimator):
         pyramid: Sequence[int] = (1, 2, 4),
         polarity: bool = True,
         classifier: str = "logreg",
-        C: float = 1.0,
+        C: float = 0.01,
         encode_iter: int = 5,
         dict_images: int = 3000,
         dict_patches: int = 30000,
@@ -208,8 +208,16 @@ class DeepSC(ClassifierMixin, BaseEstimator):
 
     # ----------------------------------------------------------------- validation
     def _images(self, X: Any) -> torch.Tensor:
-        x = as_tensor(X, "X", (3, 4))
-        return x.unsqueeze(-1) if x.ndim == 3 else x.permute(0, 2, 3, 1)  # (N, H, W, C)
+        """``X`` as a channels-last map (N, H, W, C).
+
+        (N, C, H, W) and (N, H, W) are images; a 2-D ``X`` (N, F) is a table of feature
+        vectors, taken as 1×1 images with F channels (so ``patch_size=1`` sparse-codes each
+        row, which is how scikit-learn's estimator checks exercise DeepSC).
+        """
+        x = as_tensor(X, "X", (2, 3, 4))
+        if x.ndim == 2:
+            return x[:, None, None, :]
+        return x.unsqueeze(-1) if x.ndim == 3 else x.permute(0, 2, 3, 1)
 
     def _config(self) -> list[dict[str, Any]]:
         atoms = self.n_atoms if isinstance(self.n_atoms, (list, tuple)) else [self.n_atoms]
@@ -260,11 +268,12 @@ class DeepSC(ClassifierMixin, BaseEstimator):
     def fit_features(self, X: Any) -> DeepSC:
         """Learn every layer (whitener, dictionary, DrLIM) on a random subset of ``X``.
 
-        ``X`` : images, shape (N, C, H, W) or (N, H, W).
+        ``X`` : images, shape (N, C, H, W) or (N, H, W), or feature vectors (N, F).
         """
         cfg = self._config()
-        x = self._images(X)
+        x = self._images(self._validate(X))
         self._check_geometry(cfg, x.shape[1], x.shape[2])
+        self.input_shape_ = tuple(x.shape[1:])  # (H, W, C)
         gen = torch.Generator().manual_seed(int(self.random_state))
         sub = torch.randperm(len(x), generator=gen)[: check_int(self.dict_images, "dict_images")]
         maps = x[sub]  # (n, h, w, c)
@@ -321,9 +330,17 @@ class DeepSC(ClassifierMixin, BaseEstimator):
 
     def fit(self, X: Any, y: Any) -> DeepSC:
         """Learn the layers on a subset of ``X``, then the classifier on all of ``X``'s features."""
-        labels = np.asarray(y)
-        if labels.ndim != 1 or len(labels) != len(X):
-            raise InvalidInputError(f"y: expected shape ({len(X)},) matching X, got {labels.shape}")
+        if y is None:
+            raise InvalidInputError(
+                "y: DeepSC requires y to be passed, but the target y is None; expected labels"
+            )
+        try:
+            X, labels = self._validate(X, y)
+        except ValueError as exc:
+            if "inconsistent numbers of samples" not in str(exc):
+                raise
+            raise InvalidInputError(f"y: {exc}; expected one label per sample of X") from None
+        check_classification_targets(labels)
         self.fit_features(X)
         feats = self.transform(X)
         t0 = time.perf_counter()
@@ -332,15 +349,46 @@ class DeepSC(ClassifierMixin, BaseEstimator):
         self.classes_ = self.classifier_.classes_
         return self
 
+    def _validate(self, X: Any, y: Any = None, reset: bool = True) -> Any:
+        """scikit-learn's input checks (sparse, complex, object, empty, 1-D, feature count)
+        with images allowed: returns float32 ``X`` (and ``y`` as a 1-D array when given)."""
+        kw: dict[str, Any] = dict(
+            allow_nd=True,
+            dtype=np.float32,
+            ensure_min_samples=2 if reset else 1,
+            ensure_min_features=2 if reset else 1,
+        )
+        try:
+            if y is None:
+                return validate_data(self, X, reset=reset, **kw)
+            return validate_data(self, X, y, reset=reset, **kw)
+        except ValueError as exc:
+            if "got 1D array" not in str(exc):
+                raise
+            # name the argument, keep scikit-learn's "Reshape your data" advice
+            raise InvalidInputError(
+                f"X: expected feature vectors (N, F) or images (N, [C,] H, W); {exc}"
+            ) from None
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        if tags.transformer_tags is not None:
+            tags.transformer_tags.preserves_dtype = ["float32"]  # features are float32
+        return tags
+
     def _make_classifier(self) -> Pipeline:
         return make_classifier(self.classifier, self.C, self.random_state)
 
     # ----------------------------------------------------------------- inference
     def transform(self, X: Any) -> np.ndarray:
         """DeepSC features of images ``X`` (N, C, H, W): (N, n_features_out_), float32."""
-        if not hasattr(self, "layers_"):
-            raise InvalidInputError("DeepSC: call fit or fit_features before transform")
-        x = self._images(X)
+        check_is_fitted(self, "layers_")
+        x = self._images(self._validate(X, reset=False))
+        if tuple(x.shape[1:]) != self.input_shape_:
+            raise InvalidInputError(
+                f"X: images of shape (H, W, C) = {tuple(x.shape[1:])}, expected "
+                f"{self.input_shape_} as in fit"
+            )
         t0, c0 = time.perf_counter(), time.process_time()
         per_layer = [0.0] * len(self.layers_)
         chunks = []
@@ -393,10 +441,16 @@ class DeepSC(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted labels for images ``X``."""
+        check_is_fitted(self, "classifier_")
         return self.classifier_.predict(self.transform(X))
 
     def decision_function(self, X: Any) -> np.ndarray:
-        return self.classifier_.decision_function(self.transform(X))
+        """Class scores (n, n_classes); for two classes, (n,) scores of ``classes_[1]``."""
+        check_is_fitted(self, "classifier_")
+        scores = self.classifier_.decision_function(self.transform(X))
+        if scores.ndim == 2 and scores.shape[1] == 2:  # scikit-learn's binary convention
+            return scores[:, 1] - scores[:, 0]
+        return scores
 
     def first_layer_atoms(self) -> np.ndarray:
         """First-layer atoms as images (K, C, s, s), un-whitened for display."""

@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -165,3 +167,32 @@ def test_layer_geometry_is_checked_before_any_learning():
     with pytest.raises(InvalidInputError, match=r"patch_size\[0\]=9: larger than the 8×8"):
         DeepSC(n_atoms=(4,), patch_size=(9,), patch_stride=(1,)).fit_features(x)
     assert time.perf_counter() - t0 < 30
+
+
+# 2-D X is a table of feature vectors (1×1 images with F channels); with patch_size=1 each
+# row is normalised, whitened and sparse-coded, so scikit-learn's checks can run DeepSC.
+CHECK_CONFIG = dict(
+    n_atoms=(8,), patch_size=1, patch_stride=1, pyramid=(1,), drlim=False, alpha=0.1,
+    dict_images=100, dict_patches=1000, random_state=0,
+)
+EXPECTED_FAILED = {
+    "check_classifiers_train": (
+        "per-patch contrast normalisation removes each row's mean and scale; on the check's "
+        "2-feature blobs that leaves only the sign of x1 - x2, so accuracy stays below 0.83"
+    ),
+}
+
+
+def test_check_estimator():
+    from sklearn.utils.estimator_checks import check_estimator
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = check_estimator(
+            DeepSC(**CHECK_CONFIG), expected_failed_checks=EXPECTED_FAILED, on_fail=None
+        )
+    status = {(r["check_name"], r["status"]) for r in results}
+    failed = {name for name, st in status if st == "failed"}
+    assert failed == set(), failed
+    assert ("check_classifiers_train", "xfail") in status  # still fails for the reason above
+    assert ("check_fit_idempotent", "passed") in status
