@@ -181,6 +181,16 @@ def _newton(gss: Any, b: Any, supp: Any, cs: Any, qs: Any, alpha: float, m: int,
     return 1 if step >= 1.0 else 2
 
 
+@_jit(nogil=True, fastmath=False, inline="always")
+def _coordinate(z: float, d: float, alpha: float, positive: bool) -> float:
+    """The exact minimiser of ½ d t² − z t + α|t| (t ≥ 0 if ``positive``): one CD update."""
+    if z > alpha:
+        return (z - alpha) / d
+    if z < -alpha and not positive:
+        return (z + alpha) / d
+    return 0.0
+
+
 @_jit(nogil=True, fastmath=False)
 def _greedy(g: Any, diag: Any, c: Any, q: Any, alpha: float, positive: bool, steps: int) -> None:
     """Gauss-Southwell coordinate steps: each updates the coordinate whose exact update moves
@@ -197,13 +207,7 @@ def _greedy(g: Any, diag: Any, c: Any, q: Any, alpha: float, positive: bool, ste
             if dj <= 0.0:
                 continue
             cj = c[j]
-            z = q[j] + dj * cj
-            if z > alpha:
-                new = (z - alpha) / dj
-            elif z < -alpha and not positive:
-                new = (z + alpha) / dj
-            else:
-                new = 0.0
+            new = _coordinate(q[j] + dj * cj, dj, alpha, positive)
             score = dj * (new - cj) * (new - cj)
             if score > best:
                 best = score
@@ -247,13 +251,7 @@ def _solve_one(g: Any, diag: Any, b: Any, xsq: float, c: Any, alpha: float, tol:
             if dj <= 0.0:
                 continue  # a zero atom: its code stays 0
             cj = c[j]
-            z = q[j] + dj * cj
-            if z > alpha:
-                new = (z - alpha) / dj
-            elif z < -alpha and not positive:
-                new = (z + alpha) / dj
-            else:
-                new = 0.0
+            new = _coordinate(q[j] + dj * cj, dj, alpha, positive)
             c[j] = new  # stored first: compare in the codes' own precision
             if c[j] != cj:
                 delta = c[j] - cj
@@ -283,13 +281,7 @@ def _solve_one(g: Any, diag: Any, b: Any, xsq: float, c: Any, alpha: float, tol:
             for a in range(m):
                 da = gss[a, a]
                 ca = cs[a]
-                z = qs[a] + da * ca
-                if z > alpha:
-                    new = (z - alpha) / da
-                elif z < -alpha and not positive:
-                    new = (z + alpha) / da
-                else:
-                    new = 0.0
+                new = _coordinate(qs[a] + da * ca, da, alpha, positive)
                 cs[a] = new
                 if cs[a] != ca:
                     delta = cs[a] - ca
