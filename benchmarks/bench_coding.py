@@ -8,8 +8,8 @@
    Target (Han's CPU figure): batch 1 >= 3x faster.
 5. .snn load time and peak memory against the torch checkpoint.
 
-Pruning/sharing use sparsenet.prune / sparsenet.share when present; otherwise a per-layer
-magnitude threshold / k-means (linear init, as Deep Compression) stand in. No retraining:
+Pruning and sharing use sparsenet.prune (magnitude, per layer) and sparsenet.share (linear
+init, as Deep Compression). No retraining:
 the accuracies shown are of the un-retrained model and only give context.
 
     nice -n 5 .venv/bin/python benchmarks/bench_coding.py [--quick] [--out DIR]
@@ -41,6 +41,8 @@ from sparsenet.checkpoint import save_model  # noqa: E402
 from sparsenet.coding import huffman, read_snn, save_snn  # noqa: E402
 from sparsenet.coding.accounting import format_report  # noqa: E402
 from sparsenet.inference import load_snn  # noqa: E402
+from sparsenet.prune import prune  # noqa: E402
+from sparsenet.share import share_weights  # noqa: E402
 
 # Deep Compression's per-layer densities (LeNet-300: Table 2 uses 8/9/26 %; the latency
 # test below uses a flat 8 %). LeNet-5: conv1 66 %, conv2 12 %, fc1 8 %, fc2 19 %.
@@ -51,53 +53,14 @@ DENSITY = {
 BITS = {"conv": 8, "fc": 5}
 
 
-def magnitude_prune(model: nn.Module, density: dict[str, float]) -> None:
-    with torch.no_grad():
-        for name, m in model.named_modules():
-            if name in density:
-                w = m.weight
-                keep = max(1, round(density[name] * w.numel()))
-                thr = w.abs().flatten().kthvalue(w.numel() - keep + 1).values
-                w.mul_((w.abs() >= thr).to(w.dtype))
-
-
-def kmeans_share(model: nn.Module) -> None:
-    from sklearn.cluster import KMeans
-
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.Linear, nn.Conv2d)):
-                w = m.weight
-                nz = w != 0
-                v = w[nz].double().numpy()[:, None]
-                k = min(1 << BITS["conv" if isinstance(m, nn.Conv2d) else "fc"], len(np.unique(v)))
-                init = np.linspace(v.min(), v.max(), k)[:, None]
-                km = KMeans(k, init=init, n_init=1, max_iter=50).fit(v)
-                c = km.cluster_centers_[:, 0].astype(np.float32)
-                c[c == 0] = np.float32(1e-8)
-                w[nz] = torch.from_numpy(c[km.labels_])
-
-
 def compressed(name: str, density: dict[str, float] | None = None) -> tuple[nn.Module, str]:
     """The baseline pruned and shared; returns (model, how)."""
     model, _ = load_baseline(name)
     density = density or DENSITY[name]
-    try:
-        from sparsenet.prune import prune  # type: ignore[attr-defined]
-
-        prune(model, method="magnitude", per_layer=density)
-        how = ["sparsenet.prune (magnitude)"]
-    except ImportError:
-        magnitude_prune(model, density)
-        how = ["per-layer magnitude threshold"]
-    try:
-        from sparsenet.share import share_weights
-
-        share_weights(model, bits=BITS, init="linear")
-        how.append("sparsenet.share (linear init)")
-    except ImportError:
-        kmeans_share(model)
-        how.append("sklearn KMeans (linear init)")
+    # sparsenet.prune takes per-layer *sparsity* (the fraction removed)
+    prune(model, method="magnitude", per_layer={k: 1.0 - v for k, v in density.items()})
+    share_weights(model, bits=BITS, init="linear")
+    how = ["sparsenet.prune (magnitude)", "sparsenet.share (linear init)"]
     return model, " + ".join(how) + ", no retraining"
 
 
