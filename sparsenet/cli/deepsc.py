@@ -53,10 +53,11 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--layers", type=positive_int, default=2, help="number of sparse-coding layers")
     p.add_argument(
-        "--atoms", type=_int_list, default=[64, 128], help="atoms per layer, e.g. 64,128"
+        "--atoms", type=_int_list, default=None,
+        help="atoms per layer, e.g. 64,128 (default 64,128; more layers repeat the last)"
     )
-    p.add_argument("--patch", type=_int_list, default=[5, 2], help="patch size per layer")
-    p.add_argument("--stride", type=_int_list, default=[1, 1], help="patch stride per layer")
+    p.add_argument("--patch", type=_int_list, default=None, help="patch size per layer (5,2)")
+    p.add_argument("--stride", type=_int_list, default=None, help="patch stride per layer (1,1)")
     p.add_argument("--alpha", type=_float_list, default=[0.5], help="lasso penalty (per layer)")
     p.add_argument("--pool", type=positive_int, default=4, help="local max-pool size p (p×p)")
     p.add_argument("--pool-stride", type=positive_int, default=2)
@@ -91,7 +92,15 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_deepsc)
 
 
-def _per_layer(values: list[Any], n: int, flag: str) -> list[Any]:
+# Per-layer defaults for a 2-layer model; with --layers 1 the first value is used, with more
+# layers the last one repeats (unless the flag is given).
+_DEFAULTS = {"--atoms": [64, 128], "--patch": [5, 2], "--stride": [1, 1]}
+
+
+def _per_layer(values: list[Any] | None, n: int, flag: str) -> list[Any]:
+    if values is None:
+        d = _DEFAULTS[flag]
+        return (d + d[-1:] * n)[:n]
     if len(values) == 1:
         return values * n
     if len(values) != n:

@@ -126,6 +126,15 @@ def test_cli_rejects_mismatched_layer_lists(tmp_path, capsys):
     assert "--atoms" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("layers, expected", [(1, [64]), (2, [64, 128]), (3, [64, 128, 128])])
+def test_cli_per_layer_defaults_follow_layers(layers, expected):
+    from sparsenet.cli.deepsc import _per_layer
+
+    assert _per_layer(None, layers, "--atoms") == expected
+    assert _per_layer(None, layers, "--patch") == [5, 2, 2][:layers]
+    assert _per_layer([7], layers, "--patch") == [7] * layers
+
+
 def test_softmax_regression_matches_sklearn_objective(digits_data):
     from sklearn.linear_model import LogisticRegression
 
