@@ -11,6 +11,7 @@ Modes, chosen per layer as the smallest that applies:
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -184,7 +185,7 @@ def encode_layer(
     kind: str,
     weight: np.ndarray,
     bits: int,
-    index_bits: int,
+    index_bits: int | Sequence[int],
     coder: str,
     centroids: np.ndarray | None = None,
     layout: str = "auto",
@@ -196,8 +197,9 @@ def encode_layer(
     weight : ndarray of float32, any shape (row-major order is the storage order)
     bits : int
         Shared-weight index bits: a codebook may hold at most ``2**bits`` values.
-    index_bits : int
-        Gap bits ``b`` of the sparse index.
+    index_bits : int or sequence of int
+        Gap bits ``b`` of the sparse index; given several, each is tried and the smallest
+        encoding kept (the codebook and the non-sparse modes are built once).
     centroids : ndarray, optional
         A weight-sharing parametrisation's centroids (used as the codebook if they cover
         every non-zero exactly).
@@ -209,7 +211,8 @@ def encode_layer(
         raise SparsenetError(f"layout={layout!r}; expected one of {LAYOUTS}")
     if coder not in CODERS:
         raise SparsenetError(f"unknown coder {coder!r}; expected one of {sorted(CODERS)}")
-    if not 1 <= bits <= 16 or not 1 <= index_bits <= 16:
+    widths = [index_bits] if isinstance(index_bits, int) else list(index_bits)
+    if not 1 <= bits <= 16 or not widths or not all(1 <= b <= 16 for b in widths):
         raise SparsenetError(f"{name}: bits={bits}, index_bits={index_bits}; expected 1..16")
     w = np.ascontiguousarray(weight, dtype=np.float32)
     flat = w.ravel()
@@ -239,38 +242,26 @@ def encode_layer(
         )
     else:
         options.append(LayerCode(mode="dense", entries=flat.size, values=flat.copy(), **base))
-    if pos.size < flat.size:
-        gaps, real = gap_stream(pos, index_bits)
-        if cb is not None and sym is not None:
-            s = np.zeros(gaps.size, dtype=np.int64)
-            s[real] = sym
-            options.append(
-                LayerCode(
-                    mode="sparse",
-                    entries=gaps.size,
-                    bits=bits,
-                    index_bits=index_bits,
-                    codebook=cb,
-                    gaps=gaps,
-                    symbols=s,
-                    **base,
-                )
+    shared = cb is not None and sym is not None
+    for ib in widths if pos.size < flat.size else []:
+        gaps, real = gap_stream(pos, ib)
+        stream = np.zeros(gaps.size, dtype=np.int64 if shared else np.float32)
+        stream[real] = sym if sym is not None and shared else vals
+        options.append(
+            LayerCode(
+                mode="sparse" if shared else "sparse_raw",
+                entries=gaps.size,
+                bits=bits if shared else None,
+                index_bits=ib,
+                codebook=cb if shared else None,
+                gaps=gaps,
+                symbols=stream if shared else None,
+                values=None if shared else stream,
+                **base,
             )
-        else:
-            v = np.zeros(gaps.size, dtype=np.float32)
-            v[real] = vals
-            options.append(
-                LayerCode(
-                    mode="sparse_raw",
-                    entries=gaps.size,
-                    index_bits=index_bits,
-                    gaps=gaps,
-                    values=v,
-                    **base,
-                )
-            )
+        )
     if layout == "sparse" and len(options) > 1:
-        options = options[1:]
+        options = options[1:]  # drop the non-sparse mode
     for opt in options:
         streams = {"gaps": opt.gaps, "index": opt.symbols, "values": opt.values}
         opt.sections = {s: _code(coder, s, streams[s]) for s in STREAMS[opt.mode]}

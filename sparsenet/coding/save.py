@@ -130,18 +130,11 @@ def encode_model(
             continue
         cb = codebook_of(module, tname)
         b = cb[1] if cb is not None else wbits.get(mname, wbits.get(kind, DEFAULT_BITS[kind]))
-        args = dict(
-            bits=b, coder=coder, layout=layout,
-            centroids=None if cb is None else cb[0].cpu().numpy(),
-        )
-        w = t.cpu().numpy()
         ib = ibits.get(mname, ibits.get(kind, DEFAULT_INDEX_BITS[kind]))
-        lc = encode_layer(key, kind, w, index_bits=ib, **args)  # type: ignore[arg-type]
-        if auto and lc.mode in ("sparse", "sparse_raw"):
-            lc = min(
-                (encode_layer(key, kind, w, index_bits=i, **args) for i in AUTO_INDEX_BITS),  # type: ignore[arg-type]
-                key=lambda c: c.stored_bytes,
-            )
+        lc = encode_layer(
+            key, kind, t.cpu().numpy(), bits=b, index_bits=AUTO_INDEX_BITS if auto else ib,
+            coder=coder, centroids=None if cb is None else cb[0].cpu().numpy(), layout=layout,
+        )
         layers.append(lc)
     return layers, raw
 

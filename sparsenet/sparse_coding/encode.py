@@ -178,15 +178,21 @@ def _encode_cd_cpu(
     return torch.from_numpy(chunks[0] if len(chunks) == 1 else np.concatenate(chunks))
 
 
-def lasso_objective(X: Any, D: Any, codes: Any, alpha: float) -> Any:
-    """Per-sample objective ``½||x − cD||² + α||c||₁``, shape (n_samples,), same kind as X."""
-    x, d = _prepare(X, D)
+def _codes_for(codes: Any, x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """``codes`` as a tensor like ``x``; InvalidInputError unless (n_samples, n_atoms)."""
     c = as_tensor_2d(codes, "codes", dtype=x.dtype, device=x.device)
     if tuple(c.shape) != (x.shape[0], d.shape[0]):
         raise InvalidInputError(
             f"codes must have shape (n_samples, n_atoms)=({x.shape[0]}, {d.shape[0]}), "
             f"got {tuple(c.shape)}"
         )
+    return c
+
+
+def lasso_objective(X: Any, D: Any, codes: Any, alpha: float) -> Any:
+    """Per-sample objective ``½||x − cD||² + α||c||₁``, shape (n_samples,), same kind as X."""
+    x, d = _prepare(X, D)
+    c = _codes_for(codes, x, d)
     alpha = check_alpha(alpha)
     r = x - c @ d
     return to_output(0.5 * (r * r).sum(1) + alpha * c.abs().sum(1), X)
@@ -199,12 +205,7 @@ def duality_gap(X: Any, D: Any, codes: Any, alpha: float, positive: bool = False
     stop when it is ≤ ``tol · ||x||²``.
     """
     x, d = _prepare(X, D)
-    c = as_tensor_2d(codes, "codes", dtype=x.dtype, device=x.device)
-    if tuple(c.shape) != (x.shape[0], d.shape[0]):
-        raise InvalidInputError(
-            f"codes must have shape (n_samples, n_atoms)=({x.shape[0]}, {d.shape[0]}), "
-            f"got {tuple(c.shape)}"
-        )
+    c = _codes_for(codes, x, d)
     alpha = check_alpha(alpha)
     B = x @ d.T
     Q = B - c @ (d @ d.T)
