@@ -48,7 +48,7 @@ def share_tensor(
 
 def share_weights(
     model: nn.Module,
-    bits: str | Mapping[str, int] = "conv=8,fc=5",
+    bits: str | int | Mapping[str, int] = "conv=8,fc=5",
     init: str = "linear",
     max_iter: int = 300,
     tol: float = 1e-4,
