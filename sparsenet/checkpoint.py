@@ -26,6 +26,7 @@ from torch.nn.utils import parametrize
 
 from .errors import CheckpointError
 from .io import atomic_torch_save
+from .layers import is_inside_parametrization
 from .models import arch_of, build_model
 
 __all__ = [
@@ -77,15 +78,11 @@ def register_parametrization(cls: type[nn.Module]) -> type[nn.Module]:
     return cls
 
 
-def _is_inside_parametrization(name: str) -> bool:
-    return name.startswith("parametrizations.") or ".parametrizations." in name
-
-
 def describe_transforms(model: nn.Module) -> list[dict[str, Any]]:
     """The ordered list of transform entries that rebuild ``model`` from its bare architecture."""
     entries: list[dict[str, Any]] = []
     for name, module in model.named_modules():
-        if _is_inside_parametrization(name):
+        if is_inside_parametrization(name):
             continue
         kind = getattr(type(module), "transform_kind", None)
         if kind is not None and name:

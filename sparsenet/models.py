@@ -148,9 +148,7 @@ def arch_of(model: nn.Module) -> dict[str, Any] | None:
 
 
 def count_weights(model: nn.Module) -> int:
-    """Number of weight entries (not biases) in Linear and Conv layers."""
-    return sum(
-        m.weight.numel()
-        for m in model.modules()
-        if isinstance(m, (nn.Linear, nn.Conv2d, nn.Conv1d))
-    )
+    """Number of entries of the compressible tensors (:mod:`sparsenet.layers`; not biases)."""
+    from .layers import compressible_tensors
+
+    return sum(t.value.numel() for t in compressible_tensors(model))

@@ -1,4 +1,4 @@
-"""Per-layer facts about a model: parameters, non-zeros, dense bytes, transforms applied."""
+"""Per-tensor facts about a model: parameters, non-zeros, dense bytes, transforms applied."""
 
 from __future__ import annotations
 
@@ -8,57 +8,56 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from .checkpoint import describe_transforms
+from .layers import compressible_tensors
 
 __all__ = ["model_summary", "format_summary"]
 
-_LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding)
-
 
 def model_summary(model: nn.Module) -> dict[str, Any]:
-    """Layers with weights, their effective (post-parametrisation) sizes and transforms.
+    """Compressible tensors (:mod:`sparsenet.layers`), their effective (post-parametrisation)
+    sizes and transforms.
 
     Returns
     -------
-    dict with ``layers`` (list of per-layer dicts: ``name``, ``type``, ``shape``,
-    ``weights``, ``nonzero``, ``density``, ``bias``, ``transforms``), ``total_params``
-    (stored parameter and buffer entries), ``weights``, ``nonzero``, ``density`` and
-    ``dense_bytes`` (float32 size of all effective weights and biases).
+    dict with ``layers`` (one per compressible tensor: ``name``, ``kind``, ``type``,
+    ``shape``, ``weights``, ``nonzero``, ``density``, ``bias``, ``parametrized``,
+    ``transforms``), ``total_params`` (stored parameter and buffer entries), ``weights``,
+    ``nonzero``, ``density`` and ``dense_bytes`` (float32 size of all effective weights and
+    their biases).
     """
-    transforms: dict[str, list[dict[str, Any]]] = {}
-    for entry in describe_transforms(model):
-        transforms.setdefault(entry["module"], []).append(entry)
+    entries = describe_transforms(model)
+    tensors = compressible_tensors(model)
+    has_row = {(t.module_path, t.tensor) for t in tensors}
+    first_row: dict[str, str] = {}
+    for t in tensors:
+        first_row.setdefault(t.module_path, t.tensor)
     layers = []
     tot_w = tot_nz = dense_bytes = 0
-    for name, m in model.named_modules():
-        if ".parametrizations." in name or name.startswith("parametrizations."):
-            continue
-        if not isinstance(m, _LAYER_TYPES):
-            continue
-        w = m.weight.detach()  # effective weight, through any parametrisation
+    for t in tensors:
+        w = t.value.detach()  # effective weight, through any parametrisation
         nz = int((w != 0).sum())
-        bias = getattr(m, "bias", None)
+        bias = t.bias
         nb = 0 if bias is None else bias.numel()
         related = [
             {
-                "kind": t["kind"],
-                **({"tensor": t["tensor"]} if "tensor" in t else {}),
-                **_brief(t["args"]),
+                "kind": e["kind"],
+                **({"tensor": e["tensor"]} if "tensor" in e else {}),
+                **_brief(e["args"]),
             }
-            for key, ts in transforms.items()
-            # A module swap on an ancestor (low-rank "fc1" over "fc1.0") applies here too.
-            if key == name or key.startswith(name + ".") or name.startswith(key + ".")
-            for t in ts
+            for e in entries
+            if _applies(e, t.module_path, t.tensor, has_row, first_row)
         ]
         layers.append(
             {
-                "name": name,
-                "type": _layer_type(m),
+                "name": t.name,
+                "kind": t.kind,
+                "type": _layer_type(t.module),
                 "shape": list(w.shape),
                 "weights": w.numel(),
                 "nonzero": nz,
                 "density": nz / max(w.numel(), 1),
                 "bias": nb,
-                "parametrized": parametrize.is_parametrized(m),
+                "parametrized": t.parametrized,
                 "transforms": related,
             }
         )
@@ -74,6 +73,29 @@ def model_summary(model: nn.Module) -> dict[str, Any]:
         "density": tot_nz / max(tot_w, 1),
         "dense_bytes": dense_bytes,
     }
+
+
+def _applies(
+    entry: dict[str, Any],
+    path: str,
+    tensor: str,
+    has_row: set[tuple[str, str]],
+    first_row: dict[str, str],
+) -> bool:
+    """Whether a transform entry shows in the row of ``path.tensor``.
+
+    A parametrisation shows in its tensor's row, or in its module's first row when that
+    tensor has none (a mask on a bias). A module swap shows in its own rows, its
+    ancestors' (low-rank "fc1" over "fc1.0") and its descendants'.
+    """
+    mod = entry["module"]
+    if "tensor" in entry:
+        if mod != path:
+            return False
+        return bool(entry["tensor"] == tensor or (
+            (mod, entry["tensor"]) not in has_row and first_row.get(mod) == tensor
+        ))
+    return mod == path or mod.startswith(path + ".") or path.startswith(mod + ".")
 
 
 def _layer_type(m: nn.Module) -> str:

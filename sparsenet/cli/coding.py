@@ -12,8 +12,9 @@ from ..checkpoint import load_model, save_model
 from ..coding.accounting import format_report, size_report
 from ..coding.codec import CODERS, LAYOUTS
 from ..coding.container import read_snn
-from ..coding.save import DEFAULT_BITS, effective_tensors, layer_kind, parse_bits, save_snn
+from ..coding.save import DEFAULT_BITS, bits_for, codebook_of, parse_bits, save_snn
 from ..errors import SparsenetError
+from ..layers import compressible_tensors
 from ..progress import log
 from .common import add_output_args, emit
 
@@ -58,16 +59,13 @@ def register(sub: Any) -> None:
 
 
 def is_shared(model: nn.Module, bits: str | dict[str, int] | None = None) -> bool:
-    """True if every Linear/Conv weight has a codebook parametrisation or <= 2**bits distinct non-zeros."""
+    """True if every compressible tensor has a codebook parametrisation or <= 2**bits distinct non-zeros."""
     b = parse_bits(bits, DEFAULT_BITS)
-    for _key, (module, mname, tname, t) in effective_tensors(model).items():
-        kind = layer_kind(module)
-        if kind is None or tname != "weight":
+    for t in compressible_tensors(model):
+        if codebook_of(t.module, t.tensor) is not None:
             continue
-        if parametrized_codebook(module):
-            continue
-        nz = t[t != 0]
-        if nz.unique().numel() > 1 << b.get(mname, b.get(kind, DEFAULT_BITS[kind])):
+        w = t.value.detach()
+        if w[w != 0].unique().numel() > 1 << bits_for(t, b, DEFAULT_BITS):
             return False
     return True
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..layers import bias_key, name_of_key
 from .codec import CODERS, STREAMS, LayerCode
 from .container import SnnFile
 
@@ -52,7 +53,7 @@ def layer_row(lc: LayerCode, bias_numel: int) -> dict[str, Any]:
     """One table row for an encoded weight tensor (and its float32 bias)."""
     k = 0 if lc.codebook is None else int(lc.codebook.size)
     row: dict[str, Any] = {
-        "layer": lc.name.rpartition(".")[0] or lc.name,
+        "layer": name_of_key(lc.name),
         "kind": lc.kind,
         "mode": lc.mode,
         "weights": lc.numel,
@@ -110,14 +111,10 @@ def layer_row(lc: LayerCode, bias_numel: int) -> dict[str, Any]:
 
 def size_report(snn: SnnFile) -> dict[str, Any]:
     """Per-layer rows and totals for a parsed (or just written) ``.snn`` file."""
-    biases = {lc.name.rpartition(".")[0] + ".bias" for lc in snn.layers}
+    bias_of = {lc.name: bias_key(lc.name) for lc in snn.layers}  # fc1.weight -> fc1.bias
+    biases = {b for b in bias_of.values() if b is not None and b in snn.tensors}
     rows = [
-        layer_row(
-            lc,
-            int(snn.tensors[b].numel())
-            if (b := lc.name.rpartition(".")[0] + ".bias") in snn.tensors
-            else 0,
-        )
+        layer_row(lc, int(snn.tensors[b].numel()) if (b := bias_of[lc.name]) in biases else 0)
         for lc in snn.layers
     ]
     other = sum(t.numel() * t.element_size() * 8 for k, t in snn.tensors.items() if k not in biases)

@@ -33,6 +33,7 @@ from torch import nn
 
 from ..errors import CorruptFileError, SparsenetError
 from ..io import atomic_write_bytes
+from ..layers import KINDS
 from .codec import CODERS, MODES, STREAMS, LayerCode, codebook_from_text, decode_layer
 
 __all__ = [
@@ -223,7 +224,7 @@ def _check_layer(i: int, m: Any, n_sections: int) -> int:
         m.get("coder") in CODERS,
         f"{where}: coder {m.get('coder')!r}, expected one of {sorted(CODERS)}",
     )
-    _need(m.get("kind") in ("fc", "conv"), f"{where}: kind {m.get('kind')!r}, expected fc or conv")
+    _need(m.get("kind") in KINDS, f"{where}: kind {m.get('kind')!r}, expected one of {KINDS}")
     _need(_is_int(m.get("nnz"), 0, numel), f"{where}: nnz {m.get('nnz')!r} not in [0, {numel}]")
     _need(
         _is_int(m.get("entries"), m["nnz"], numel),

@@ -10,7 +10,16 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..checkpoint import describe_transforms
-from ..errors import SparsenetError, SpecError
+from ..errors import SparsenetError
+from ..layers import (
+    LayerTensor,
+    compressible_tensors,
+    is_inside_parametrization,
+    layer_kind,
+    lookup,
+    parse_bits_spec,
+    resolve_table,
+)
 from ..models import arch_of
 from .codec import CODERS, LayerCode, encode_layer
 from .container import write_snn
@@ -20,6 +29,7 @@ __all__ = [
     "DEFAULT_INDEX_BITS",
     "AUTO_INDEX_BITS",
     "parse_bits",
+    "bits_for",
     "layer_kind",
     "effective_tensors",
     "codebook_of",
@@ -27,46 +37,35 @@ __all__ = [
     "save_snn",
 ]
 
+# Attention and embedding tensors take the fc value (sparsenet.layers.FALLBACK).
 DEFAULT_BITS = {"conv": 8, "fc": 5}
 DEFAULT_INDEX_BITS = {"conv": 8, "fc": 5}
 # index_bits="auto" tries every gap width here per pruned layer and keeps the smallest file:
 # narrow gaps need filler entries on long runs of zeros, wide ones a larger alphabet.
 AUTO_INDEX_BITS = range(2, 13)
-_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
-def parse_bits(spec: str | dict[str, int] | None, default: dict[str, int]) -> dict[str, int]:
-    """``"conv=8,fc=5"`` (or a dict; keys ``conv``, ``fc`` or layer names) merged over ``default``."""
-    out = dict(default)
+def parse_bits(spec: str | int | dict[str, int] | None, default: dict[str, int]) -> dict[str, int]:
+    """A bits spec (:func:`sparsenet.layers.parse_bits_spec`: ``"conv=8,fc=5"``, an int, a
+    dict; keys are groups, names or globs), validated. ``None`` gives ``default``.
+
+    Look a tensor up with :func:`bits_for`, which falls back to ``default`` for what the
+    spec does not cover.
+    """
     if spec is None:
-        return out
-    if isinstance(spec, str):
-        for part in filter(None, (p.strip() for p in spec.split(","))):
-            key, sep, val = part.partition("=")
-            if not sep or not val.strip().isdigit():
-                raise SpecError(
-                    f"bad bits spec {spec!r}: {part!r} is not NAME=BITS (e.g. conv=8,fc=5)"
-                )
-            out[key.strip()] = int(val)
-    else:
-        out.update({str(k): int(v) for k, v in spec.items()})
-    for key, v in out.items():
-        if not 1 <= v <= 16:
-            raise SpecError(f"bad bits spec {spec!r}: {key}={v}, expected 1..16 bits")
-    return out
+        return dict(default)
+    return parse_bits_spec(spec)
 
 
-def layer_kind(module: nn.Module) -> str | None:
-    """``"conv"`` for convolutions, ``"fc"`` for Linear, None for anything else."""
-    if isinstance(module, _CONV):
-        return "conv"
-    if isinstance(module, nn.Linear):
-        return "fc"
-    return None
-
-
-def _inside_parametrization(name: str) -> bool:
-    return name.startswith("parametrizations.") or ".parametrizations." in name
+def bits_for(
+    t: LayerTensor, table: dict[str, int], default: dict[str, int] = DEFAULT_BITS
+) -> int:
+    """The bits of tensor ``t``: the most specific key of ``table``, else of ``default``."""
+    b = lookup(t, table)
+    if b is None:
+        b = lookup(t, default)
+    assert b is not None, f"default {default} covers no kind {t.kind!r}"
+    return b
 
 
 def effective_tensors(model: nn.Module) -> dict[str, tuple[nn.Module, str, str, torch.Tensor]]:
@@ -77,7 +76,7 @@ def effective_tensors(model: nn.Module) -> dict[str, tuple[nn.Module, str, str, 
     """
     out: dict[str, tuple[nn.Module, str, str, torch.Tensor]] = {}
     for mname, m in model.named_modules():
-        if _inside_parametrization(mname):
+        if is_inside_parametrization(mname):
             continue
         names = [n for n, p in m._parameters.items() if p is not None]
         if parametrize.is_parametrized(m):
@@ -110,7 +109,7 @@ def encode_model(
     index_bits: str | dict[str, int] | None = None,
     layout: str = "auto",
 ) -> tuple[list[LayerCode], dict[str, torch.Tensor]]:
-    """Encode the weights of every Linear/Conv layer; other tensors are kept raw.
+    """Encode every compressible tensor (:mod:`sparsenet.layers`); other tensors are kept raw.
 
     The codebook of a layer is its weight-sharing parametrisation's centroids when one is
     present, else the sorted unique non-zero weights when there are at most ``2**bits``;
@@ -123,16 +122,21 @@ def encode_model(
     ibits = parse_bits(None if auto else index_bits, DEFAULT_INDEX_BITS)
     layers: list[LayerCode] = []
     raw: dict[str, torch.Tensor] = {}
-    for key, (module, mname, tname, t) in effective_tensors(model).items():
-        kind = layer_kind(module)
-        if kind is None or tname != "weight" or t.dtype != torch.float32:
+    tensors = compressible_tensors(model)
+    for spec, table in ((bits, wbits), (None if auto else index_bits, ibits)):
+        if spec is not None:
+            resolve_table(tensors, table, what="bits spec")  # a name or glob must select something
+    compressible = {t.key: t for t in tensors}
+    for key, (module, _mname, tname, t) in effective_tensors(model).items():
+        lt = compressible.get(key)
+        if lt is None or t.dtype != torch.float32:
             raw[key] = t.clone()
             continue
         cb = codebook_of(module, tname)
-        b = cb[1] if cb is not None else wbits.get(mname, wbits.get(kind, DEFAULT_BITS[kind]))
-        ib = ibits.get(mname, ibits.get(kind, DEFAULT_INDEX_BITS[kind]))
+        b = cb[1] if cb is not None else bits_for(lt, wbits, DEFAULT_BITS)
+        ib = bits_for(lt, ibits, DEFAULT_INDEX_BITS)
         lc = encode_layer(
-            key, kind, t.cpu().numpy(), bits=b, index_bits=AUTO_INDEX_BITS if auto else ib,
+            key, lt.kind, t.cpu().numpy(), bits=b, index_bits=AUTO_INDEX_BITS if auto else ib,
             coder=coder, centroids=None if cb is None else cb[0].cpu().numpy(), layout=layout,
         )
         layers.append(lc)
@@ -156,10 +160,11 @@ def save_snn(
         A registry model (``model.arch``), possibly pruned (zeros), shared (a codebook
         parametrisation or few distinct values) and module-swapped (low rank...).
     coder : "huffman" or "ans"
-    bits : "conv=8,fc=5" or dict
-        Shared-weight index bits per kind or layer name (a parametrisation's own ``bits``
-        wins).
-    index_bits : "conv=8,fc=5", dict or "auto"
+    bits : "conv=8,fc=5", an int, or dict
+        Shared-weight index bits per group (fc, conv, embedding, attention, all), tensor
+        name or glob (a parametrisation's own ``bits`` wins); attention and embedding take
+        the fc value unless given their own.
+    index_bits : "conv=8,fc=5", an int, dict or "auto"
         Gap bits of the sparse index (Deep Compression: 8 for conv, 5 for fc); ``"auto"``
         picks, per pruned layer, the width in :data:`AUTO_INDEX_BITS` giving the fewest bytes.
     metadata : dict, optional

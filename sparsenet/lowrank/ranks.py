@@ -18,6 +18,7 @@ import numpy as np
 from torch import nn
 
 from ..errors import SpecError
+from ..layers import compressible_tensors
 from .layers import is_lowrank, singular_values, weight_matrix
 
 __all__ = ["LayerPlan", "candidate_layers", "plan_ranks", "energy_rank"]
@@ -99,20 +100,23 @@ def candidate_layers(
 ) -> dict[str, nn.Linear | nn.Conv2d]:
     """The ``nn.Linear`` and ``nn.Conv2d`` layers to consider, by name, in model order.
 
+    They are the compressible tensors (:mod:`sparsenet.layers`) of kind ``fc``/``conv`` on
+    those two types: attention projections, embeddings and transposed convolutions are not
+    factorised.
+
     Factors inside an existing low-rank layer and grouped convolutions are skipped when
     ``layers`` is ``None``; a named layer that is not a factorisable layer raises
     :class:`SpecError`.
     """
-    found: dict[str, nn.Linear | nn.Conv2d] = {}
-    inside: list[str] = []
-    for name, m in model.named_modules():
-        if ".parametrizations." in name or name.startswith("parametrizations."):
-            continue
-        if is_lowrank(m):
-            inside.append(name + ".")
-            continue
-        if isinstance(m, (nn.Linear, nn.Conv2d)) and not any(name.startswith(p) for p in inside):
-            found[name] = m
+    inside = [name + "." for name, m in model.named_modules() if is_lowrank(m)]
+    found: dict[str, nn.Linear | nn.Conv2d] = {
+        t.name: t.module  # type: ignore[misc]
+        for t in compressible_tensors(model)
+        # fc/conv weights only: an attention out_proj is a Linear its MHA reads directly.
+        if t.kind in ("fc", "conv") and t.tensor == "weight"
+        and isinstance(t.module, (nn.Linear, nn.Conv2d))
+        and not any(t.name.startswith(p) for p in inside)
+    }
     if layers is None:
         return {k: v for k, v in found.items() if not (isinstance(v, nn.Conv2d) and v.groups != 1)}
     out: dict[str, nn.Linear | nn.Conv2d] = {}

@@ -8,7 +8,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import SparsenetError
+from ..errors import SparsenetError, SpecError
+from ..layers import MAX_BITS, MIN_BITS, parse_bits_spec
 
 __all__ = [
     "RecipeError",
@@ -119,26 +120,23 @@ def per_layer(value: Check) -> Check:
 
 
 def parse_bits(v: Any, path: str = "bits") -> dict[str, int]:
-    """Bits per layer: an int (all layers), ``"conv=8,fc=5,fc3=6"`` or a table of the same.
+    """Bits per tensor: an int (every tensor: ``{"all": n}``), ``"conv=8,fc=5,fc3=6"`` or a
+    table of the same (:func:`sparsenet.layers.parse_bits_spec`: keys are groups ``fc``,
+    ``conv``, ``embedding``, ``attention``, ``all``, tensor names or globs).
 
-    Keys ``conv`` and ``fc`` select by layer type, any other key is a layer name.
     Returns the table form, e.g. ``{"conv": 8, "fc": 5}``.
     """
-    bits = integer(1, 16)
+    bits = integer(MIN_BITS, MAX_BITS)
     if isinstance(v, int) and not isinstance(v, bool):
-        n = bits(v, path)
-        return {"conv": n, "fc": n}
+        return {"all": bits(v, path)}
     if isinstance(v, str):
-        table: dict[str, Any] = {}
-        for part in v.split(","):
-            key, sep, val = part.strip().partition("=")
-            if not sep or not key.strip():
-                raise fail(path, "NAME=BITS[,NAME=BITS...] such as 'conv=8,fc=5'", v)
-            try:
-                table[key.strip()] = int(val)
-            except ValueError:
-                raise fail(f"{path}.{key.strip()}", "an integer in [1, 16]", val.strip()) from None
-        v = table
+        try:
+            return parse_bits_spec(v)
+        except SpecError:
+            raise fail(
+                path, f"NAME=BITS[,NAME=BITS...] such as 'conv=8,fc=5' with bits in "
+                f"[{MIN_BITS}, {MAX_BITS}]", v
+            ) from None
     if isinstance(v, dict) and v:
         return {str(k): bits(x, f"{path}.{k}") for k, x in v.items()}
     raise fail(path, "bits as an integer, 'conv=8,fc=5' or a table", v)

@@ -36,6 +36,7 @@ from ..checkpoint import load_model, save_model
 from ..data import Dataset, load_dataset
 from ..errors import SparsenetError
 from ..io import atomic_write_text, write_json
+from ..layers import GROUPS, compressible_tensors, match
 from ..models import arch_of, model_for_dataset
 from ..progress import log, progress
 from ..training import evaluate, seed_everything
@@ -129,21 +130,22 @@ def _model_name(model: nn.Module | str) -> str | None:
 
 def check_layer_names(recipe: Recipe, model: nn.Module) -> None:
     """Layer names in the recipe (prune ``per_layer``, factorize ``rank``, share ``bits``) must
-    name Linear/Conv layers of ``model``; checked before anything runs. Names after a
+    select compressible tensors of ``model`` (a group, name or glob, see
+    :mod:`sparsenet.layers`); checked before anything runs. Names after a
     ``factorize`` stage are not checked (the factors are named ``<layer>.0``/``<layer>.1``)."""
-    layers = sorted(n for n, m in model.named_modules()
-                    if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)) and "parametrizations" not in n)
+    tensors = compressible_tensors(model)
+    layers = [t.name for t in tensors]
     for i, st in enumerate(recipe.stages):
         if st.kind == "factorize" and isinstance(st.settings.get("rank"), dict):
             names, key = st.settings["rank"], "rank"
         elif st.kind == "prune" and "per_layer" in st.settings:
             names, key = st.settings["per_layer"], "per_layer"
         elif st.kind == "share":
-            names, key = {k: v for k, v in st.settings["bits"].items() if k not in ("conv", "fc")}, "bits"
+            names, key = {k: v for k, v in st.settings["bits"].items() if k not in GROUPS}, "bits"
         else:
             names, key = {}, ""
         for name in names:
-            if name not in layers:
+            if name not in GROUPS and not match(tensors, name):
                 raise RecipeError(
                     f"stages[{i}].{st.kind}.{key}.{name}: no such layer in the model; "
                     f"expected one of: {', '.join(layers)}"

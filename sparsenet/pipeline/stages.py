@@ -22,6 +22,7 @@ from torch import nn
 from ..checkpoint import load_model
 from ..data import Dataset
 from ..errors import SparsenetError
+from ..layers import compressible_tensors
 from ..models import arch_of
 from ..progress import log
 from ..training import Callback, TrainConfig, default_config, evaluate, fit
@@ -178,7 +179,7 @@ def _per_layer_after_swaps(model: nn.Module, per_layer: dict[str, float]) -> dic
     """Per-layer targets for a model whose layers may have been swapped for containers.
 
     A factorize stage replaces ``conv2`` with ``conv2.0`` and ``conv2.1`` (the low-rank
-    factors); a target given for ``conv2`` then applies to each of its Linear/Conv parts.
+    factors); a target given for ``conv2`` then applies to each of its compressible parts.
     """
     modules = dict(model.named_modules())
     out: dict[str, float] = {}
@@ -187,8 +188,7 @@ def _per_layer_after_swaps(model: nn.Module, per_layer: dict[str, float]) -> dic
         if mod is None or isinstance(getattr(mod, "weight", None), torch.Tensor):
             out[name] = value  # a plain layer, or unknown: prune's own check names it
             continue
-        parts = [f"{name}.{n}" for n, m in mod.named_modules()
-                 if n and isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))]
+        parts = [f"{name}.{t.name}" for t in compressible_tensors(mod)]
         out.update(dict.fromkeys(parts or [name], value))
     return out
 

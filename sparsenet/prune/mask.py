@@ -9,7 +9,6 @@ effective tensor there stays exactly zero. :func:`bake` makes it permanent.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -18,6 +17,7 @@ from torch.nn.utils import parametrize
 
 from ..checkpoint import register_parametrization
 from ..errors import SpecError
+from ..layers import GROUPS, LayerTensor, compressible_tensors, layer_kind, match, tensor_name
 
 __all__ = [
     "Mask",
@@ -29,14 +29,6 @@ __all__ = [
     "bake",
     "sparsity_report",
 ]
-
-PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (
-    nn.Linear,
-    nn.Conv1d,
-    nn.Conv2d,
-    nn.Conv3d,
-)
-
 
 @register_parametrization
 class Mask(nn.Module):
@@ -80,27 +72,16 @@ class Mask(nn.Module):
         return f"shape={tuple(self.mask.shape)}, pruned={n - int(self.mask.sum())}/{n}"
 
 
-@dataclass
-class Target:
-    """One prunable tensor: ``module.<tensor>`` reachable as ``name`` in the model.
+class Target(LayerTensor):
+    """One prunable tensor: a :class:`~sparsenet.layers.LayerTensor` that knows its mask.
 
     ``name`` is the module's path for its weight (``"fc1"``) and ``"path.tensor"`` for any
-    other tensor (``"fc1.bias"``).
+    other tensor (``"fc1.bias"``, ``"attn.in_proj_weight"``).
     """
 
-    name: str
-    module: nn.Module
-    tensor: str = "weight"
-
-    @property
-    def key(self) -> str:
-        """``"<module path>.<tensor>"``, as in ``named_parameters`` of an unparametrised model."""
-        return f"{self.name}.weight" if self.tensor == "weight" else self.name
-
-    @property
-    def value(self) -> torch.Tensor:
-        """The effective tensor (through any parametrisation)."""
-        return getattr(self.module, self.tensor)
+    @classmethod
+    def of(cls, t: LayerTensor) -> Target:
+        return cls(t.name, t.module_path, t.tensor, t.kind, t.module)
 
     @property
     def mask(self) -> torch.Tensor | None:
@@ -155,36 +136,45 @@ def apply_mask(module: nn.Module, mask: torch.Tensor, tensor: str = "weight") ->
 
 
 def prunable_targets(model: nn.Module) -> list[Target]:
-    """The weights of every Linear/Conv layer, in module order."""
-    return [
-        Target(name, m, "weight")
-        for name, m in model.named_modules()
-        if isinstance(m, PRUNABLE_TYPES) and ".parametrizations." not in f".{name}."
-    ]
+    """Every compressible tensor (:func:`sparsenet.layers.compressible_tensors`), in module order."""
+    return [Target.of(t) for t in compressible_tensors(model)]
 
 
 def resolve_targets(model: nn.Module, names: list[str] | None = None) -> list[Target]:
-    """Targets by name: ``"fc1"`` (its weight) or ``"fc1.bias"`` (any named tensor).
+    """Targets by spec key: a group (``fc``, ``conv``, ``embedding``, ``attention``,
+    ``all``), a name (``"fc1"``: its weight), a glob (``"blocks.*.attn.*"``) or any other
+    named tensor (``"fc1.bias"``).
 
     ``None`` means :func:`prunable_targets`. Unknown names raise :class:`SpecError`
-    listing the prunable layers.
+    listing the prunable layers. Each tensor is listed once, in the order of ``names``
+    (groups and globs in module order).
     """
+    targets = prunable_targets(model)
     if names is None:
-        return prunable_targets(model)
+        return targets
     modules = dict(model.named_modules())
-    known = [t.name for t in prunable_targets(model)]
-    out = []
+    out: dict[str, Target] = {}
     for name in names:
-        if name in modules and isinstance(getattr(modules[name], "weight", None), torch.Tensor):
-            out.append(Target(name, modules[name], "weight"))
+        found = match(targets, name)
+        if found or name in GROUPS:
+            out.update((t.name, Target.of(t)) for t in found if t.name not in out)
             continue
-        path, _, tensor = name.rpartition(".")
+        if name in modules and isinstance(getattr(modules[name], "weight", None), torch.Tensor):
+            path, tensor = name, "weight"  # a module outside the vocabulary (a norm layer)
+        else:
+            path, _, tensor = name.rpartition(".")
         mod = modules.get(path) if path else model
         if mod is not None and isinstance(getattr(mod, tensor, None), torch.Tensor):
-            out.append(Target(name if tensor != "weight" else path, mod, tensor))
+            kind = layer_kind(mod) or "other"
+            t = Target(tensor_name(path, tensor), path, tensor, kind, mod)
+            out.setdefault(t.name, t)
             continue
-        raise SpecError(f"unknown layer {name!r}; expected one of {known} (or LAYER.TENSOR)")
-    return out
+        known = [t.name for t in targets]
+        raise SpecError(
+            f"unknown layer {name!r}; expected one of {known}, a group (fc, conv, embedding, "
+            "attention, all), a glob or LAYER.TENSOR"
+        )
+    return list(out.values())
 
 
 def bake(model: nn.Module) -> nn.Module:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import SparsenetError, SpecError
+from ..layers import lookup
 from .criteria import Criterion, make_criterion
 from .mask import Target, apply_mask, resolve_targets
 
@@ -104,7 +105,7 @@ def select_masks(
             out.append((s >= thr) & alive)
         return out
     if spec.per_layer:
-        fracs = [spec.per_layer.get(t.name, spec.per_layer.get(t.key, 0.0)) for t in targets]
+        fracs = [lookup(t, spec.per_layer, {}) or 0.0 for t in targets]
         return [_lowest(s, round(f * s.numel())) for s, f in zip(ranked, fracs, strict=True)]
     assert spec.sparsity is not None
     if spec.scope == "layer":
@@ -125,7 +126,7 @@ def prune_to(
         names = list(spec.per_layer) if spec.per_layer else None
         targets = resolve_targets(model, names)
     if not targets:
-        raise SparsenetError(f"nothing to prune in {type(model).__name__}: no Linear/Conv weights")
+        raise SparsenetError(f"nothing to prune in {type(model).__name__}: no compressible weights")
     scores = criterion.scores(model, targets)
     for t, keep in zip(targets, select_masks(targets, scores, spec), strict=True):
         apply_mask(t.module, keep.reshape(t.value.shape), t.tensor)
@@ -149,13 +150,16 @@ def prune(
 
     Parameters
     ----------
-    model : any module; its Linear/Conv weights (or ``layers``) are pruned.
+    model : any module; its compressible tensors (:mod:`sparsenet.layers`: Linear, Conv,
+        Embedding and attention weights), or ``layers``, are pruned.
     method : ``"magnitude"``, ``"random"``, ``"obd"`` or a :class:`Criterion` instance.
     sparsity : fraction of weights to prune, ranked over ``scope`` (``"global"``/``"layer"``).
-    per_layer : ``{"fc1": 0.92, "fc2.bias": 0.5}`` fractions per named tensor.
+    per_layer : ``{"fc1": 0.92, "fc2.bias": 0.5, "conv": 0.6, "blocks.*": 0.8}`` fractions
+        per name, group or glob (the most specific key wins, see :func:`sparsenet.layers.lookup`).
     quality : Han's rule, threshold ``quality × std`` per layer (magnitude only).
     data : ``(x, y)`` for ``obd`` (the Hessian's average).
-    layers : restrict ``sparsity``/``quality`` to these names (default: all Linear/Conv weights).
+    layers : restrict ``sparsity``/``quality`` to these names, groups or globs (default: all
+        compressible tensors).
     seed : for ``random``.
     obd : ``loss``, ``form``, ``batch_size`` for OBD.
 

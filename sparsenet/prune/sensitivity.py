@@ -46,7 +46,7 @@ def sensitivity(
     data : ``(x, y)`` evaluated at every point (a validation or test set).
     method : criterion ranking the weights within the layer.
     sparsities : the grid, fractions in [0, 1].
-    layers : names (default: every Linear/Conv weight).
+    layers : names, groups or globs (default: every compressible tensor, :mod:`sparsenet.layers`).
     score_data : data for OBD's Hessian (default ``data``).
 
     Under ``torch.distributed`` every rank passes the same data; each evaluates its shard

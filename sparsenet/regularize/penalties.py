@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from ..errors import SpecError
+from ..layers import out_major
 from ..training import Callback, TrainState
 from .sites import activation_sites, weight_layers
 
@@ -152,6 +153,7 @@ class WeightPenalty(Callback):
         w = cast(torch.Tensor, m.weight)  # effective weight, through any parametrisation
         b = getattr(m, "bias", None) if self.include_bias else None
         if self.kind == "group":
+            w = out_major(m, w)  # (out, in/groups, *k), also for a transposed convolution
             if b is not None and self.groups == "out":
                 rows = torch.cat([w.reshape(w.shape[0], -1), b.reshape(-1, 1)], dim=1)
                 return group_lasso(rows, "out")

@@ -1,7 +1,8 @@
 """Where penalties and metrics look: weight layers and activation sites, by module name.
 
-A *weight layer* is a ``Linear``/``Conv`` module (its effective weight, through any
-parametrisation such as a pruning mask). An *activation site* is the module whose output
+A *weight layer* is a module holding a compressible ``weight`` of kind ``fc`` or ``conv``
+in :mod:`sparsenet.layers` (``Linear``, ``Conv``/``ConvTranspose`` of any groups; its
+effective weight, through any parametrisation such as a pruning mask). An *activation site* is the module whose output
 is a layer's activations: an activation module (``nn.ReLU``, ``nn.Sigmoid``,
 :class:`~sparsenet.regularize.activations.TruncatedSigmoid`...) named directly, or, when a
 weight layer is named, the activation module that immediately follows it in its parent
@@ -16,21 +17,19 @@ from collections.abc import Iterable
 from torch import nn
 
 from ..errors import SpecError
+from ..layers import compressible_tensors, is_inside_parametrization
 
 __all__ = [
-    "WEIGHT_TYPES",
+    "WEIGHT_KINDS",
     "ACTIVATION_TYPES",
     "is_activation",
     "weight_layers",
     "activation_sites",
 ]
 
-WEIGHT_TYPES: tuple[type[nn.Module], ...] = (
-    nn.Linear,
-    nn.Conv1d,
-    nn.Conv2d,
-    nn.Conv3d,
-)
+# Weight layers are the modules holding a compressible ``weight`` of these kinds in
+# sparsenet.layers (Linear; Conv and ConvTranspose of any groups).
+WEIGHT_KINDS = ("fc", "conv")
 ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
     nn.ReLU,
     nn.ReLU6,
@@ -44,10 +43,6 @@ ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
     nn.Hardtanh,
     nn.Threshold,
 )
-
-
-def _inside_parametrization(name: str) -> bool:
-    return name.startswith("parametrizations.") or ".parametrizations." in name
 
 
 def is_activation(module: nn.Module) -> bool:
@@ -69,9 +64,9 @@ def weight_layers(model: nn.Module, layers: Iterable[str] | None = None) -> dict
     SpecError : a name in ``layers`` is not a weight layer of the model.
     """
     found = {
-        name: m
-        for name, m in model.named_modules()
-        if name and not _inside_parametrization(name) and isinstance(m, WEIGHT_TYPES)
+        t.module_path: t.module
+        for t in compressible_tensors(model)
+        if t.module_path and t.tensor == "weight" and t.kind in WEIGHT_KINDS
     }
     if layers is None:
         return found
@@ -116,29 +111,27 @@ def activation_sites(
             if nxt is not None and is_activation(nxt[1]):
                 prev[nxt[0]] = name
         for name, m in modules.items():
-            if name and not _inside_parametrization(name) and is_activation(m):
+            if name and not is_inside_parametrization(name) and is_activation(m):
                 out[prev.get(name) or name] = (name, m)
         return out
     wanted = list(layers)
+    weights = weight_layers(model)
     bad = [
         n
         for n in wanted
-        if n not in modules
-        or not (is_activation(modules[n]) or isinstance(modules[n], WEIGHT_TYPES))
+        if n not in modules or not (is_activation(modules[n]) or n in weights)
     ]
     if bad:
         known = [
             n
             for n, m in modules.items()
-            if n
-            and not _inside_parametrization(n)
-            and (is_activation(m) or isinstance(m, WEIGHT_TYPES))
+            if n and not is_inside_parametrization(n) and (is_activation(m) or n in weights)
         ]
         raise _unknown("layer(s) for activations", bad, known)
     out = {}
     for n in wanted:
         m = modules[n]
-        if isinstance(m, WEIGHT_TYPES):
+        if n in weights:
             nxt = _next_sibling(model, n)
             out[n] = nxt if nxt is not None and is_activation(nxt[1]) else (n, m)
         else:

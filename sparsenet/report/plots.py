@@ -12,19 +12,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from torch import nn  # noqa: E402
 
-from .sizes import INDEX_BITS, layer_symbols  # noqa: E402
+from ..layers import compressible_tensors  # noqa: E402
+from .sizes import index_bits_of, layer_symbols  # noqa: E402
 
 __all__ = ["plot_sharing", "plot_symbols", "plot_sensitivity", "plot_accuracy_size"]
 
-_LAYERS = (nn.Linear, nn.Conv2d)
-
-
 def _weights(model: nn.Module) -> dict[str, np.ndarray]:
-    out = {}
-    for name, m in model.named_modules():
-        if isinstance(m, _LAYERS) and ".parametrizations." not in name:
-            out[name] = m.weight.detach().reshape(-1).cpu().numpy()
-    return out
+    return {t.name: t.value.detach().reshape(-1).cpu().numpy() for t in compressible_tensors(model)}
 
 
 def _grid(n: int) -> tuple[Any, Any]:
@@ -61,12 +55,11 @@ def plot_sharing(before: nn.Module, after: nn.Module, path: Path) -> Path:
 
 def plot_symbols(model: nn.Module, path: Path) -> Path:
     """Per layer: distribution of sparse-index gaps and of shared-weight indices (log counts)."""
-    layers = [(n, m) for n, m in model.named_modules()
-              if isinstance(m, _LAYERS) and ".parametrizations." not in n]
+    layers = compressible_tensors(model)
     fig, axes = plt.subplots(len(layers), 2, figsize=(9, 2.4 * len(layers)), squeeze=False)
-    for row, (name, m) in zip(axes, layers, strict=True):
-        bits = INDEX_BITS["fc" if isinstance(m, nn.Linear) else "conv"]
-        sym = layer_symbols(m.weight, bits)
+    for row, t in zip(axes, layers, strict=True):
+        name, bits = t.name, index_bits_of(t)
+        sym = layer_symbols(t.value, bits)
         gaps, vals = sym["gaps"], sym["values"][sym["values"] > 0]
         row[0].hist(gaps, bins=np.arange(1, (1 << bits) + 2) - 0.5, color="tab:green")
         row[0].set_yscale("log")

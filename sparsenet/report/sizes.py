@@ -24,10 +24,19 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-__all__ = ["model_size", "layer_symbols", "entropy_bits", "INDEX_BITS"]
+from ..layers import LayerTensor, compressible_tensors, lookup
 
+__all__ = ["model_size", "layer_symbols", "entropy_bits", "index_bits_of", "INDEX_BITS"]
+
+# Gap bits per group; attention and embedding tensors take fc's (sparsenet.layers.FALLBACK).
 INDEX_BITS = {"conv": 8, "fc": 5}
-_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def index_bits_of(t: LayerTensor) -> int:
+    """Han's gap bits for tensor ``t``: :data:`INDEX_BITS` of its kind (or fallback kind)."""
+    b = lookup(t, INDEX_BITS)
+    assert b is not None
+    return b
 
 
 def entropy_bits(symbols: np.ndarray) -> float:
@@ -39,10 +48,10 @@ def entropy_bits(symbols: np.ndarray) -> float:
     return float(-(counts * np.log2(p)).sum())
 
 
-def _shared_bits(module: nn.Module) -> int | None:
-    if not parametrize.is_parametrized(module, "weight"):
+def _shared_bits(module: nn.Module, tensor: str = "weight") -> int | None:
+    if not parametrize.is_parametrized(module, tensor):
         return None
-    for p in module.parametrizations["weight"]:  # type: ignore[union-attr,index]
+    for p in module.parametrizations[tensor]:  # type: ignore[union-attr,index]
         if getattr(type(p), "transform_kind", None) == "codebook":
             bits = getattr(p, "bits", None)
             if bits is None and hasattr(p, "centroids"):
@@ -81,28 +90,25 @@ def model_size(model: nn.Module) -> dict[str, Any]:
 
     Returns
     -------
-    dict with ``layers`` (per layer: ``name``, ``kind`` conv/fc, ``weights``, ``nonzero``,
+    dict with ``layers`` (per compressible tensor, :mod:`sparsenet.layers`: ``name``,
+    ``kind`` (fc, conv, embedding, attention), ``weights``, ``nonzero``,
     ``density``, ``weight_bits``, ``index_bits`` (0 when dense), ``entries``,
     ``bits`` (P+Q storage), ``entropy_bits`` (bound), ``dense_bits``), and the totals
     ``weights``, ``nonzero``, ``dense_bytes``, ``bytes``, ``entropy_bytes``.
     """
-    layers = []
-    for name, m in model.named_modules():
-        if ".parametrizations." in name or name.startswith("parametrizations."):
-            continue
-        if not isinstance(m, _LAYERS):
-            continue
-        w = m.weight.detach()
-        kind = "fc" if isinstance(m, nn.Linear) else "conv"
+    layers: list[dict[str, Any]] = []
+    for t in compressible_tensors(model):
+        name, kind = t.name, t.kind
+        w = t.value.detach()
         numel = w.numel()
         nnz = int((w != 0).sum())
-        bias = getattr(m, "bias", None)
+        bias = t.bias
         bias_bits = 0 if bias is None else 32 * bias.numel()
-        shared = _shared_bits(m)
+        shared = _shared_bits(t.module, t.tensor)
         wbits = shared if shared is not None else 32
         codebook = 32 * (1 << shared) if shared is not None else 0
         if nnz < numel:
-            ib = INDEX_BITS[kind]
+            ib = index_bits_of(t)
             sym = layer_symbols(w, ib)
             entries = len(sym["gaps"])
             bits = entries * (wbits + ib) + codebook + bias_bits

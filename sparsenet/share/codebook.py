@@ -29,10 +29,9 @@ from torch.nn.utils import parametrize
 
 from ..checkpoint import register_parametrization
 from ..errors import SparsenetError
+from ..layers import MAX_BITS, MIN_BITS  # int16 indices hold at most 2**15 clusters
 
 __all__ = ["SharedWeight", "index_dtype", "shared_layers", "bake"]
-
-MAX_BITS = 15  # int16 indices hold at most 2**15 clusters
 
 
 def index_dtype(k: int) -> torch.dtype:
@@ -70,8 +69,8 @@ class SharedWeight(nn.Module):
         init: str = "linear",
     ):
         super().__init__()
-        if not isinstance(bits, int) or not 1 <= bits <= MAX_BITS:
-            raise SparsenetError(f"bits={bits!r}; expected an integer in 1..{MAX_BITS}")
+        if not isinstance(bits, int) or not MIN_BITS <= bits <= MAX_BITS:
+            raise SparsenetError(f"bits={bits!r}; expected an integer in {MIN_BITS}..{MAX_BITS}")
         self.shape = tuple(int(s) for s in shape)
         self.bits = bits
         self.init = init

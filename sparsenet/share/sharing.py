@@ -11,6 +11,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..errors import SparsenetError
+from ..layers import compressible_tensors, tensor_name
 from ..training import TrainConfig, fit
 from .bits import resolve_bits
 from .codebook import SharedWeight, index_dtype, shared_layers
@@ -47,7 +48,7 @@ def share_tensor(
 
 def share_weights(
     model: nn.Module,
-    bits: str | Mapping[str, int] = "conv=8,fc=5",
+    bits: str | int | Mapping[str, int] = "conv=8,fc=5",
     init: str = "linear",
     max_iter: int = 300,
     tol: float = 1e-4,
@@ -57,13 +58,15 @@ def share_weights(
 
     Each layer's effective weight (after any parametrisation already on it, such as a
     pruning mask) is clustered over its non-zero entries with 1-D k-means, and a
-    :class:`~sparsenet.share.codebook.SharedWeight` is appended to the layer's ``weight``
-    parametrisations. Zeros stay zero and are not a cluster. Biases are not shared.
+    :class:`~sparsenet.share.codebook.SharedWeight` is appended to the tensor's
+    parametrisations. Any compressible tensor (:mod:`sparsenet.layers`) can be shared:
+    Linear, Conv (depthwise, transposed), Embedding and attention weights. Zeros stay zero and are not a cluster. Biases are not shared.
 
     Parameters
     ----------
     model : the network, changed in place.
-    bits : ``"conv=8,fc=5"`` (by type), ``"fc3=6"`` (by name), a mix, or a dict; see
+    bits : ``"conv=8,fc=5"`` (by group), ``"fc3=6"`` (by name), ``"blocks.*=4"`` (glob), a
+        mix, an int (all) or a dict; see
         :func:`~sparsenet.share.bits.resolve_bits`. Layers not selected are left alone.
     init : ``"linear"``, ``"density"``, ``"random"``, ``"kmeans++"`` or ``"optimal"``.
     max_iter, tol : Lloyd stopping rule, see :class:`~sparsenet.share.kmeans.KMeans1D`.
@@ -82,16 +85,17 @@ def share_weights(
     if init not in INITS:
         raise SparsenetError(f"unknown init {init!r}; expected one of {', '.join(INITS)}")
     table = resolve_bits(model, bits)
-    already = {name for name, tensor, _m, _p in shared_layers(model) if tensor == "weight"}
+    tensors = {t.name: t for t in compressible_tensors(model)}
+    already = {tensor_name(name, tensor) for name, tensor, _m, _p in shared_layers(model)}
     for name in table:
         if name in already:
             raise SparsenetError(f"layer {name!r} is already shared; bake(model) first")
     for name, b in table.items():
-        module = model.get_submodule(name)
+        t = tensors[name]
         with torch.no_grad():
-            weight = torch.as_tensor(module.weight).detach().clone()  # effective weight
+            weight = torch.as_tensor(t.value).detach().clone()  # effective weight
         p = share_tensor(weight, b, init=init, max_iter=max_iter, tol=tol, seed=seed)
-        parametrize.register_parametrization(module, "weight", p, unsafe=True)
+        parametrize.register_parametrization(t.module, t.tensor, p, unsafe=True)
     return model
 
 

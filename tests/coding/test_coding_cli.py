@@ -59,7 +59,7 @@ def test_compress_unshared_model_needs_share(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, needle",
     [
-        (["compress", "{pt}", "--bits", "fc=99", "--out", "{snn}"], "1..16"),
+        (["compress", "{pt}", "--bits", "fc=99", "--out", "{snn}"], "1..15"),
         (["compress", "{pt}", "--bits", "fc", "--out", "{snn}"], "NAME=BITS"),
         (["inspect", "{junk}"], "magic"),
         (["decompress", "{junk}", "--out", "{snn}"], "magic"),

@@ -35,7 +35,7 @@ def run(capsys, *argv):
         (["compress", "--recipe", "deep-compression", "--model", "lenet300", "--data", "nope",
           "--run-dir", "{tmp}/r"], "unknown dataset 'nope'"),
         (["report", "{tmp}"], "not a run directory"),
-        (["run", "{tmp}/bad.toml"], "stages[0].share.bits: expected an integer in [1, 16], got 99"),
+        (["run", "{tmp}/bad.toml"], "stages[0].share.bits: expected an integer in [1, 15], got 99"),
         (["run", "{tmp}/tiny.toml", "--seed", "-3"], "argument --seed"),
     ],
 )

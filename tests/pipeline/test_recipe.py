@@ -43,7 +43,7 @@ def test_valid_recipe_fills_defaults():
 def test_encode_index_bits_auto_or_table():
     text = "[[stages]]\nencode = {{ index_bits = {} }}"
     assert parse_recipe(text.format("'auto'")).stages[0].settings["index_bits"] == "auto"
-    assert parse_recipe(text.format("6")).stages[0].settings["index_bits"] == {"conv": 6, "fc": 6}
+    assert parse_recipe(text.format("6")).stages[0].settings["index_bits"] == {"all": 6}
 
 
 @pytest.mark.parametrize(
@@ -53,8 +53,8 @@ def test_encode_index_bits_auto_or_table():
          "stages[0].prune.sparsity: expected a number in (0, 1), got 1.5"),
         ("[[stages]]\ntrain = {}\n[[stages]]\nprune = { sparsity = 0.5, speed = 2 }",
          "stages[1].prune.speed: unknown key"),
-        ("[[stages]]\nshare = { bits = 40 }", "stages[0].share.bits: expected an integer in [1, 16], got 40"),
-        ("[[stages]]\nshare = { bits = { fc = 0 } }", "stages[0].share.bits.fc: expected an integer in [1, 16], got 0"),
+        ("[[stages]]\nshare = { bits = 40 }", "stages[0].share.bits: expected an integer in [1, 15], got 40"),
+        ("[[stages]]\nshare = { bits = { fc = 0 } }", "stages[0].share.bits.fc: expected an integer in [1, 15], got 0"),
         ("[[stages]]\nshare = { bits = 'fc:5' }", "stages[0].share.bits: expected NAME=BITS"),
         ("[[stages]]\nshare = { init = 'best' }", "stages[0].share.init: expected one of 'linear'"),
         ("[[stages]]\nencode = { coder = 'zip' }", "stages[0].encode.coder: expected one of 'huffman', 'ans'"),

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from sparsenet.checkpoint import load_model
+from sparsenet.models import LeNet300
 from sparsenet.pipeline import STAGES, RunError, compress, read_manifest
 from sparsenet.pipeline.recipe import validate_recipe
 
@@ -141,6 +142,7 @@ def test_pretrained_module_skips_train_and_custom_models_work(tmp_path, digits_d
         ({"prune": {"per_layer": {"fc9": 0.5}}}, "stages[0].prune.per_layer.fc9: no such layer"),
         ({"share": {"bits": {"fc": 5, "conv7": 4}}}, "stages[0].share.bits.conv7: no such layer"),
         ({"factorize": {"rank": {"fc0": 4}}}, "stages[0].factorize.rank.fc0: no such layer"),
+        ({"share": {"bits": {"f*x": 4}}}, "stages[0].share.bits.f*x: no such layer"),
     ],
 )
 def test_layer_names_are_checked_before_anything_runs(tmp_path, digits_data, stage, message):
@@ -150,3 +152,14 @@ def test_layer_names_are_checked_before_anything_runs(tmp_path, digits_data, sta
         compress("lenet300", digits_data, {"stages": [stage]}, run_dir=tmp_path / "r", quiet=True)
     assert message in str(exc.value) and "fc1, fc2, fc3" in str(exc.value)
     assert not (tmp_path / "r").exists()  # nothing ran, nothing was written
+
+
+def test_groups_and_globs_in_recipes_pass_the_layer_check():
+    from sparsenet.pipeline.recipe import parse_recipe
+    from sparsenet.pipeline.runner import check_layer_names
+
+    text = (
+        "[[stages]]\nprune = { per_layer = { 'fc*' = 0.5, attention = 0.5 } }\n"
+        "[[stages]]\nshare = { bits = { embedding = 4, 'fc[12]' = 3, fc3 = 6 } }\n"
+    )
+    check_layer_names(parse_recipe(text), LeNet300(in_features=64))

@@ -244,3 +244,16 @@ def test_weight_penalty_sees_parametrised_weight():
     v.backward()
     # pruned positions get no penalty gradient; kept ones get sign(w)
     assert torch.equal(raw.grad, torch.sign(raw.detach()) * mask)
+
+
+def test_group_lasso_groups_output_channels_of_a_transposed_conv():
+    torch.manual_seed(0)
+    up = nn.ConvTranspose2d(4, 6, 3, groups=2)  # weight (in=4, out/g=3, 3, 3)
+    m = nn.Sequential(up)
+    v = WeightPenalty("group", 1.0, include_bias=True).value(m)
+    # output channel o of group g is up.weight[g*2:(g+1)*2, o % 3]: its filter and its bias
+    want = sum(
+        torch.cat([up.weight[(o // 3) * 2:(o // 3 + 1) * 2, o % 3].reshape(-1), up.bias[o:o + 1]]).norm()
+        for o in range(6)
+    )
+    assert torch.isclose(v, want)

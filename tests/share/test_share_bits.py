@@ -54,4 +54,9 @@ def test_resolve_errors():
     with pytest.raises(SpecError):
         resolve_bits(LeNet300(), {"fc": True})
     with pytest.raises(SpecError):
-        resolve_bits(LeNet300(), 5)  # type: ignore[arg-type]
+        resolve_bits(LeNet300(), [5])  # type: ignore[arg-type]
+
+
+def test_resolve_int_means_every_tensor():
+    assert resolve_bits(LeNet5(), 4) == {"conv1": 4, "conv2": 4, "fc1": 4, "fc2": 4}
+    assert resolve_bits(LeNet5(), "6") == {"conv1": 6, "conv2": 6, "fc1": 6, "fc2": 6}
