@@ -54,7 +54,7 @@ def test_folding_changes_no_prediction(make, bias, pruned):
     assert all(isinstance(folded.get_submodule(n), FoldedBatchNorm) for n in report["folded"])
     torch.testing.assert_close(folded(x), ref, atol=1e-5, rtol=0)
     if pruned:  # the masks survive: pruned weights are still exactly zero
-        for name, into in report["folded"].items():
+        for into in report["folded"].values():
             layer = folded.get_submodule(into)
             mask = layer.parametrizations.weight[0].mask
             assert bool((layer.weight[~mask] == 0).all()) and not mask.all()

@@ -266,6 +266,9 @@ def compress(
 
     module, pretrained, source = _resolve_model(model, data_obj, recipe_obj.seed)
     check_layer_names(recipe_obj, module)
+    if config is None and arch_of(module) is None:
+        log("no config= given for a custom model: training stages use the generic "
+            "TrainConfig() (SGD, lr 0.05); pass config=TrainConfig(...) for your own set-up", quiet)
     log(f"pipeline {recipe_obj.name} on {source} ({data_obj.name}), run directory {rdir}", quiet)
     old = read_manifest(rdir) if (rdir / MANIFEST).is_file() else None
     if old is not None and not resume and not force:
