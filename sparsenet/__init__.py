@@ -5,6 +5,7 @@ sparseness (activation penalties, truncated activations) and deep sparse coding,
 "A Review on Sparse Neural Network" (2017).
 """
 
+from .bn import fold_bn, recalibrate_bn
 from .checkpoint import load_model, save_model
 from .coding import save_snn
 from .data import Dataset, digits, fashion_mnist, idx_dir, load_dataset, mnist, read_idx
@@ -49,6 +50,9 @@ __all__ = [
     "SpecError",
     # lowrank
     "factorize",
+    # BatchNorm
+    "fold_bn",
+    "recalibrate_bn",
     # models
     "LeNet5",
     "LeNet300",

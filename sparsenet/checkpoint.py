@@ -120,7 +120,8 @@ def _import_transform_providers() -> None:
     """Import the modules that register transforms, so a bare ``load_model`` knows them all."""
     import importlib
 
-    for mod in ("sparsenet.prune", "sparsenet.lowrank", "sparsenet.share", "sparsenet.regularize"):
+    for mod in ("sparsenet.prune", "sparsenet.lowrank", "sparsenet.share", "sparsenet.regularize",
+                "sparsenet.bn"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as exc:

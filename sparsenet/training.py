@@ -39,9 +39,12 @@ __all__ = [
     "predict",
     "seed_everything",
     "default_config",
+    "loss_function",
+    "LOSSES",
 ]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+LOSSES = ("cross_entropy", "mse")
 
 
 @dataclass
@@ -62,6 +65,9 @@ class TrainConfig:
     seed : seeds shuffling and anything random in callbacks. Equal seeds, equal results.
     quiet : no progress bars and no epoch lines.
     device : ``"cpu"`` or ``"cuda"``.
+    loss : ``"cross_entropy"`` or ``"mse"`` (logits against one-hot targets); see
+        :func:`loss_function`. A name, so manifests and resume digests can record it.
+    label_smoothing : in [0, 1): targets ``(1 − ε)·one_hot + ε/classes``, for either loss.
     """
 
     epochs: int = 10
@@ -76,6 +82,8 @@ class TrainConfig:
     seed: int = 0
     quiet: bool = False
     device: str = "cpu"
+    loss: str = "cross_entropy"
+    label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -96,6 +104,8 @@ class TrainConfig:
             ),
             (self.step_size >= 1, "step_size", "an integer >= 1"),
             (0 < self.gamma <= 1, "gamma", "in (0, 1]"),
+            (self.loss in LOSSES, "loss", " or ".join(repr(x) for x in LOSSES)),
+            (0 <= self.label_smoothing < 1, "label_smoothing", "in [0, 1)"),
         ]
         for ok, name, expected in checks:
             if not ok:
@@ -163,6 +173,21 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def loss_function(cfg: TrainConfig) -> LossFn:
+    """The loss ``fn(logits (N, C), labels (N,) int64) -> scalar`` that ``cfg.loss`` names."""
+    eps = cfg.label_smoothing
+    if cfg.loss == "mse":
+
+        def mse(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            target = nn.functional.one_hot(y, logits.shape[1]).to(logits.dtype)
+            return nn.functional.mse_loss(logits, target * (1 - eps) + eps / logits.shape[1])
+
+        return mse
+    if eps == 0:
+        return nn.functional.cross_entropy
+    return lambda logits, y: nn.functional.cross_entropy(logits, y, label_smoothing=eps)
 
 
 def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -243,7 +268,7 @@ def fit(
     checkpoint : if given, the model, optimizer, scheduler and history are saved there
         atomically after every epoch (a loadable model checkpoint with ``train_state``).
     resume : continue from ``checkpoint`` if it exists; a finished run returns at once.
-    loss_fn : defaults to cross-entropy.
+    loss_fn : defaults to ``loss_function(config)`` (``config.loss``).
     metadata : stored in the checkpoint's ``metadata``.
 
     Returns
@@ -257,7 +282,7 @@ def fit(
         raise SparsenetError(f"fit: {len(x_train)} inputs but {len(y_train)} labels")
     if len(x_train) == 0:
         raise SparsenetError("fit: the training set is empty")
-    loss_fn = loss_fn or nn.functional.cross_entropy
+    loss_fn = loss_fn or loss_function(cfg)
     model.to(cfg.device)
     optimizer = _make_optimizer(model, cfg)
     scheduler = _make_scheduler(optimizer, cfg)

@@ -79,8 +79,19 @@ _TRAIN_FIELDS: dict[str, tuple[Check, Any]] = {
     "momentum": (number(0, 1, hi_open=True), None),
     "weight_decay": (number(0), None),
     "schedule": (choice("cosine", "step", "constant"), None),
+    "loss": (choice("cross_entropy", "mse"), None),
+    "label_smoothing": (number(0, 1, hi_open=True), None),
 }
 _LR_FACTOR = (number(0, 1, lo_open=True), 0.1)
+# Per-stage overrides of the training set-up (the user's TrainConfig or the model's default)
+# for a retraining/fine-tuning stage; unset = inherited. A stage's ``lr`` is its learning
+# rate as given, so it excludes ``lr_factor`` (checked in validate_recipe).
+_STAGE_TRAINING: dict[str, tuple[Check, Any]] = {
+    "optimizer": (choice("sgd", "adam"), None),
+    "lr": (number(0, lo_open=True), None),
+    "batch_size": (integer(1), None),
+}
+_BN = {"recalibrate_bn": (boolean, None)}  # unset = true: recalibrate BatchNorm statistics
 
 # kind -> {key: (check, default)}; default _MISSING = required, None = unset/optional.
 SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
@@ -96,6 +107,7 @@ SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
         "layers": (string_list, None),
         "epochs": (integer(0), 5),
         "lr_factor": (number(0, 1, lo_open=True), 1.0),
+        **_STAGE_TRAINING,
     },
     "prune": {
         "method": (choice("magnitude", "obd", "random"), "magnitude"),
@@ -106,6 +118,8 @@ SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
         "retrain_epochs": (integer(0), 0),
         "lr_factor": _LR_FACTOR,
         "sensitivity": (boolean, False),
+        **_STAGE_TRAINING,
+        **_BN,
     },
     "factorize": {
         "rank": (rank_spec, None),
@@ -113,6 +127,7 @@ SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
         "budget": (number(0, 1, lo_open=True, hi_open=True), None),
         "finetune_epochs": (integer(0), 0),
         "lr_factor": _LR_FACTOR,
+        **_STAGE_TRAINING,
     },
     "share": {
         "bits": (parse_bits, {"conv": 8, "fc": 5}),
@@ -122,6 +137,10 @@ SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
         # overshoots; Adam at 1e-3 is sparsenet.share's tested default.
         "optimizer": (choice("adam", "sgd"), "adam"),
         "lr": (number(0, lo_open=True), 1e-3),
+        "batch_size": (integer(1), None),
+        # unset = true: fold BatchNorm into the preceding layer before sharing
+        "fold_bn": (boolean, None),
+        **_BN,
     },
     "encode": {
         "coder": (choice("huffman", "ans"), "huffman"),
@@ -241,6 +260,13 @@ def validate_recipe(data: dict[str, Any], source: str | None = None) -> Recipe:
                     f"{path}.{kind}: expected exactly one of {', '.join(_ONE_OF[kind])}, "
                     f"got {given or 'none'}"
                 )
+        if "lr" in table and "lr_factor" in table:
+            raise RecipeError(
+                f"{path}.{kind}.lr: expected either lr (the stage's learning rate) or lr_factor "
+                "(a factor on the training lr), not both"
+            )
+        if "lr" in table and "lr_factor" in settings:
+            del settings["lr_factor"]  # the stage's own lr: no default factor either
         if kind == "train" and i != 0:
             raise RecipeError(f"{path}.train: the train stage must be the first stage")
         if kind == "encode" and i != len(stages_raw) - 1:

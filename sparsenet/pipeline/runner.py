@@ -39,10 +39,10 @@ from ..io import atomic_write_text, write_json
 from ..layers import GROUPS, compressible_tensors, match
 from ..models import arch_of, model_for_dataset
 from ..progress import log, progress
-from ..training import evaluate, seed_everything
+from ..training import TrainConfig, evaluate, seed_everything
 from .distributed import rank_zero_writes
 from .recipe import Recipe, RecipeError, load_recipe
-from .stages import STAGES, StageContext
+from .stages import STAGES, StageContext, config_facts
 
 __all__ = ["compress", "RunError", "MANIFEST", "read_manifest", "stage_metrics"]
 
@@ -68,11 +68,13 @@ def read_manifest(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return manifest
 
 
-def _prefix_digest(recipe: Recipe, index: int) -> str:
+def _prefix_digest(recipe: Recipe, index: int, config: dict[str, Any] | None = None) -> str:
     d = recipe.to_dict()
     d.pop("description", None)
     d.pop("name", None)
     d["stages"] = d["stages"][: index + 1]
+    if config is not None:  # the user's TrainConfig: another set-up redoes every stage
+        d["train_config"] = config
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -158,10 +160,19 @@ class _Run:
     """One pipeline run over a run directory (see the module docstring)."""
 
     def __init__(self, recipe: Recipe, data: Dataset, run_dir: Path, out: Path | None,
-                 quiet: bool) -> None:
+                 quiet: bool, config: TrainConfig | None = None) -> None:
         self.recipe, self.data, self.dir, self.quiet = recipe, data, run_dir, quiet
         self.out = out
         self.bare: nn.Module | None = None  # the starting model, for loading custom models
+        self.config = config
+        self.config_facts = config_facts(config) if config is not None else None
+
+    def digest(self, index: int) -> str:
+        return _prefix_digest(self.recipe, index, self.config_facts)
+
+    def custom_bare(self) -> nn.Module | None:
+        """The bare starting model if it is a custom (unregistered) architecture."""
+        return self.bare if self.bare is not None and arch_of(self.bare) is None else None
 
     def ckpt(self, index: int | None) -> Path:
         if index is None:
@@ -187,7 +198,7 @@ class _Run:
         entries = old.get("stages", [])
         for i in range(len(self.recipe.stages)):
             e = entries[i] if i < len(entries) else None
-            if not e or e.get("status") != "done" or e.get("digest") != _prefix_digest(self.recipe, i):
+            if not e or e.get("status") != "done" or e.get("digest") != self.digest(i):
                 break
             if not self.ckpt(i).is_file():
                 break
@@ -213,6 +224,7 @@ def compress(
     force: bool = False,
     quiet: bool = False,
     report: bool = True,
+    config: TrainConfig | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Run a compression recipe on ``model`` and return ``(compressed model, report)``.
 
@@ -229,6 +241,11 @@ def compress(
     resume : reuse finished stages of an earlier run in ``run_dir`` (same recipe prefix).
     force : start over even if ``run_dir`` holds a finished or different run.
     report : write ``run_dir/report/`` (report.md, report.json, PNGs).
+    config : the user's own training set-up (optimizer, lr, batch size, loss...). The
+        train stage and every retraining/fine-tuning stage start from it (retraining at
+        ``lr × lr_factor``; a stage may set its own ``optimizer``, ``lr``, ``batch_size``).
+        Default: the registry's :func:`~sparsenet.training.default_config` for the model.
+        It is part of every stage's resume digest.
 
     Returns
     -------
@@ -246,10 +263,14 @@ def compress(
         data=data_obj.name, model=os.fspath(model) if isinstance(model, (str, os.PathLike)) else None
     )
     rdir = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="sparsenet-run-"))
-    run = _Run(recipe_obj, data_obj, rdir, Path(out) if out is not None else None, quiet)
+    run = _Run(recipe_obj, data_obj, rdir, Path(out) if out is not None else None, quiet,
+               config=config)
 
     module, pretrained, source = _resolve_model(model, data_obj, recipe_obj.seed)
     check_layer_names(recipe_obj, module)
+    if config is None and arch_of(module) is None:
+        log("no config= given for a custom model: training stages use the generic "
+            "TrainConfig() (SGD, lr 0.05); pass config=TrainConfig(...) for your own set-up", quiet)
     log(f"pipeline {recipe_obj.name} on {source} ({data_obj.name}), run directory {rdir}", quiet)
     old = read_manifest(rdir) if (rdir / MANIFEST).is_file() else None
     if old is not None and not resume and not force:
@@ -286,6 +307,8 @@ def compress(
         "initial": initial,
         "stages": (old or {}).get("stages", [])[:start],
     }
+    if run.config_facts is not None:
+        manifest["train_config"] = run.config_facts
     run.write(manifest)
     current = run.load(start - 1 if start > 0 else None)
     if start > 0:
@@ -298,9 +321,10 @@ def compress(
         st = recipe_obj.stages[i]
         ctx = StageContext(recipe=recipe_obj, index=i, stage=st, data=data_obj,
                            pretrained=pretrained, quiet=quiet, work_dir=rdir,
-                           out=run.encode_out(i) if st.kind == "encode" else None)
+                           out=run.encode_out(i) if st.kind == "encode" else None,
+                           config=config, bare=run.custom_bare())
         entry: dict[str, Any] = {"index": i, "kind": st.kind, "settings": st.settings,
-                                 "digest": _prefix_digest(recipe_obj, i), "status": "running"}
+                                 "digest": run.digest(i), "status": "running"}
         manifest["stages"].append(entry)
         run.write(manifest)
         log(f"[{i + 1}/{n}] {st.kind} {_brief(st.settings)}", quiet)

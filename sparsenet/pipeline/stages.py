@@ -10,16 +10,18 @@ sensitivity curves, the encoder's size report...). Every stage trains through
 
 from __future__ import annotations
 
+import copy
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..checkpoint import load_model
+from .. import bn
+from ..checkpoint import apply_transforms, describe_transforms, load_model
 from ..data import Dataset
 from ..errors import SparsenetError
 from ..layers import compressible_tensors
@@ -28,7 +30,8 @@ from ..progress import log
 from ..training import Callback, TrainConfig, default_config, evaluate, fit
 from .recipe import Recipe, Stage
 
-__all__ = ["StageContext", "STAGES", "stage", "base_config", "require"]
+__all__ = ["StageContext", "STAGES", "stage", "base_config", "retrain_config", "config_facts",
+           "require"]
 
 StageFn = Callable[[nn.Module, "StageContext"], nn.Module]
 STAGES: dict[str, StageFn] = {}
@@ -57,6 +60,15 @@ class StageContext:
     work_dir: Path | None = None
     out: Path | None = None
     record: dict[str, Any] = field(default_factory=dict)
+    # The user's training set-up (compress(config=...)); None: the model's default_config.
+    config: TrainConfig | None = None
+    # A bare instance of a custom (unregistered) architecture, to load files into; None
+    # for registry models, whose files rebuild themselves. Stages deep-copy it.
+    bare: nn.Module | None = None
+
+    def fresh_model(self) -> nn.Module | None:
+        """A deep copy of :attr:`bare` (``None`` for registry models)."""
+        return copy.deepcopy(self.bare) if self.bare is not None else None
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -84,13 +96,23 @@ def require(module: str, kind: str) -> Any:
         ) from None
 
 
+def config_facts(cfg: TrainConfig) -> dict[str, Any]:
+    """``cfg`` as JSON facts for manifests and resume digests (without ``quiet``)."""
+    return {k: v for k, v in asdict(cfg).items() if k != "quiet"}
+
+
 def base_config(model: nn.Module, ctx: StageContext) -> TrainConfig:
-    """The model's default training recipe, the recipe's ``lr`` and the train stage's overrides."""
-    arch = arch_of(model)
-    cfg = default_config(arch["name"] if arch else "custom", ctx.data.name)
+    """The user's training set-up (``ctx.config``, else the model's default recipe), with the
+    recipe's ``lr`` and the train stage's overrides."""
+    if ctx.config is not None:
+        cfg = ctx.config
+    else:
+        arch = arch_of(model)
+        cfg = default_config(arch["name"] if arch else "custom", ctx.data.name)
     first = ctx.recipe.stages[0] if ctx.recipe.stages else None
     overrides = dict(first.settings) if first is not None and first.kind == "train" else {}
-    fields = ("epochs", "lr", "batch_size", "optimizer", "momentum", "weight_decay", "schedule")
+    fields = ("epochs", "lr", "batch_size", "optimizer", "momentum", "weight_decay", "schedule",
+              "loss", "label_smoothing")
     changes = {k: overrides[k] for k in fields if k in overrides}
     if ctx.recipe.lr is not None and "lr" not in changes:
         changes["lr"] = ctx.recipe.lr
@@ -98,9 +120,13 @@ def base_config(model: nn.Module, ctx: StageContext) -> TrainConfig:
 
 
 def retrain_config(model: nn.Module, ctx: StageContext, epochs: int) -> TrainConfig:
-    """Retraining/fine-tuning: the base recipe at ``lr × lr_factor`` (Han: lr/10), stage seed."""
+    """Retraining/fine-tuning: the base recipe at ``lr × lr_factor`` (Han: lr/10), stage seed;
+    the stage's own ``optimizer``, ``lr`` (then no factor) and ``batch_size`` if it sets them."""
     cfg = base_config(model, ctx)
-    return cfg.replace(epochs=epochs, lr=cfg.lr * ctx.settings["lr_factor"], seed=ctx.seed)
+    s = ctx.settings
+    lr = s["lr"] if "lr" in s else cfg.lr * s["lr_factor"]
+    changes = {k: s[k] for k in ("optimizer", "batch_size") if k in s}
+    return cfg.replace(epochs=epochs, lr=lr, seed=ctx.seed, **changes)
 
 
 def _train(model: nn.Module, ctx: StageContext, cfg: TrainConfig,
@@ -108,7 +134,8 @@ def _train(model: nn.Module, ctx: StageContext, cfg: TrainConfig,
     if cfg.epochs == 0:
         return []
     history = fit(model, ctx.data.train, cfg, callbacks=callbacks or [])
-    ctx.record.setdefault("history", []).append({"tag": tag, "epochs": history})
+    ctx.record.setdefault("history", []).append(
+        {"tag": tag, "config": config_facts(cfg), "epochs": history})
     return history
 
 
@@ -117,7 +144,7 @@ def train_stage(model: nn.Module, ctx: StageContext) -> nn.Module:
     """Load ``load`` if given; else train from the current weights unless already trained."""
     s = ctx.settings
     if "load" in s:
-        loaded, meta = load_model(s["load"])
+        loaded, meta = load_model(s["load"], model=ctx.fresh_model())
         ctx.record["loaded"] = s["load"]
         ctx.record["loaded_metadata"] = {
             k: v for k, v in meta.items() if isinstance(v, (int, float, str, bool))
@@ -162,12 +189,14 @@ def prune_stage(model: nn.Module, ctx: StageContext) -> nn.Module:
     target = {k: s[k] for k in ("sparsity", "per_layer", "quality") if k in s}
     if "per_layer" in target:
         target["per_layer"] = _per_layer_after_swaps(model, target["per_layer"])
-    base = base_config(model, ctx)
+    cfg = retrain_config(model, ctx, s["retrain_epochs"])
+    ctx.record["retrain_config"] = config_facts(cfg)
     history: list[dict[str, Any]] = []
     model = pr.prune_iterative(
         model, ctx.data.train, method=s["method"], **target, steps=s["iterations"],
-        retrain_epochs=s["retrain_epochs"], config=base, lr=base.lr * s["lr_factor"],
+        retrain_epochs=s["retrain_epochs"], config=cfg, lr=cfg.lr,
         val=ctx.data.test, seed=ctx.seed, history=history,
+        recalibrate_bn=s.get("recalibrate_bn", True),
     )
     ctx.record["iterations"] = _jsonable(
         [{k: v for k, v in h.items() if k != "fit"} for h in history]
@@ -219,13 +248,28 @@ def share_stage(model: nn.Module, ctx: StageContext) -> nn.Module:
     """k-means weight sharing (``bits`` per layer, ``init``), then centroid fine-tuning."""
     sh = require("share", "share")
     s = ctx.settings
+    if s.get("fold_bn", True) and bn.has_batchnorm(model):
+        folded: dict[str, Any] = {}
+        model = bn.fold_bn(model, report=folded)  # shared weights are then the deployed ones
+        ctx.record["fold_bn"] = folded
     model = sh.share_weights(model, bits=dict(s["bits"]), init=s["init"], seed=ctx.seed)
-    ctx.record["accuracy_before_finetune"] = evaluate(model, *ctx.data.test)["accuracy"]
     cfg = base_config(model, ctx).replace(
-        epochs=s["finetune_epochs"], lr=s["lr"], optimizer=s["optimizer"], seed=ctx.seed
+        epochs=s["finetune_epochs"], lr=s["lr"], optimizer=s["optimizer"], seed=ctx.seed,
+        **({"batch_size": s["batch_size"]} if "batch_size" in s else {}),
     )
+    _recalibrate(model, ctx, cfg, "after_sharing")
+    ctx.record["accuracy_before_finetune"] = evaluate(model, *ctx.data.test)["accuracy"]
     _train(model, ctx, cfg, tag="finetune")
+    if cfg.epochs:
+        _recalibrate(model, ctx, cfg, "after_finetune")
     return model
+
+
+def _recalibrate(model: nn.Module, ctx: StageContext, cfg: TrainConfig, when: str) -> None:
+    """Recalibrate BatchNorm statistics left in ``model`` (recorded under ``recalibrate_bn``)."""
+    if ctx.settings.get("recalibrate_bn", True) and bn.has_batchnorm(model):
+        n = bn.recalibrate_bn(model, ctx.data.train, batch_size=cfg.batch_size, seed=ctx.seed)
+        ctx.record.setdefault("recalibrate_bn", {})[when] = n
 
 
 @stage("encode")
@@ -243,8 +287,17 @@ def encode_stage(model: nn.Module, ctx: StageContext) -> nn.Module:
     ctx.record["out"] = str(out)
     ctx.record["file_bytes"] = out.stat().st_size
     ctx.record["size_report"] = _jsonable(size)
-    loaded: nn.Module = coding.load_snn(out)
+    loaded: nn.Module = coding.load_snn(out, model=_snn_target(model, ctx))
     return loaded
+
+
+def _snn_target(model: nn.Module, ctx: StageContext) -> nn.Module | None:
+    """For a custom model, a fresh bare copy with ``model``'s module swaps (what a ``.snn``
+    stores weights for); ``None`` for registry models, whose files rebuild themselves."""
+    target = ctx.fresh_model() if arch_of(model) is None else None
+    if target is not None:
+        apply_transforms(target, [e for e in describe_transforms(model) if "tensor" not in e])
+    return target
 
 
 def _jsonable(obj: Any) -> Any:

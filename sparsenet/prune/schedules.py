@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import bn
 from ..errors import SparsenetError
 from ..models import arch_of
 from ..progress import log
@@ -64,6 +65,8 @@ def prune_iterative(
     obd_samples: int | None = 10_000,
     seed: int = 0,
     history: list[dict[str, Any]] | None = None,
+    recalibrate_bn: bool = True,
+    bn_batches: int = 50,
     **obd: Any,
 ) -> nn.Module:
     """Prune → retrain ``steps`` times, sparsity growing to the target; in place.
@@ -81,6 +84,9 @@ def prune_iterative(
     callbacks : passed on to every ``fit``.
     obd_samples : OBD averages its Hessian over the first this-many training samples.
     history : if a list, one record per round is appended to it (sparsity, accuracy, fit history).
+    recalibrate_bn : after each pruning round, before evaluating and retraining, recompute
+        BatchNorm running statistics from up to ``bn_batches`` training batches
+        (:func:`sparsenet.bn.recalibrate_bn`); the round's record says how many layers.
     """
     if steps < 1 or retrain_epochs < 0:
         raise SparsenetError(
@@ -95,6 +101,9 @@ def prune_iterative(
     for k in range(1, steps + 1):
         prune_to(model, crit, spec.scaled(k / steps))
         rec: dict[str, Any] = {"step": k, "sparsity": sparsity_report(model)["sparsity"]}
+        if recalibrate_bn and bn.has_batchnorm(model):
+            rec["bn_recalibrated"] = bn.recalibrate_bn(
+                model, train, batches=bn_batches, batch_size=cfg.batch_size, seed=seed + k)
         if val is not None:
             rec["pruned_acc"] = evaluate(model, *val, device=cfg.device)["accuracy"]
         if retrain_epochs:
@@ -211,13 +220,16 @@ def prune_gradual(
     callbacks: tuple[Callback, ...] | list[Callback] = (),
     obd_samples: int | None = 10_000,
     seed: int = 0,
+    recalibrate_bn: bool = True,
     **obd: Any,
 ) -> list[dict[str, Any]]:
     """Train ``epochs`` epochs while pruning gradually to ``sparsity``; returns fit's history.
 
     Pruning runs over the first ``prune_fraction`` of the steps (``frequency`` defaults to
     1/20 of that span), the rest fine-tunes at the final sparsity. ``lr`` defaults to the
-    training recipe's lr / 10 as for :func:`prune_iterative`.
+    training recipe's lr / 10 as for :func:`prune_iterative`. With ``recalibrate_bn``,
+    BatchNorm running statistics are recomputed once training ends (the last pruning event
+    happened after most of their updates).
     """
     base = _training_config(model, config)
     cfg = base.replace(epochs=epochs, lr=lr if lr is not None else base.lr / 10, seed=seed)
@@ -233,4 +245,9 @@ def prune_gradual(
         frequency=frequency or max(1, end // 20),
         scope=scope,
     )
-    return fit(model, train, cfg, callbacks=[cb, *callbacks], val=val)
+    history = fit(model, train, cfg, callbacks=[cb, *callbacks], val=val)
+    if recalibrate_bn and bn.has_batchnorm(model):
+        bn.recalibrate_bn(model, train, batch_size=cfg.batch_size, seed=seed)
+        if val is not None and history:
+            history[-1]["val_acc_recalibrated"] = evaluate(model, *val, device=cfg.device)["accuracy"]
+    return history
