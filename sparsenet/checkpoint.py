@@ -215,9 +215,16 @@ def build_architecture(arch: Any, transforms: Any, source: str = "checkpoint") -
             raise CheckpointError(
                 f"{source}: architecture {str(arch)[:100]} cannot be built ({str(exc)[:120]})"
             ) from None
-    apply_transforms(model, transforms)
+    _replay(model, transforms, source)
     check_slots_filled(model, source)
     return model
+
+
+def _replay(model: nn.Module, transforms: list[dict[str, Any]], source: str) -> None:
+    try:
+        apply_transforms(model, transforms)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{source}: {exc}") from None
 
 
 def _shapes(state: dict[str, Any]) -> dict[str, tuple[int, ...]]:
@@ -266,7 +273,7 @@ def model_from_payload(
             )
         model = build_architecture(arch, transforms, source)
     else:
-        apply_transforms(model, transforms)
+        _replay(model, transforms, source)
     try:
         model.load_state_dict(state)
     except (RuntimeError, KeyError) as exc:
