@@ -24,6 +24,7 @@ behaviour). Function and method targets are recorded by their names in :mod:`.op
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from typing import Any
 
 from torch import fx, nn
@@ -106,7 +107,7 @@ def _state_keys(m: nn.Module) -> list[str]:
     """Effective tensor names of a leaf (parametrised ones by their plain name)."""
     keys = [k for k in m.state_dict() if not k.startswith("parametrizations.")]
     if parametrize.is_parametrized(m):
-        keys += list(m.parametrizations.keys())  # type: ignore[union-attr]
+        keys += list(m.parametrizations.keys())  # type: ignore[union-attr,operator]
     return keys
 
 
@@ -147,13 +148,18 @@ def _node_record(node: fx.Node, name: str, leaves: set[str], paths: set[str]) ->
 def record_model(model: nn.Module) -> dict[str, Any]:
     """The graph record of ``model`` (JSON-able); raises :class:`RecordError` if impossible.
 
-    The model is traced in eval mode; its training flags are restored afterwards.
+    The model is traced in eval mode with its forward hooks set aside; both are restored
+    afterwards.
     """
     name = type(model).__name__
     modules, tensors, paths = _walk(model, name)
     modes = {m: m.training for m in model.modules()}
+    # Hooks (activation penalties, user probes) must not see the tracer's proxies.
+    hooks = {m: (m._forward_hooks, m._forward_pre_hooks) for m in model.modules()}
     model.eval()
     try:
+        for m in hooks:
+            m._forward_hooks, m._forward_pre_hooks = OrderedDict(), OrderedDict()
         graph = _Tracer().trace(model)
     except Exception as exc:  # noqa: BLE001 - fx raises anything on untraceable code
         msg = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
@@ -161,6 +167,8 @@ def record_model(model: nn.Module) -> dict[str, Any]:
     finally:
         for m, t in modes.items():
             m.training = t
+        for m, (fwd, pre) in hooks.items():
+            m._forward_hooks, m._forward_pre_hooks = fwd, pre
     leaves = {m["name"] for m in modules}
     nodes = [_node_record(n, name, leaves, paths) for n in graph.nodes]
     return {"format": RECORD_FORMAT, "version": RECORD_VERSION, "modules": modules,

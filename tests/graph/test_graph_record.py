@@ -166,3 +166,14 @@ def test_registry_models_are_always_recordable_and_blocks_trace():
     b = Block(4).eval()
     x = torch.randn(1, 4, 5, 5)
     assert torch.equal(_rebuild(b)(x), b(x))
+
+
+def test_forward_hooks_do_not_see_the_tracer_and_are_kept():
+    m = MLP()
+    seen: list[type] = []
+    m.register_forward_hook(lambda mod, inp, out: seen.append(type(out)))
+    m.fc1.register_forward_pre_hook(lambda mod, inp: seen.append(type(inp[0])))
+    record_model(m)
+    assert seen == []
+    m(torch.randn(1, 64))
+    assert seen == [torch.Tensor, torch.Tensor]
