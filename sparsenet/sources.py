@@ -48,7 +48,7 @@ def source_kind(spec: str) -> str:
             head = fh.read(16)
         from .coding.container import is_snn_header
 
-        if is_snn_header(head):
+        if is_snn_header(head) or p.suffix == ".snn":  # a bad .snn gets the .snn checks' error
             return "snn"
         if p.suffix == ".pt2":
             return "pt2"
