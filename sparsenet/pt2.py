@@ -74,6 +74,8 @@ class _Archive:
         self.prefix = models[0].split("/")[0]
         self.model_name = models[0].rsplit("/", 1)[1][: -len(".json")]
         self.names = set(names)
+        # a member may inflate to at most this (zip bombs), like the .snn decode budget
+        self.budget = max(_MAX_JSON, 1024 * os.path.getsize(path))
 
     def read(self, rel: str, limit: int = _MAX_JSON) -> bytes:
         name = f"{self.prefix}/{rel}"
@@ -119,7 +121,7 @@ def _weights(ar: _Archive) -> dict[str, torch.Tensor]:
             name = str(meta["path_name"])
             if "/" in name or name.startswith("."):
                 raise ValueError(f"path {name!r}")
-            raw = ar.read(f"data/weights/{name}", limit=1 << 40)
+            raw = ar.read(f"data/weights/{name}", limit=ar.budget)
             flat = torch.frombuffer(bytearray(raw), dtype=dtype) if raw else torch.empty(0, dtype=dtype)
             need = offset + sum((n - 1) * s for n, s in zip(sizes, strides, strict=True)) + 1
             if any(n < 0 or s < 0 for n, s in zip(sizes, strides, strict=True)) or (
