@@ -161,6 +161,10 @@ def describe_arch(model: nn.Module, required: bool = True) -> dict[str, Any] | N
         if required:
             raise
         return None
+    except Exception:  # a checkpoint mid-training must never fail on the record alone
+        if required:
+            raise
+        return None
 
 
 def _check_arch(arch: Any, source: str) -> None:
@@ -168,7 +172,6 @@ def _check_arch(arch: Any, source: str) -> None:
         return
     if not (
         isinstance(arch, dict)
-        and set(arch) <= {"name", "kwargs"}
         and isinstance(arch.get("name"), str)
         and isinstance(arch.get("kwargs", {}), dict)
         and all(isinstance(k, str) for k in arch.get("kwargs", {}))
