@@ -136,7 +136,8 @@ def _execute(args: argparse.Namespace, recipe_src: str, model: str | None, data:
     stem = Path(model).stem if os.path.exists(model) else model.replace(":", "-")
     run_dir = args.run_dir or os.path.join("runs", f"{recipe.name}-{stem}")
     source: Any = model
-    if getattr(args, "weights", None) or source_kind(model) in ("factory", "pt2"):
+    user = ":" in model or model.endswith(".pt2")  # names and .pt/.snn files: the runner's
+    if getattr(args, "weights", None) or (user and source_kind(model) in ("factory", "pt2")):
         source = load_model_source(model, args.weights)[0]  # a trained user model
     _model, rep = compress(source, data, recipe, run_dir=run_dir, out=getattr(args, "out", None),
                            resume=args.resume, force=args.force, quiet=args.quiet)
