@@ -36,7 +36,7 @@ LEAF_TYPES: dict[str, type[nn.Module]] = {c.__name__: c for c in _LAYERS + _STAT
 
 # Constructor arguments that are not plain attributes of the built module.
 _SKIP = {"device", "dtype", "_weight", "_freeze", "init", "min_value", "max_value"}
-_BIAS_OF = {nn.MultiheadAttention: "in_proj_bias"}
+_BIAS_OF: dict[type, str] = {nn.MultiheadAttention: "in_proj_bias"}
 
 
 def _params(cls: type[nn.Module]) -> list[str]:
