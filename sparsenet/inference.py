@@ -17,10 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import apply_transforms
+from .checkpoint import build_architecture
 from .coding.container import SnnFile, read_snn
 from .errors import CorruptFileError, SparsenetError
-from .models import build_model
 
 __all__ = ["RUNTIMES", "SparseLinear", "SparseConv2d", "build_model_from_snn", "load_snn"]
 
@@ -191,23 +190,17 @@ def build_model_from_snn(
         raise SparsenetError(f"runtime={runtime!r}; expected one of {RUNTIMES}")
     arch, transforms = snn.header.get("arch"), snn.header.get("transforms") or []
     if model is None:
-        if (
-            not isinstance(arch, dict)
-            or not isinstance(arch.get("name"), str)
-            or not isinstance(arch.get("kwargs", {}), dict)
-            or not isinstance(transforms, list)
-        ):
+        if arch is None:
             raise CorruptFileError(
-                f"{source}: no usable architecture recorded; pass model= to load into"
+                f"{source}: no architecture recorded (a custom model saved with "
+                "record_arch=False); pass model= to load into"
             )
         try:  # on the meta device: hostile sizes allocate nothing
             with torch.device("meta"):
-                model = build_model(arch["name"], **arch.get("kwargs", {}))
-                apply_transforms(model, transforms)
+                model = build_architecture(arch, transforms, source)
         except Exception as exc:  # noqa: BLE001 - any failure means the header is unusable
-            raise CorruptFileError(
-                f"{source}: architecture {str(arch)[:120]} cannot be built ({exc})"
-            ) from None
+            msg = str(exc).removeprefix(f"{source}: ")
+            raise CorruptFileError(f"{source}: architecture cannot be built ({msg[:200]})") from None
     declared = {lc.name: lc.shape for lc in snn.layers} | {
         k: tuple(v.shape) for k, v in snn.tensors.items()
     }

@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from ..checkpoint import load_model, save_model
+from ..checkpoint import save_model
 from ..coding.accounting import format_report, size_report
 from ..coding.codec import CODERS, LAYOUTS
 from ..coding.container import read_snn
@@ -16,14 +16,15 @@ from ..coding.save import DEFAULT_BITS, bits_for, codebook_of, parse_bits, save_
 from ..errors import SparsenetError
 from ..layers import compressible_tensors
 from ..progress import log
-from .common import add_output_args, emit
+from .common import add_output_args, add_weights_arg, emit, load_any_model
 
 __all__ = ["register", "compress_model_file", "ensure_shared", "is_shared"]
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("compress", help="pruned/shared checkpoint (.pt) -> compressed model (.snn)")
-    p.add_argument("model_path", metavar="MODEL", help="checkpoint (.pt)")
+    p.add_argument("model_path", metavar="MODEL", help="checkpoint (.pt) or another model source")
+    add_weights_arg(p)
     p.add_argument(
         "--bits", default="conv=8,fc=5", help="shared-weight index bits (conv=8,fc=5 or per layer)"
     )
@@ -53,7 +54,8 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "inspect", help="size accounting of a .snn file (Deep Compression Tables 2-3)"
     )
-    p.add_argument("model_path", metavar="MODEL", help=".snn file")
+    p.add_argument("model_path", metavar="MODEL", help=".snn file (another source: as compress writes it)")
+    add_weights_arg(p)
     add_output_args(p)
     p.set_defaults(func=cmd_inspect)
 
@@ -101,14 +103,15 @@ def compress_model_file(
     model: nn.Module | None = None,
     metadata: dict[str, Any] | None = None,
     quiet: bool = True,
+    weights: str | None = None,
 ) -> dict[str, Any]:
-    """Load a checkpoint (or take ``model``), share it if needed, write ``out`` as .snn.
+    """Load a model source (or take ``model``), share it if needed, write ``out`` as .snn.
 
     Returns the size report (see :func:`sparsenet.coding.accounting.size_report`).
     """
     meta: dict[str, Any] = {}
     if model is None:
-        model, meta = load_model(model_path)
+        model, meta = load_any_model(os.fspath(model_path), weights)
     meta = {k: v for k, v in meta.items() if k not in ("history", "config")}
     meta.update(metadata or {})
     parse_bits(bits, DEFAULT_BITS)  # fail fast on a bad spec
@@ -129,6 +132,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         index_bits=args.index_bits,
         layout=args.layout,
         quiet=args.quiet or args.json,
+        weights=args.weights,
     )
     emit(args, report, lambda: format_report(report) + f"\n-> {args.out}")
     return 0
@@ -152,7 +156,17 @@ def cmd_decompress(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    snn = read_snn(args.model_path)
+    from ..sources import source_kind
+
+    if source_kind(args.model_path) != "snn":  # the file `compress` would write, by default
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "model.snn")
+            compress_model_file(args.model_path, out, weights=args.weights)
+            snn = read_snn(out)
+    else:
+        snn = read_snn(args.model_path)
     report = size_report(snn)
     report["file"] = os.fspath(args.model_path)
     report["metadata"] = snn.metadata

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +18,7 @@ __all__ = [
     "parse_assignments",
     "parse_int",
     "load_any_model",
+    "add_weights_arg",
     "positive_int",
     "nonneg_int",
     "positive_float",
@@ -106,28 +106,20 @@ nonneg_float = _typed(
 )
 
 
-def load_any_model(path: str) -> tuple[nn.Module, dict[str, Any]]:
-    """Load a checkpoint (``.pt``) or, once :mod:`sparsenet.coding` provides it, a ``.snn`` file.
-
-    Returns ``(model, metadata)``.
-    """
-    from ..checkpoint import load_model
-
-    loader = _snn_loader()
-    if loader is not None and os.path.isfile(path):
-        with open(path, "rb") as fh:
-            head = fh.read(16)
-        if loader[0](head):
-            return loader[1](path)
-    return load_model(path)
+def add_weights_arg(p: argparse.ArgumentParser) -> None:
+    """``--weights``: a state dict for a MODEL given as a registry name or module:factory."""
+    p.add_argument(
+        "--weights",
+        metavar="STATE_DICT.pt",
+        help="with MODEL = a registry name or package.module:factory: a torch.save'd state "
+        "dict (read weights-only)",
+    )
 
 
-def _snn_loader() -> (
-    tuple[Callable[[bytes], bool], Callable[[str], tuple[nn.Module, dict[str, Any]]]] | None
-):
-    """``(is_snn_header(head_bytes), load_with_metadata(path))`` from ``sparsenet.coding.container``."""
-    try:
-        from ..coding import container  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return container.is_snn_header, container.load_with_metadata
+def load_any_model(
+    path: str, weights: str | None = None
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Any model source (see :mod:`sparsenet.sources`); returns ``(model, metadata)``."""
+    from ..sources import load_model_source
+
+    return load_model_source(path, weights)

@@ -14,6 +14,7 @@ from ..progress import log
 from ..training import default_config, evaluate, seed_everything
 from .common import (
     add_output_args,
+    add_weights_arg,
     emit,
     load_any_model,
     nonneg_int,
@@ -29,6 +30,7 @@ def register(sub: Any) -> None:
         help="replace Linear/Conv2d layers by truncated-SVD low-rank factors, then fine-tune",
     )
     p.add_argument("model_path", metavar="MODEL", help="checkpoint (.pt) to factorise")
+    add_weights_arg(p)
     rule = p.add_mutually_exclusive_group(required=True)
     rule.add_argument("--rank", help="one rank for every layer (32) or per layer (fc1=32,fc2=16)")
     rule.add_argument(
@@ -92,7 +94,7 @@ def cmd_factorize(args: argparse.Namespace) -> int:
             raise SpecError(f"bad --{name} {v!r}; expected a number in (0, 1]")
     rank = parse_rank(args.rank) if args.rank is not None else None
     layers = [s.strip() for s in args.layers.split(",") if s.strip()] if args.layers else None
-    model, meta = load_any_model(args.model_path)
+    model, meta = load_any_model(args.model_path, args.weights)
     data_name = args.data or meta.get("dataset")
     if args.finetune_epochs and not data_name:
         raise SparsenetError(f"{args.model_path}: no data set recorded; pass --data to fine-tune")

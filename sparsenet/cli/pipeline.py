@@ -16,6 +16,7 @@ from typing import Any
 
 from ..distributed import is_main
 from ..errors import SparsenetError
+from ..sources import load_model_source, source_kind
 from .common import add_output_args, emit, nonneg_int
 
 __all__ = ["register", "cmd_run", "cmd_compress_recipe", "cmd_report"]
@@ -33,6 +34,8 @@ def _run_args(p: argparse.ArgumentParser, existing: set[str] = frozenset()) -> N
     add("--check", action="store_true", help="validate the recipe, print it and stop")
     add("--threads", type=nonneg_int, default=0,
         help="torch CPU threads (0: torch's default); 1 is fastest on a busy shared machine")
+    add("--weights", metavar="STATE_DICT.pt",
+        help="with --model = a registry name or package.module:factory: its state dict")
 
 
 def register(sub: Any) -> None:
@@ -130,9 +133,13 @@ def _execute(args: argparse.Namespace, recipe_src: str, model: str | None, data:
         raise SparsenetError("no model: pass --model NAME|FILE or set `model` in the recipe")
     if not data:
         raise SparsenetError("no data set: pass --data NAME or set `data` in the recipe")
-    stem = Path(model).stem if os.path.exists(model) else model
+    stem = Path(model).stem if os.path.exists(model) else model.replace(":", "-")
     run_dir = args.run_dir or os.path.join("runs", f"{recipe.name}-{stem}")
-    _model, rep = compress(model, data, recipe, run_dir=run_dir, out=getattr(args, "out", None),
+    source: Any = model
+    user = ":" in model or model.endswith(".pt2")  # names and .pt/.snn files: the runner's
+    if getattr(args, "weights", None) or (user and source_kind(model) in ("factory", "pt2")):
+        source = load_model_source(model, args.weights)[0]  # a trained user model
+    _model, rep = compress(source, data, recipe, run_dir=run_dir, out=getattr(args, "out", None),
                            resume=args.resume, force=args.force, quiet=args.quiet)
     f = rep["final"]
     text = (

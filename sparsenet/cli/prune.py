@@ -14,6 +14,7 @@ from ..progress import log
 from ..training import default_config, evaluate, seed_everything
 from .common import (
     add_output_args,
+    add_weights_arg,
     emit,
     load_any_model,
     nonneg_float,
@@ -46,6 +47,7 @@ def _add_obd_args(p: argparse.ArgumentParser) -> None:
 def register(sub: Any) -> None:
     p = sub.add_parser("prune", help="zero out weights: magnitude, OBD or random pruning")
     p.add_argument("model_path", metavar="MODEL")
+    add_weights_arg(p)
     p.add_argument("--method", choices=METHODS, default="magnitude")
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--sparsity", type=_fraction, help="fraction of weights to prune, e.g. 0.92")
@@ -76,6 +78,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser("sensitivity",
                        help="accuracy vs sparsity of each layer alone, no retraining (JSON + PNG)")
     p.add_argument("model_path", metavar="MODEL")
+    add_weights_arg(p)
     p.add_argument("--method", choices=METHODS, default="magnitude")
     p.add_argument("--data", default=None, help="evaluation data set (default: the model's)")
     p.add_argument("--sparsities", default="0,0.3,0.5,0.6,0.7,0.8,0.9,0.95,0.98",
@@ -119,7 +122,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     retrain = args.retrain_epochs > 0 or args.gradual is not None
     if args.quality is not None and args.method != "magnitude":
         raise SpecError(f"--quality (Han's rule) applies to --method magnitude, not {args.method!r}")
-    model, meta = load_any_model(args.model_path)
+    model, meta = load_any_model(args.model_path, args.weights)
     data = _data(args, meta, needed=args.method == "obd" or retrain)
     seed_everything(args.seed)
     obd = {"form": args.obd_form}
@@ -202,7 +205,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
 
     grid = _fractions(args.sparsities)
     layers = [s.strip() for s in args.layers.split(",") if s.strip()] if args.layers else None
-    model, meta = load_any_model(args.model_path)
+    model, meta = load_any_model(args.model_path, args.weights)
     data = _data(args, meta, needed=True)
     assert data is not None
     x, y = data.test

@@ -23,6 +23,7 @@ from ..share import (
 from ..training import evaluate, seed_everything
 from .common import (
     add_output_args,
+    add_weights_arg,
     emit,
     load_any_model,
     nonneg_float,
@@ -37,6 +38,7 @@ def register(sub: Any) -> None:
         "share", help="k-means weight sharing per layer (codebook of 2**bits centroids)"
     )
     p.add_argument("model_path", metavar="MODEL", help="checkpoint (.pt) to share")
+    add_weights_arg(p)
     p.add_argument(
         "--bits",
         default="conv=8,fc=5",
@@ -62,7 +64,7 @@ def register(sub: Any) -> None:
 
 def cmd_share(args: argparse.Namespace) -> int:
     parse_bits_spec(args.bits)  # malformed specs fail before the model is read
-    model, meta = load_any_model(args.model_path)
+    model, meta = load_any_model(args.model_path, args.weights)
     data_name = args.data or meta.get("dataset")
     if args.finetune_epochs and not data_name:
         raise SparsenetError(f"{args.model_path}: no data set recorded; pass --data to fine-tune")

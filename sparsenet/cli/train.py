@@ -20,6 +20,7 @@ from ..summary import format_summary, model_summary
 from ..training import TrainConfig, default_config, evaluate, fit, seed_everything
 from .common import (
     add_output_args,
+    add_weights_arg,
     emit,
     load_any_model,
     nonneg_float,
@@ -55,12 +56,14 @@ def register(sub: Any) -> None:
         "eval", help="test accuracy of a checkpoint (.pt) or compressed model (.snn)"
     )
     p.add_argument("model_path", metavar="MODEL")
+    add_weights_arg(p)
     p.add_argument("--data", default=None, help="default: the data set the model was trained on")
     add_output_args(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("info", help="layers, parameters, non-zeros and bytes of a model file")
     p.add_argument("model_path", metavar="MODEL")
+    add_weights_arg(p)
     p.add_argument(
         "--data",
         default=None,
@@ -249,7 +252,7 @@ def cmd_train(
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    model, meta = load_any_model(args.model_path)
+    model, meta = load_any_model(args.model_path, args.weights)
     data_name = args.data or meta.get("dataset")
     if not data_name:
         raise SparsenetError(f"{args.model_path}: no data set recorded; pass --data")
@@ -271,16 +274,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    model, meta = load_any_model(args.model_path)
+    model, meta = load_any_model(args.model_path, args.weights)
     summary = model_summary(model)
     summary["file"] = os.fspath(args.model_path)
-    summary["file_bytes"] = os.path.getsize(args.model_path)
+    is_file = os.path.isfile(args.model_path)  # or a registry name / module:factory
+    summary["file_bytes"] = os.path.getsize(args.model_path) if is_file else None
     summary["arch"] = getattr(model, "arch", None)
     summary["metadata"] = {k: v for k, v in meta.items() if k not in ("history", "config")}
     extra = _sparsity_info(args, model, summary)
     text = lambda: (  # noqa: E731
         f"{args.model_path}: {summary['arch']['name'] if summary['arch'] else type(model).__name__}, "
-        f"file {summary['file_bytes']:,} bytes\n" + format_summary(summary) + extra
+        + (f"file {summary['file_bytes']:,} bytes\n" if is_file else "not a file\n")
+        + format_summary(summary) + extra
     )
     emit(args, summary, text)
     return 0

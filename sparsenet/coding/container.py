@@ -303,6 +303,13 @@ def parse_snn(data: bytes, source: str = "<bytes>") -> SnnFile:
         header.get("version") == VERSION,
         f"{source}: header version {header.get('version')!r}, expected {VERSION}",
     )
+    for key, types in (("metadata", dict), ("transforms", list), ("arch", dict)):
+        value = header.get(key)
+        _need(
+            value is None or isinstance(value, types),
+            f"{source}: header {key} is a {type(value).__name__}, expected a "
+            f"{types.__name__} or null",
+        )
     # Section table: contiguous, inside the file, CRC-checked.
     table = header.get("sections")
     _need(isinstance(table, list), f"{source}: no section table")

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..checkpoint import describe_transforms
+from ..checkpoint import describe_arch, describe_transforms
 from ..errors import SparsenetError
 from ..layers import (
     LayerTensor,
@@ -20,7 +20,6 @@ from ..layers import (
     parse_bits_spec,
     resolve_table,
 )
-from ..models import arch_of
 from .codec import CODERS, LayerCode, encode_layer
 from .container import write_snn
 
@@ -151,13 +150,16 @@ def save_snn(
     index_bits: str | dict[str, int] | None = None,
     metadata: dict[str, Any] | None = None,
     layout: str = "auto",
+    record_arch: bool = True,
 ) -> dict[str, Any]:
     """Write ``model`` as a ``.snn`` file; returns the size report (see :mod:`.accounting`).
 
     Parameters
     ----------
     model : nn.Module
-        A registry model (``model.arch``), possibly pruned (zeros), shared (a codebook
+        A registry model (``model.arch``, stored as its name and kwargs) or any model
+        torch.fx can trace over whitelisted layers and ops (stored as a graph record, see
+        :mod:`sparsenet.graph`), possibly pruned (zeros), shared (a codebook
         parametrisation or few distinct values) and module-swapped (low rank...).
     coder : "huffman" or "ans"
     bits : "conv=8,fc=5", an int, or dict
@@ -172,11 +174,15 @@ def save_snn(
     layout : "auto" or "sparse"
         ``"auto"``: per layer, the smallest of the applicable storage modes;
         ``"sparse"``: Deep Compression's gap + index layout for every pruned layer.
+    record_arch : bool
+        A custom model that cannot be recorded raises
+        :class:`~sparsenet.graph.RecordError` (before any encoding); ``False`` writes it
+        without an architecture instead (it then loads only with ``model=``).
     """
     from .accounting import size_report
     from .container import SnnFile
 
-    arch = arch_of(model)
+    arch = describe_arch(model, required=record_arch)
     swaps = [e for e in describe_transforms(model) if "tensor" not in e]
     layers, raw = encode_model(model, coder, bits, index_bits, layout)
     info = {"arch": arch, "transforms": swaps, "coder": coder, "metadata": dict(metadata or {})}

@@ -110,9 +110,9 @@ def _resolve_model(model: nn.Module | str, data: Dataset, seed: int) -> tuple[nn
     if isinstance(model, nn.Module):
         return model, True, type(model).__name__
     if os.path.exists(model):
-        from ..cli.common import load_any_model
+        from ..sources import load_model_source
 
-        loaded, _meta = load_any_model(model)
+        loaded, _meta = load_model_source(model)
         return loaded, True, os.fspath(model)
     seed_everything(seed)
     return model_for_dataset(model, data.input_shape, data.num_classes, seed=seed), False, model
@@ -121,9 +121,9 @@ def _resolve_model(model: nn.Module | str, data: Dataset, seed: int) -> tuple[nn
 def _model_name(model: nn.Module | str) -> str | None:
     """The registry name of ``model`` (module, model file or name), to pick recipe variants."""
     if isinstance(model, (str, os.PathLike)) and os.path.isfile(model):
-        from ..cli.common import load_any_model
+        from ..sources import load_model_source
 
-        model = load_any_model(os.fspath(model))[0]
+        model = load_model_source(os.fspath(model))[0]
     if isinstance(model, nn.Module):
         arch = arch_of(model)
         return arch["name"] if arch else None
