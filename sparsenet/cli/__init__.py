@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from ..errors import SparsenetError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "error_line"]
 
 # Sub-command modules, in help order. Each defines register(subparsers).
 COMMAND_MODULES = ["train", "prune", "factorize", "share", "coding", "deepsc", "pipeline"]
@@ -44,9 +44,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         init_from_env()
         rc = args.func(args)
-    except (SparsenetError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-        msg = str(exc) if not isinstance(exc, OSError) else f"{exc.filename}: {exc.strerror}"
-        sys.stderr.write(f"sparsenet: error: {msg}\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (``sparsenet info x.pt | head -1``): not an error of ours.
+        _silence_stdout()
+        rc = 0
+    except (SparsenetError, OSError) as exc:
+        sys.stderr.write(f"sparsenet: error: {error_line(exc)}\n")
         rc = 2
     except KeyboardInterrupt:
         sys.stderr.write("sparsenet: interrupted\n")
@@ -54,6 +58,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     if is_distributed():
         finish(int(rc or 0))  # a clean gloo/NCCL exit on every rank (does not return)
     return int(rc or 0)
+
+
+def error_line(exc: BaseException) -> str:
+    """The one-line message of a user error: an OSError names its file, never a traceback."""
+    if isinstance(exc, OSError) and not isinstance(exc, SparsenetError):
+        name = exc.filename if exc.filename is not None else ""
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        msg = f"{name}: {reason}" if name else reason
+    else:
+        msg = str(exc) or type(exc).__name__
+    return " ".join(msg.split())  # one line, whatever the message held
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # pragma: no cover - stdout without a descriptor
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

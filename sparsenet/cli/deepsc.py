@@ -17,7 +17,7 @@ from ..distributed import barrier, is_main
 from ..errors import SpecError
 from ..io import atomic_write, write_json
 from ..progress import log
-from .common import add_output_args, emit, nonneg_int, positive_float, positive_int
+from .common import add_output_args, emit, nonneg_int, positive_float, positive_int, seed_int
 
 
 def _int_list(text: str) -> list[int]:
@@ -86,7 +86,7 @@ def register(sub: Any) -> None:
         default=0,
         help="score only the first N test images (0: all)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--out", required=True, help="directory for results.json, atoms.png, model.pkl")
     add_output_args(p)
     p.set_defaults(func=cmd_deepsc)

@@ -13,6 +13,7 @@ from ..lowrank import factorize, finetune, format_plan, plan_ranks, plan_table, 
 from ..progress import log
 from ..training import default_config, evaluate, seed_everything
 from .common import (
+    seed_int,
     add_output_args,
     emit,
     load_any_model,
@@ -57,7 +58,7 @@ def register(sub: Any) -> None:
         "--lr", type=positive_float, default=None, help="fine-tuning lr (default: recipe lr / 2)"
     )
     p.add_argument("--batch-size", type=positive_int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument(
         "--plots", metavar="DIR", help="write a singular-value spectrum PNG per layer here"
     )

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..distributed import is_main
 from ..errors import SparsenetError
-from .common import add_output_args, emit, nonneg_int
+from .common import add_output_args, emit, nonneg_int, seed_int
 
 __all__ = ["register", "cmd_run", "cmd_compress_recipe", "cmd_report"]
 
@@ -29,7 +29,7 @@ def _run_args(p: argparse.ArgumentParser, existing: set[str] = frozenset()) -> N
     add("--run-dir", help="checkpoints, manifest and report go here (default: runs/<recipe>-<model>)")
     add("--resume", action="store_true", help="continue a crashed or interrupted run in --run-dir")
     add("--force", action="store_true", help="start over even if --run-dir holds a run")
-    add("--seed", type=nonneg_int, help="override the recipe's seed")
+    add("--seed", type=seed_int, help="override the recipe's seed")
     add("--check", action="store_true", help="validate the recipe, print it and stop")
     add("--threads", type=nonneg_int, default=0,
         help="torch CPU threads (0: torch's default); 1 is fastest on a busy shared machine")

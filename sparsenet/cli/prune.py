@@ -13,6 +13,7 @@ from ..models import arch_of
 from ..progress import log
 from ..training import default_config, evaluate, seed_everything
 from .common import (
+    seed_int,
     add_output_args,
     emit,
     load_any_model,
@@ -68,7 +69,7 @@ def register(sub: Any) -> None:
     _add_obd_args(p)
     p.add_argument("--bake", action="store_true",
                    help="save without masks (zeros permanent, no longer protected in training)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--out", required=True, help="pruned checkpoint (.pt)")
     add_output_args(p)
     p.set_defaults(func=cmd_prune)
@@ -84,7 +85,7 @@ def register(sub: Any) -> None:
     p.add_argument("--limit", type=positive_int, default=None,
                    help="evaluate on the first N test samples only")
     _add_obd_args(p)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--out", required=True, help="directory for sensitivity.json and .png")
     add_output_args(p)
     p.set_defaults(func=cmd_sensitivity)

@@ -22,6 +22,7 @@ from ..share import (
 )
 from ..training import evaluate, seed_everything
 from .common import (
+    seed_int,
     add_output_args,
     emit,
     load_any_model,
@@ -53,7 +54,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--data", default=None, help="for accuracy and fine-tuning; default: the model's data set"
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--plots", metavar="DIR", help="write hist_<layer>.png for each shared layer")
     p.add_argument("--out", required=True, help="output checkpoint (.pt)")
     add_output_args(p)

@@ -19,6 +19,7 @@ from ..progress import log
 from ..summary import format_summary, model_summary
 from ..training import TrainConfig, default_config, evaluate, fit, seed_everything
 from .common import (
+    seed_int,
     add_output_args,
     emit,
     load_any_model,
@@ -42,7 +43,7 @@ def register(sub: Any) -> None:
     p.add_argument("--momentum", type=nonneg_float)
     p.add_argument("--weight-decay", type=nonneg_float)
     p.add_argument("--schedule", choices=["cosine", "step", "constant"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--out", required=True, help="checkpoint path (.pt), written after every epoch")
     p.add_argument(
         "--resume", action="store_true", help="continue from --out if it holds an unfinished run"
