@@ -39,6 +39,9 @@ EXTENSIONS: dict[str, str] = {
     ".json": "json",
 }
 
+_NAMES = {"checkpoint": "a checkpoint", "snn": "a compressed .snn model",
+          "deepsc": "a DeepSC model", "recipe": "a recipe", "json": "a JSON file",
+          "file": "a file", "dir": "a directory"}
 _KINDS = ("checkpoint", "snn", "deepsc", "json", "dir", "file")
 
 
@@ -101,8 +104,8 @@ def check_output(path: str | os.PathLike[str], kind: str = "file",
     if kind != "dir" and ext_kind is not None and ext_kind != kind and kind != "file":
         want = [e for e, k in EXTENSIONS.items() if k == kind]
         raise OutputPathError(
-            f"{shown}: a {p.suffix} name is for a {ext_kind} file, but this writes a {kind}"
-            + (f"; use a {'/'.join(want)} name" if want else "")
+            f"{shown}: a {p.suffix} name is for {_NAMES[ext_kind]}, but this command writes "
+            f"{_NAMES[kind]}" + (f"; use a {'/'.join(want)} name" if want else "")
         )
     if p.exists() or p.is_symlink():
         if kind == "dir" and not p.is_dir():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
 
 from ..errors import SparsenetError
@@ -38,11 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # torch warns about the pickle protocol of a file it then refuses: the refusal is the message.
+    warnings.filterwarnings("ignore", module=r"torch\._weights_only_unpickler")
     # Under torchrun (WORLD_SIZE > 1) join the process group; a no-op otherwise.
     from ..distributed import finish, init_from_env, is_distributed
 
     try:
         init_from_env()
+        from .guards import check_args
+
+        check_args(args)  # inputs exist, outputs writable: before any work
         rc = args.func(args)
         sys.stdout.flush()
     except BrokenPipeError:

@@ -17,14 +17,16 @@ from ..errors import SparsenetError
 from ..progress import log
 from .common import add_output_args, emit
 
-__all__ = ["register", "compress_model_file", "ensure_shared", "is_shared"]
+__all__ = ["register", "compress_model_file", "ensure_shared", "is_shared", "check_bits_of_shared"]
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("compress", help="pruned/shared checkpoint (.pt) -> compressed model (.snn)")
     p.add_argument("model_path", metavar="MODEL", help="checkpoint (.pt)")
     p.add_argument(
-        "--bits", default="conv=8,fc=5", help="shared-weight index bits (conv=8,fc=5 or per layer)"
+        "--bits", default=None,
+        help="shared-weight index bits (default conv=8,fc=5, or per layer); a model that is "
+        "already shared keeps its codebooks, so other bits are refused",
     )
     p.add_argument(
         "--index-bits",
@@ -122,11 +124,34 @@ def compress_model_file(
     return report
 
 
+def check_bits_of_shared(model: nn.Module, bits: str | dict[str, int]) -> None:
+    """Refuse ``--bits`` that differ from an already shared layer's codebook (they would be
+    ignored: the encoder stores the codebook the model has)."""
+    b = parse_bits(bits, DEFAULT_BITS)
+    for _key, (module, mname, tname, _t) in effective_tensors(model).items():
+        kind = layer_kind(module)
+        if kind is None or tname != "weight":
+            continue
+        from ..coding.save import codebook_of
+
+        cb = codebook_of(module, "weight")
+        want = b.get(mname, b.get(kind, DEFAULT_BITS[kind]))
+        if cb is not None and cb[1] != want:
+            raise SparsenetError(
+                f"--bits {bits}: layer {mname!r} is already shared with {cb[1]} bits "
+                f"({cb[0].numel()} centroids), not {want}; re-share the unshared checkpoint "
+                f"with `sparsenet share --bits {bits}`, or compress without --bits"
+            )
+
+
 def cmd_compress(args: argparse.Namespace) -> int:
+    if args.bits is not None:
+        model, _meta = load_model(args.model_path)
+        check_bits_of_shared(model, args.bits)
     report = compress_model_file(
         args.model_path,
         args.out,
-        bits=args.bits,
+        bits=args.bits or "conv=8,fc=5",
         coder=args.coder,
         index_bits=args.index_bits,
         layout=args.layout,

@@ -32,6 +32,24 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+# Per-layer bounds: a dictionary of K atoms costs K x K Gram matrices and (n_patches, K)
+# codes; past these the fit runs out of memory long after it started.
+MAX_ATOMS = 4096
+MAX_PATCH = 64
+
+
+def _bounded_list(limit: int, what: str) -> Any:
+    def conv(text: str) -> list[int]:
+        values = _int_list(text)
+        if max(values) > limit:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: at most {limit} {what} per layer (got {max(values)})"
+            )
+        return values
+
+    return conv
+
+
 def _float_list(text: str) -> list[float]:
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
@@ -53,10 +71,11 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--layers", type=positive_int, default=2, help="number of sparse-coding layers")
     p.add_argument(
-        "--atoms", type=_int_list, default=None,
+        "--atoms", type=_bounded_list(MAX_ATOMS, "atoms"), default=None,
         help="atoms per layer, e.g. 64,128 (default 64,128; more layers repeat the last)"
     )
-    p.add_argument("--patch", type=_int_list, default=None, help="patch size per layer (5,2)")
+    p.add_argument("--patch", type=_bounded_list(MAX_PATCH, "pixels of patch side"), default=None,
+                   help="patch size per layer (5,2)")
     p.add_argument("--stride", type=_int_list, default=None, help="patch stride per layer (1,1)")
     p.add_argument("--alpha", type=_float_list, default=[0.5], help="lasso penalty (per layer)")
     p.add_argument("--pool", type=positive_int, default=4, help="local max-pool size p (p×p)")

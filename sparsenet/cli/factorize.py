@@ -9,11 +9,11 @@ from typing import Any
 from ..checkpoint import save_model
 from ..data import load_dataset
 from ..errors import SparsenetError, SpecError
+from ..fit_check import check_model_fits
 from ..lowrank import factorize, finetune, format_plan, plan_ranks, plan_table, plot_spectra
 from ..progress import log
 from ..training import default_config, evaluate, seed_everything
 from .common import (
-    seed_int,
     add_output_args,
     emit,
     load_any_model,
@@ -21,6 +21,7 @@ from .common import (
     parse_assignments,
     positive_float,
     positive_int,
+    seed_int,
 )
 
 
@@ -107,6 +108,8 @@ def cmd_factorize(args: argparse.Namespace) -> int:
         budget_error=args.budget_error,
     )
     data = load_dataset(data_name) if data_name else None
+    if data is not None:
+        check_model_fits(model, data, args.model_path)
     acc_dense = evaluate(model, *data.test)["accuracy"] if data else None
     factorize(model, plan=plan)
     acc_svd = evaluate(model, *data.test)["accuracy"] if data else None

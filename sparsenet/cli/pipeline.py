@@ -49,8 +49,10 @@ def register(sub: Any) -> None:
     if existing is None:
         p = sub.add_parser("compress", help="compress a model with a recipe (Deep Compression)")
         p.add_argument("--recipe", required=True, help="built-in name or .toml file")
-        p.add_argument("--model", required=True, help="registry name (trained first) or model file")
-        p.add_argument("--data", default="fashion-mnist", help="data set name or IDX directory")
+        p.add_argument("--model", help="registry name (trained first) or model file "
+                       "(default: the recipe's `model`)")
+        p.add_argument("--data", help="data set name or IDX directory (default: the recipe's "
+                       "`data`, else fashion-mnist)")
         p.add_argument("--out", help="the .snn file (default: RUN_DIR/model.snn)")
         _run_args(p)
         add_output_args(p)
@@ -84,7 +86,9 @@ def _extend_compress(existing: argparse.ArgumentParser) -> None:
     if "--model" not in have:
         existing.add_argument("--model", help="with --recipe: registry name or model file")
     if "--data" not in have:
-        existing.add_argument("--data", default=None, help="with --recipe: data set (fashion-mnist)")
+        existing.add_argument("--data", default=None,
+                              help="with --recipe: data set (default: the recipe's `data`, "
+                              "else fashion-mnist)")
     _run_args(existing, have)
 
     def dispatch(args: argparse.Namespace) -> int:
@@ -108,19 +112,20 @@ def _model_name(model: str) -> str | None:
     return name_of(model)
 
 
-def _execute(args: argparse.Namespace, recipe_src: str, model: str | None, data: str | None) -> int:
+def _execute(args: argparse.Namespace, recipe_src: str, model: str | None, data: str | None,
+             default_data: str | None = None) -> int:
     from ..pipeline import compress, load_recipe
 
     recipe = load_recipe(recipe_src, model=_model_name(model) if model else None)
     if args.seed is not None:
         recipe = recipe.with_overrides(seed=args.seed)
     model = model or recipe.model
-    data = data or recipe.data
+    data = data or recipe.data or default_data
     if args.check:
         from ..pipeline.runner import _to_toml
 
         if is_main():
-            print(_to_toml(recipe), end="")
+            emit(args, recipe.to_dict(), lambda: _to_toml(recipe).rstrip("\n"))
         return 0
     if getattr(args, "threads", 0):
         import torch
@@ -152,10 +157,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_compress_recipe(args: argparse.Namespace) -> int:
     """``sparsenet compress --recipe NAME --model M --data D --out F.snn``."""
+    # The recipe's own `model` and `data` count, as in `sparsenet run` (flags override them).
     model = getattr(args, "model", None) or getattr(args, "model_path", None)
-    if not model:
-        raise SparsenetError("compress --recipe needs --model NAME|FILE")
-    return _execute(args, args.recipe, model, getattr(args, "data", None) or "fashion-mnist")
+    return _execute(args, args.recipe, model, getattr(args, "data", None),
+                    default_data="fashion-mnist")
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -9,11 +9,11 @@ from typing import Any
 from ..checkpoint import save_model
 from ..data import Dataset, load_dataset
 from ..errors import SparsenetError, SpecError
+from ..fit_check import check_model_fits
 from ..models import arch_of
 from ..progress import log
 from ..training import default_config, evaluate, seed_everything
 from .common import (
-    seed_int,
     add_output_args,
     emit,
     load_any_model,
@@ -22,6 +22,7 @@ from .common import (
     parse_assignments,
     positive_float,
     positive_int,
+    seed_int,
 )
 
 METHODS = ["magnitude", "obd", "random"]
@@ -122,6 +123,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
         raise SpecError(f"--quality (Han's rule) applies to --method magnitude, not {args.method!r}")
     model, meta = load_any_model(args.model_path)
     data = _data(args, meta, needed=args.method == "obd" or retrain)
+    if data is not None:
+        check_model_fits(model, data, args.model_path)
     seed_everything(args.seed)
     obd = {"form": args.obd_form}
     target: dict[str, Any] = {"sparsity": args.sparsity, "per_layer": per_layer,
@@ -205,6 +208,8 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     layers = [s.strip() for s in args.layers.split(",") if s.strip()] if args.layers else None
     model, meta = load_any_model(args.model_path)
     data = _data(args, meta, needed=True)
+    if data is not None:
+        check_model_fits(model, data, args.model_path)
     assert data is not None
     x, y = data.test
     if args.limit:

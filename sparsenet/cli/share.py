@@ -9,6 +9,7 @@ from typing import Any
 from ..checkpoint import save_model
 from ..data import load_dataset
 from ..errors import SparsenetError
+from ..fit_check import check_model_fits
 from ..progress import log
 from ..share import (
     INITS,
@@ -22,7 +23,6 @@ from ..share import (
 )
 from ..training import evaluate, seed_everything
 from .common import (
-    seed_int,
     add_output_args,
     emit,
     load_any_model,
@@ -30,6 +30,7 @@ from .common import (
     nonneg_int,
     positive_float,
     positive_int,
+    seed_int,
 )
 
 
@@ -68,6 +69,8 @@ def cmd_share(args: argparse.Namespace) -> int:
     if args.finetune_epochs and not data_name:
         raise SparsenetError(f"{args.model_path}: no data set recorded; pass --data to fine-tune")
     data = load_dataset(data_name) if data_name else None
+    if data is not None:
+        check_model_fits(model, data, args.model_path)
     seed_everything(args.seed)
 
     acc: dict[str, float] = {}

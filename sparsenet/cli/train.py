@@ -14,12 +14,12 @@ from ..checkpoint import load_checkpoint, save_model
 from ..data import load_dataset
 from ..distributed import barrier, is_main, world_size
 from ..errors import SparsenetError, SpecError
+from ..fit_check import check_model_fits
 from ..models import MODELS, model_for_dataset
 from ..progress import log
 from ..summary import format_summary, model_summary
 from ..training import TrainConfig, default_config, evaluate, fit, seed_everything
 from .common import (
-    seed_int,
     add_output_args,
     emit,
     load_any_model,
@@ -27,6 +27,7 @@ from .common import (
     nonneg_int,
     positive_float,
     positive_int,
+    seed_int,
 )
 
 
@@ -255,7 +256,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not data_name:
         raise SparsenetError(f"{args.model_path}: no data set recorded; pass --data")
     data = load_dataset(data_name)
+    check_model_fits(model, data, args.model_path)
     ev = evaluate(model, *data.test)
+
     result = {
         "model": args.model_path,
         "dataset": data.name,

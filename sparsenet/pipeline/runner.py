@@ -357,7 +357,7 @@ def compress(
     return current, result
 
 
-_STAGE_FILE = re.compile(r"^(initial|\d{2}-(%s))\.pt$" % "|".join(map(re.escape, STAGES)))
+_STAGE_FILE = re.compile(r"^(initial|\d{2}-(" + "|".join(map(re.escape, STAGES)) + r"))\.pt$")
 
 
 def _remove_run_files(rdir: Path) -> None:

@@ -195,10 +195,9 @@ def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
     ``model`` is a bare instance of the architecture, needed only for custom (unregistered)
     models, whose checkpoints cannot rebuild themselves.
     """
+    from ..paths import check_input_dir, check_output
     from ..pipeline.runner import read_manifest
     from . import plots
-
-    from ..paths import check_input_dir, check_output
 
     rdir = check_input_dir(run_dir, "run directory")
     rep = build_report(rdir)  # a directory without a valid manifest fails here, creating nothing

@@ -85,7 +85,10 @@ def share_weights(
     already = {name for name, tensor, _m, _p in shared_layers(model) if tensor == "weight"}
     for name in table:
         if name in already:
-            raise SparsenetError(f"layer {name!r} is already shared; bake(model) first")
+            raise SparsenetError(
+                f"layer {name!r} is already weight-shared; share the unshared checkpoint "
+                "(the one before `sparsenet share`) instead"
+            )
     for name, b in table.items():
         module = model.get_submodule(name)
         with torch.no_grad():
