@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import pickle
 import time
 from pathlib import Path
 from typing import IO, Any
@@ -31,6 +30,8 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r}: expected integers >= 1, e.g. 128,256")
     return values
 
+
+MODEL_FILE = "deepsc-model.npz"
 
 # Per-layer bounds: a dictionary of K atoms costs K x K Gram matrices and (n_patches, K)
 # codes; past these the fit runs out of memory long after it started.
@@ -106,7 +107,7 @@ def register(sub: Any) -> None:
         help="score only the first N test images (0: all)",
     )
     p.add_argument("--seed", type=seed_int, default=0)
-    p.add_argument("--out", required=True, help="directory for results.json, atoms.png, model.pkl")
+    p.add_argument("--out", required=True, help="directory for results.json, atoms.png, deepsc-model.npz")
     add_output_args(p)
     p.set_defaults(func=cmd_deepsc)
 
@@ -211,7 +212,8 @@ def cmd_deepsc(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     save_atoms_png(model.first_layer_atoms(), out / "atoms.png", f"first-layer atoms ({data.name})")
-    atomic_write(out / "model.pkl", lambda fh: pickle.dump(model, fh))
+    model.dataset_ = data.name  # `sparsenet eval DIR/deepsc-model.npz` scores on it by default
+    model.save(out / MODEL_FILE)  # arrays + JSON state, never pickle (sparse_coding.persist)
     result = {
         "dataset": data.name,
         "n_train": len(data.x_train),

@@ -250,7 +250,26 @@ def cmd_train(
     return 0
 
 
+def _eval_estimator(args: argparse.Namespace) -> int:
+    """``eval DIR/deepsc-model.npz``: a DeepSC saved by ``sparsenet deepsc`` (no pickle)."""
+    from ..sparse_coding import DeepSC
+
+    model = DeepSC.load(args.model_path)
+    data_name = args.data or getattr(model, "dataset_", None)
+    if not data_name:
+        raise SparsenetError(f"{args.model_path}: no data set recorded; pass --data")
+    data = load_dataset(data_name)
+    # a data set of other image sizes: DeepSC.transform raises InvalidInputError naming both
+    ev_acc = float(model.score(data.x_test, data.y_test.numpy()))
+    result = {"model": args.model_path, "dataset": data.name, "test_accuracy": ev_acc,
+              "test_loss": None, "n": len(data.x_test)}
+    emit(args, result, f"test accuracy {ev_acc:.4f}  ({data.name}, n={len(data.x_test)})")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
+    if _is_npz(args.model_path):
+        return _eval_estimator(args)
     model, meta = load_any_model(args.model_path)
     data_name = args.data or meta.get("dataset")
     if not data_name:
@@ -272,6 +291,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         f"test accuracy {ev['accuracy']:.4f}  loss {ev['loss']:.4f}  ({data.name}, n={ev['n']})",
     )
     return 0
+
+
+def _is_npz(path: str) -> bool:
+    """An .npz archive (a zip file) rather than a checkpoint: what ``deepsc`` writes."""
+    if not str(path).endswith(".npz"):
+        return False
+    with open(path, "rb") as fh:
+        return fh.read(4) == b"PK\x03\x04"
 
 
 def cmd_info(args: argparse.Namespace) -> int:
