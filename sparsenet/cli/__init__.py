@@ -33,7 +33,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for name in COMMAND_MODULES:
         importlib.import_module(f"{__name__}.{name}").register(sub)
+    from .common import positive_float
+
+    for cmd in READS_SNN:  # every command that may read a .snn file
+        if cmd in sub.choices:
+            sub.choices[cmd].add_argument(
+                "--max-decode-mb", type=positive_float, default=None, metavar="MB",
+                help="largest decoded size a .snn file may declare (default: max(64 MB, "
+                "128x the file size); also SPARSENET_MAX_DECODE_MB)")
     return parser
+
+
+# Commands whose model argument may be a .snn file (they take --max-decode-mb).
+READS_SNN = ("eval", "info", "inspect", "decompress", "prune", "sensitivity", "share",
+             "factorize", "compress", "run")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,6 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .guards import check_args
 
         check_args(args)  # inputs exist, outputs writable: before any work
+        if getattr(args, "max_decode_mb", None):
+            from ..coding.container import set_decode_limit
+
+            set_decode_limit(int(args.max_decode_mb * (1 << 20)))
         rc = args.func(args)
         sys.stdout.flush()
     except BrokenPipeError:
