@@ -338,7 +338,7 @@ def fit(
             "train_loss": float(totals[0] / totals[2]),
             "train_acc": float(totals[1] / totals[2]),
         }
-        scheduler.step()
+        state.scheduler.step()  # _restore may start a new segment (see _extend)
         if val is not None:
             ev = evaluate(model, val[0], val[1], loss_fn=loss_fn, device=cfg.device)
             record["val_loss"], record["val_acc"] = ev["loss"], ev["accuracy"]
