@@ -392,7 +392,7 @@ def _restore(
         raise CheckpointError(f"{path}: has no training state to resume from")
     try:
         state.model.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as exc:
+    except RuntimeError:
         raise CheckpointError(
             f"{path}: cannot resume, model does not match ({_mismatch(state.model, ckpt)})"
         ) from None
