@@ -52,7 +52,7 @@ def verify_checkpoint_zip(path: str | os.PathLike[str]) -> None:
                     )
                 crc = 0
                 with z.open(m) as fh:  # zipfile checks the local header against the directory
-                    for chunk in iter(lambda fh=fh: fh.read(_CHUNK), b""):
+                    while chunk := fh.read(_CHUNK):
                         crc = zlib.crc32(chunk, crc)
                 if crc != m.CRC:
                     raise CheckpointError(f"{p}: corrupt checkpoint ({m.filename!r} CRC32 mismatch)")

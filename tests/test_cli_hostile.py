@@ -147,10 +147,10 @@ def test_item_23_run_check_json(tmp_path, capsys):
 def test_item_24_resume_mismatch_one_line(tmp_path, capsys, digits_data):
     digits_checkpoint(tmp_path / "r.pt", digits_data)
     from sparsenet.checkpoint import load_checkpoint
-    from sparsenet.training import TrainConfig, fit
 
     # give it a training state, as `sparsenet train` does after every epoch
     from sparsenet.models import model_for_dataset
+    from sparsenet.training import TrainConfig, fit
 
     m = model_for_dataset("lenet300", digits_data.input_shape, 10, seed=0)
     fit(m, digits_data.train, TrainConfig(epochs=1, quiet=True), checkpoint=tmp_path / "r.pt")

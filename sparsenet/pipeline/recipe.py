@@ -288,12 +288,12 @@ def load_recipe(source: str | os.PathLike[str] | dict[str, Any] | Recipe,
         if not path.is_file():
             raise RecipeError(f"{path}: no such recipe file")
         try:
-            text = path.read_text(encoding="utf-8")
+            file_text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
             raise RecipeError(
                 f"{path}: not a UTF-8 text file (byte {exc.start}); a recipe is TOML text"
             ) from None
-        return parse_recipe(text, source=str(path))
+        return parse_recipe(file_text, source=str(path))
     for name in ([f"{text_source}-{model}"] if model else []) + [text_source]:
         text = _builtin_text(name)
         if text is not None:

@@ -99,7 +99,7 @@ def save_estimator(obj: Any, path: str | os.PathLike[str]) -> None:
     state = np.frombuffer(json.dumps(doc).encode("utf-8"), dtype=np.uint8)
 
     def writer(fh: Any) -> None:
-        np.savez(fh, __state__=state, **w.arrays)
+        np.savez(fh, **{"__state__": state, **w.arrays})  # type: ignore[arg-type]
 
     atomic_write(path, writer)
 
@@ -139,7 +139,7 @@ class _Reader:
             cls = self.classes.get(v["__object__"]) if isinstance(v["__object__"], str) else None
             if cls is None:
                 raise self.bad(f"class {v['__object__']!r} is not one sparsenet rebuilds")
-            obj = cls.__new__(cls)
+            obj: Any = object.__new__(cls)
             for k, x in v["state"].items():
                 object.__setattr__(obj, str(k), self.dec(x))
             return obj
