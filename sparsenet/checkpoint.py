@@ -307,7 +307,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{p}: not a sparsenet checkpoint ({reason[:200]})") from None
+        raise CheckpointError(f"{p}: not a sparsenet checkpoint (torch.load with weights_only=True refused it: {reason.split('. ')[0][:120]}); sparsenet never loads pickled code") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{p}: not a sparsenet checkpoint (no '{FORMAT}' format tag)")
     if ckpt.get("version") != VERSION:

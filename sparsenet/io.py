@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -27,8 +28,14 @@ def atomic_write(path: str | os.PathLike[str], writer: Callable[[IO[bytes]], Non
     A crash part-way leaves the previous file (or none) in place, never half a file.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    if target.is_dir():
+        # Named here, or the rename below would report the hidden temporary file instead.
+        raise IsADirectoryError(errno.EISDIR, "is a directory, expected a file path", str(target))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise _named(exc, target) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             writer(fh)
@@ -39,13 +46,20 @@ def atomic_write(path: str | os.PathLike[str], writer: Callable[[IO[bytes]], Non
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError) and exc.filename == tmp:
+            raise _named(exc, target) from None
         raise
     return target
+
+
+def _named(exc: OSError, target: Path) -> OSError:
+    """``exc`` re-addressed to the user's ``target`` (never the hidden temporary name)."""
+    return type(exc)(exc.errno, exc.strerror or str(exc), str(target))
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

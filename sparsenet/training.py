@@ -363,7 +363,7 @@ def fit(
             "train_loss": float(totals[0] / totals[2]),
             "train_acc": float(totals[1] / totals[2]),
         }
-        scheduler.step()
+        state.scheduler.step()  # _restore may start a new segment (see _extend)
         if val is not None:
             ev = evaluate(model, val[0], val[1], loss_fn=loss_fn, device=cfg.device)
             record["val_loss"], record["val_acc"] = ev["loss"], ev["accuracy"]
@@ -417,14 +417,64 @@ def _restore(
         raise CheckpointError(f"{path}: has no training state to resume from")
     try:
         state.model.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: cannot resume, model does not match: {exc}") from None
-    state.optimizer.load_state_dict(ts["optimizer"])
-    state.scheduler.load_state_dict(ts["scheduler"])
-    state.epoch, state.step = int(ts["epoch"]), int(ts["step"])
-    state.history = list(ts["history"])
+    except RuntimeError:
+        raise CheckpointError(
+            f"{path}: cannot resume, model does not match ({_mismatch(state.model, ckpt)})"
+        ) from None
+    try:
+        state.optimizer.load_state_dict(ts["optimizer"])
+        state.scheduler.load_state_dict(ts["scheduler"])
+        state.epoch, state.step = int(ts["epoch"]), int(ts["step"])
+        state.history = list(ts["history"])
+    except (ValueError, KeyError, TypeError) as exc:
+        was = (ts.get("config") or {}).get("optimizer") if isinstance(ts, dict) else None
+        raise CheckpointError(
+            f"{path}: cannot resume, its optimizer state ({was or 'unknown'}) does not fit "
+            f"--optimizer {state.config.optimizer} ({type(exc).__name__})"
+        ) from None
     for cb, cb_state in zip(callbacks, ts.get("callbacks", []), strict=False):
         cb.load_state_dict(cb_state)
+    done_epochs = (ts.get("config") or {}).get("epochs")
+    if isinstance(done_epochs, int) and state.epoch >= done_epochs \
+            and state.config.epochs > state.epoch:
+        _extend(state)
+
+
+def _extend(state: TrainState) -> None:
+    """A finished run given more epochs: the extra epochs are a new schedule segment.
+
+    The weights and the optimizer's running state (momentum, Adam moments) carry on; the
+    learning rate restarts at ``config.lr`` and the schedule (cosine, step) runs over the
+    added epochs only, ``config.epochs - epochs done``. An interrupted extension resumes
+    inside its segment like any other run (the segment's scheduler is in the checkpoint).
+    """
+    cfg = state.config
+    for group in state.optimizer.param_groups:
+        group["lr"] = cfg.lr
+        group["initial_lr"] = cfg.lr
+    segment = cfg.replace(epochs=cfg.epochs - state.epoch)
+    state.scheduler = _make_scheduler(state.optimizer, segment)
+    log(f"extending a finished {state.epoch}-epoch run to {cfg.epochs} epochs: lr {cfg.lr} "
+        f"with a fresh {cfg.schedule} schedule over the {segment.epochs} new epoch(s)", cfg.quiet)
+
+
+def _mismatch(model: nn.Module, ckpt: dict[str, Any]) -> str:
+    """One line on how a checkpoint's state dict differs from ``model``'s."""
+    have, got = model.state_dict(), ckpt.get("state_dict") or {}
+    missing = [k for k in have if k not in got]
+    extra = [k for k in got if k not in have]
+    shapes = [k for k in have if k in got and hasattr(got[k], "shape")
+              and tuple(got[k].shape) != tuple(have[k].shape)]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing tensor(s), e.g. {missing[0]}")
+    if extra:
+        parts.append(f"{len(extra)} unexpected tensor(s), e.g. {extra[0]}")
+    if shapes:
+        k = shapes[0]
+        parts.append(f"{len(shapes)} of other shape(s), e.g. {k} "
+                     f"{tuple(got[k].shape)} vs {tuple(have[k].shape)}")
+    return "; ".join(parts) or "the tensors differ"
 
 
 # Default recipes per (model, data set): what `sparsenet train` uses unless told otherwise.

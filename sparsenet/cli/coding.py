@@ -18,7 +18,7 @@ from ..layers import compressible_tensors
 from ..progress import log
 from .common import add_output_args, add_weights_arg, emit, load_any_model
 
-__all__ = ["register", "compress_model_file", "ensure_shared", "is_shared"]
+__all__ = ["register", "compress_model_file", "ensure_shared", "is_shared", "check_bits_of_shared"]
 
 
 def register(sub: Any) -> None:
@@ -26,7 +26,9 @@ def register(sub: Any) -> None:
     p.add_argument("model_path", metavar="MODEL", help="checkpoint (.pt) or another model source")
     add_weights_arg(p)
     p.add_argument(
-        "--bits", default="conv=8,fc=5", help="shared-weight index bits (conv=8,fc=5 or per layer)"
+        "--bits", default=None,
+        help="shared-weight index bits (default conv=8,fc=5, or per layer); a model that is "
+        "already shared keeps its codebooks, so other bits are refused",
     )
     p.add_argument(
         "--index-bits",
@@ -123,11 +125,29 @@ def compress_model_file(
     return report
 
 
+def check_bits_of_shared(model: nn.Module, bits: str | dict[str, int]) -> None:
+    """Refuse ``--bits`` that differ from an already shared tensor's codebook (they would be
+    ignored: the encoder stores the codebook the model has)."""
+    b = parse_bits(bits, DEFAULT_BITS)
+    for t in compressible_tensors(model):
+        cb = codebook_of(t.module, t.tensor)
+        want = bits_for(t, b, DEFAULT_BITS)
+        if cb is not None and cb[1] != want:
+            raise SparsenetError(
+                f"--bits {bits}: layer {t.name!r} is already shared with {cb[1]} bits "
+                f"({cb[0].numel()} centroids), not {want}; re-share the unshared checkpoint "
+                f"with `sparsenet share --bits {bits}`, or compress without --bits"
+            )
+
+
 def cmd_compress(args: argparse.Namespace) -> int:
+    if args.bits is not None:
+        model, _meta = load_any_model(args.model_path, args.weights)
+        check_bits_of_shared(model, args.bits)
     report = compress_model_file(
         args.model_path,
         args.out,
-        bits=args.bits,
+        bits=args.bits or "conv=8,fc=5",
         coder=args.coder,
         index_bits=args.index_bits,
         layout=args.layout,

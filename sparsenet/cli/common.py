@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -11,16 +12,19 @@ from typing import Any
 from torch import nn
 
 from ..errors import SpecError
+from ..pipeline.checks import MAX_SEED
 
 __all__ = [
     "add_output_args",
     "emit",
+    "json_safe",
     "parse_assignments",
     "parse_int",
     "load_any_model",
     "add_weights_arg",
     "positive_int",
     "nonneg_int",
+    "seed_int",
     "positive_float",
     "nonneg_float",
 ]
@@ -35,10 +39,24 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
 def emit(args: argparse.Namespace, result: dict[str, Any], text: str | Callable[[], str]) -> None:
     """Print ``result`` as JSON if ``--json``, else the human ``text``."""
     if getattr(args, "json", False):
-        json.dump(result, sys.stdout, indent=2, default=_json_default)
+        # NaN/inf (a diverged loss) are not JSON: they are printed as null.
+        json.dump(json_safe(result), sys.stdout, indent=2, allow_nan=False)
         sys.stdout.write("\n")
     else:
         print(text() if callable(text) else text)
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with non-finite floats replaced by None and numpy/other values made plain."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if obj is None or isinstance(obj, (str, int, bool)):
+        return obj
+    return json_safe(_json_default(obj))
 
 
 def _json_default(obj: Any) -> Any:
@@ -100,6 +118,9 @@ positive_int = _typed(int, lambda v: v >= 1, "an integer >= 1")
 nonneg_int = _typed(int, lambda v: v >= 0, "an integer >= 0")
 positive_float = _typed(
     float, lambda v: v > 0 and v == v and v != float("inf"), "a finite number > 0"
+)
+seed_int = _typed(
+    int, lambda v: 0 <= v <= MAX_SEED, f"a seed, an integer in [0, {MAX_SEED}]"
 )
 nonneg_float = _typed(
     float, lambda v: v >= 0 and v == v and v != float("inf"), "a finite number >= 0"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import pickle
 import time
 from pathlib import Path
 from typing import IO, Any
@@ -17,7 +16,7 @@ from ..distributed import barrier, is_main
 from ..errors import SpecError
 from ..io import atomic_write, write_json
 from ..progress import log
-from .common import add_output_args, emit, nonneg_int, positive_float, positive_int
+from .common import add_output_args, emit, nonneg_int, positive_float, positive_int, seed_int
 
 
 def _int_list(text: str) -> list[int]:
@@ -30,6 +29,26 @@ def _int_list(text: str) -> list[int]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: expected integers >= 1, e.g. 128,256")
     return values
+
+
+MODEL_FILE = "deepsc-model.npz"
+
+# Per-layer bounds: a dictionary of K atoms costs K x K Gram matrices and (n_patches, K)
+# codes; past these the fit runs out of memory long after it started.
+MAX_ATOMS = 4096
+MAX_PATCH = 64
+
+
+def _bounded_list(limit: int, what: str) -> Any:
+    def conv(text: str) -> list[int]:
+        values = _int_list(text)
+        if max(values) > limit:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: at most {limit} {what} per layer (got {max(values)})"
+            )
+        return values
+
+    return conv
 
 
 def _float_list(text: str) -> list[float]:
@@ -53,10 +72,11 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--layers", type=positive_int, default=2, help="number of sparse-coding layers")
     p.add_argument(
-        "--atoms", type=_int_list, default=None,
+        "--atoms", type=_bounded_list(MAX_ATOMS, "atoms"), default=None,
         help="atoms per layer, e.g. 64,128 (default 64,128; more layers repeat the last)"
     )
-    p.add_argument("--patch", type=_int_list, default=None, help="patch size per layer (5,2)")
+    p.add_argument("--patch", type=_bounded_list(MAX_PATCH, "pixels of patch side"), default=None,
+                   help="patch size per layer (5,2)")
     p.add_argument("--stride", type=_int_list, default=None, help="patch stride per layer (1,1)")
     p.add_argument("--alpha", type=_float_list, default=[0.5], help="lasso penalty (per layer)")
     p.add_argument("--pool", type=positive_int, default=4, help="local max-pool size p (p×p)")
@@ -86,8 +106,8 @@ def register(sub: Any) -> None:
         default=0,
         help="score only the first N test images (0: all)",
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="directory for results.json, atoms.png, model.pkl")
+    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--out", required=True, help="directory for results.json, atoms.png, deepsc-model.npz")
     add_output_args(p)
     p.set_defaults(func=cmd_deepsc)
 
@@ -192,7 +212,8 @@ def cmd_deepsc(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     save_atoms_png(model.first_layer_atoms(), out / "atoms.png", f"first-layer atoms ({data.name})")
-    atomic_write(out / "model.pkl", lambda fh: pickle.dump(model, fh))
+    model.dataset_ = data.name  # `sparsenet eval DIR/deepsc-model.npz` scores on it by default
+    model.save(out / MODEL_FILE)  # arrays + JSON state, never pickle (sparse_coding.persist)
     result = {
         "dataset": data.name,
         "n_train": len(data.x_train),

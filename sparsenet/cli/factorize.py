@@ -9,6 +9,7 @@ from typing import Any
 from ..checkpoint import save_model
 from ..data import load_dataset
 from ..errors import SparsenetError, SpecError
+from ..fit_check import check_model_fits
 from ..lowrank import factorize, finetune, format_plan, plan_ranks, plan_table, plot_spectra
 from ..progress import log
 from ..training import default_config, evaluate, seed_everything
@@ -21,6 +22,7 @@ from .common import (
     parse_assignments,
     positive_float,
     positive_int,
+    seed_int,
 )
 
 
@@ -59,7 +61,7 @@ def register(sub: Any) -> None:
         "--lr", type=positive_float, default=None, help="fine-tuning lr (default: recipe lr / 2)"
     )
     p.add_argument("--batch-size", type=positive_int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument(
         "--plots", metavar="DIR", help="write a singular-value spectrum PNG per layer here"
     )
@@ -108,6 +110,8 @@ def cmd_factorize(args: argparse.Namespace) -> int:
         budget_error=args.budget_error,
     )
     data = load_dataset(data_name) if data_name else None
+    if data is not None:
+        check_model_fits(model, data, args.model_path)
     acc_dense = evaluate(model, *data.test)["accuracy"] if data else None
     factorize(model, plan=plan)
     acc_svd = evaluate(model, *data.test)["accuracy"] if data else None

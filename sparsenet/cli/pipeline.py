@@ -17,7 +17,7 @@ from typing import Any
 from ..distributed import is_main
 from ..errors import SparsenetError
 from ..sources import load_model_source, source_kind
-from .common import add_output_args, emit, nonneg_int
+from .common import add_output_args, emit, nonneg_int, seed_int
 
 __all__ = ["register", "cmd_run", "cmd_compress_recipe", "cmd_report"]
 
@@ -30,7 +30,7 @@ def _run_args(p: argparse.ArgumentParser, existing: set[str] = frozenset()) -> N
     add("--run-dir", help="checkpoints, manifest and report go here (default: runs/<recipe>-<model>)")
     add("--resume", action="store_true", help="continue a crashed or interrupted run in --run-dir")
     add("--force", action="store_true", help="start over even if --run-dir holds a run")
-    add("--seed", type=nonneg_int, help="override the recipe's seed")
+    add("--seed", type=seed_int, help="override the recipe's seed")
     add("--check", action="store_true", help="validate the recipe, print it and stop")
     add("--threads", type=nonneg_int, default=0,
         help="torch CPU threads (0: torch's default); 1 is fastest on a busy shared machine")
@@ -52,8 +52,10 @@ def register(sub: Any) -> None:
     if existing is None:
         p = sub.add_parser("compress", help="compress a model with a recipe (Deep Compression)")
         p.add_argument("--recipe", required=True, help="built-in name or .toml file")
-        p.add_argument("--model", required=True, help="registry name (trained first) or model file")
-        p.add_argument("--data", default="fashion-mnist", help="data set name or IDX directory")
+        p.add_argument("--model", help="registry name (trained first) or model file "
+                       "(default: the recipe's `model`)")
+        p.add_argument("--data", help="data set name or IDX directory (default: the recipe's "
+                       "`data`, else fashion-mnist)")
         p.add_argument("--out", help="the .snn file (default: RUN_DIR/model.snn)")
         _run_args(p)
         add_output_args(p)
@@ -87,7 +89,9 @@ def _extend_compress(existing: argparse.ArgumentParser) -> None:
     if "--model" not in have:
         existing.add_argument("--model", help="with --recipe: registry name or model file")
     if "--data" not in have:
-        existing.add_argument("--data", default=None, help="with --recipe: data set (fashion-mnist)")
+        existing.add_argument("--data", default=None,
+                              help="with --recipe: data set (default: the recipe's `data`, "
+                              "else fashion-mnist)")
     _run_args(existing, have)
 
     def dispatch(args: argparse.Namespace) -> int:
@@ -111,19 +115,20 @@ def _model_name(model: str) -> str | None:
     return name_of(model)
 
 
-def _execute(args: argparse.Namespace, recipe_src: str, model: str | None, data: str | None) -> int:
+def _execute(args: argparse.Namespace, recipe_src: str, model: str | None, data: str | None,
+             default_data: str | None = None) -> int:
     from ..pipeline import compress, load_recipe
 
     recipe = load_recipe(recipe_src, model=_model_name(model) if model else None)
     if args.seed is not None:
         recipe = recipe.with_overrides(seed=args.seed)
     model = model or recipe.model
-    data = data or recipe.data
+    data = data or recipe.data or default_data
     if args.check:
         from ..pipeline.runner import _to_toml
 
         if is_main():
-            print(_to_toml(recipe), end="")
+            emit(args, recipe.to_dict(), lambda: _to_toml(recipe).rstrip("\n"))
         return 0
     if getattr(args, "threads", 0):
         import torch
@@ -159,10 +164,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_compress_recipe(args: argparse.Namespace) -> int:
     """``sparsenet compress --recipe NAME --model M --data D --out F.snn``."""
+    # The recipe's own `model` and `data` count, as in `sparsenet run` (flags override them).
     model = getattr(args, "model", None) or getattr(args, "model_path", None)
-    if not model:
-        raise SparsenetError("compress --recipe needs --model NAME|FILE")
-    return _execute(args, args.recipe, model, getattr(args, "data", None) or "fashion-mnist")
+    return _execute(args, args.recipe, model, getattr(args, "data", None),
+                    default_data="fashion-mnist")
 
 
 def cmd_report(args: argparse.Namespace) -> int:

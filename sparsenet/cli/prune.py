@@ -9,6 +9,7 @@ from typing import Any
 from ..checkpoint import save_model
 from ..data import Dataset, load_dataset
 from ..errors import SparsenetError, SpecError
+from ..fit_check import check_model_fits
 from ..models import arch_of
 from ..progress import log
 from ..training import default_config, evaluate, seed_everything
@@ -22,6 +23,7 @@ from .common import (
     parse_assignments,
     positive_float,
     positive_int,
+    seed_int,
 )
 
 METHODS = ["magnitude", "obd", "random"]
@@ -70,7 +72,7 @@ def register(sub: Any) -> None:
     _add_obd_args(p)
     p.add_argument("--bake", action="store_true",
                    help="save without masks (zeros permanent, no longer protected in training)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--out", required=True, help="pruned checkpoint (.pt)")
     add_output_args(p)
     p.set_defaults(func=cmd_prune)
@@ -87,7 +89,7 @@ def register(sub: Any) -> None:
     p.add_argument("--limit", type=positive_int, default=None,
                    help="evaluate on the first N test samples only")
     _add_obd_args(p)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--out", required=True, help="directory for sensitivity.json and .png")
     add_output_args(p)
     p.set_defaults(func=cmd_sensitivity)
@@ -124,6 +126,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
         raise SpecError(f"--quality (Han's rule) applies to --method magnitude, not {args.method!r}")
     model, meta = load_any_model(args.model_path, args.weights)
     data = _data(args, meta, needed=args.method == "obd" or retrain)
+    if data is not None:
+        check_model_fits(model, data, args.model_path)
     seed_everything(args.seed)
     obd = {"form": args.obd_form}
     target: dict[str, Any] = {"sparsity": args.sparsity, "per_layer": per_layer,
@@ -207,6 +211,8 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     layers = [s.strip() for s in args.layers.split(",") if s.strip()] if args.layers else None
     model, meta = load_any_model(args.model_path, args.weights)
     data = _data(args, meta, needed=True)
+    if data is not None:
+        check_model_fits(model, data, args.model_path)
     assert data is not None
     x, y = data.test
     if args.limit:

@@ -9,6 +9,7 @@ from typing import Any
 from ..checkpoint import save_model
 from ..data import load_dataset
 from ..errors import SparsenetError
+from ..fit_check import check_model_fits
 from ..progress import log
 from ..share import (
     INITS,
@@ -30,6 +31,7 @@ from .common import (
     nonneg_int,
     positive_float,
     positive_int,
+    seed_int,
 )
 
 
@@ -55,7 +57,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--data", default=None, help="for accuracy and fine-tuning; default: the model's data set"
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--plots", metavar="DIR", help="write hist_<layer>.png for each shared layer")
     p.add_argument("--out", required=True, help="output checkpoint (.pt)")
     add_output_args(p)
@@ -69,6 +71,8 @@ def cmd_share(args: argparse.Namespace) -> int:
     if args.finetune_epochs and not data_name:
         raise SparsenetError(f"{args.model_path}: no data set recorded; pass --data to fine-tune")
     data = load_dataset(data_name) if data_name else None
+    if data is not None:
+        check_model_fits(model, data, args.model_path)
     seed_everything(args.seed)
 
     acc: dict[str, float] = {}

@@ -14,6 +14,7 @@ from ..checkpoint import load_checkpoint, save_model
 from ..data import load_dataset
 from ..distributed import barrier, is_main, world_size
 from ..errors import SparsenetError, SpecError
+from ..fit_check import check_model_fits
 from ..models import MODELS, model_for_dataset
 from ..progress import log
 from ..summary import format_summary, model_summary
@@ -27,6 +28,7 @@ from .common import (
     nonneg_int,
     positive_float,
     positive_int,
+    seed_int,
 )
 
 
@@ -43,7 +45,7 @@ def register(sub: Any) -> None:
     p.add_argument("--momentum", type=nonneg_float)
     p.add_argument("--weight-decay", type=nonneg_float)
     p.add_argument("--schedule", choices=["cosine", "step", "constant"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--out", required=True, help="checkpoint path (.pt), written after every epoch")
     p.add_argument(
         "--resume", action="store_true", help="continue from --out if it holds an unfinished run"
@@ -251,13 +253,34 @@ def cmd_train(
     return 0
 
 
+def _eval_estimator(args: argparse.Namespace) -> int:
+    """``eval DIR/deepsc-model.npz``: a DeepSC saved by ``sparsenet deepsc`` (no pickle)."""
+    from ..sparse_coding import DeepSC
+
+    model = DeepSC.load(args.model_path)
+    data_name = args.data or getattr(model, "dataset_", None)
+    if not data_name:
+        raise SparsenetError(f"{args.model_path}: no data set recorded; pass --data")
+    data = load_dataset(data_name)
+    # a data set of other image sizes: DeepSC.transform raises InvalidInputError naming both
+    ev_acc = float(model.score(data.x_test, data.y_test.numpy()))
+    result = {"model": args.model_path, "dataset": data.name, "test_accuracy": ev_acc,
+              "test_loss": None, "n": len(data.x_test)}
+    emit(args, result, f"test accuracy {ev_acc:.4f}  ({data.name}, n={len(data.x_test)})")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
+    if _is_npz(args.model_path):
+        return _eval_estimator(args)
     model, meta = load_any_model(args.model_path, args.weights)
     data_name = args.data or meta.get("dataset")
     if not data_name:
         raise SparsenetError(f"{args.model_path}: no data set recorded; pass --data")
     data = load_dataset(data_name)
+    check_model_fits(model, data, args.model_path)
     ev = evaluate(model, *data.test)
+
     result = {
         "model": args.model_path,
         "dataset": data.name,
@@ -271,6 +294,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         f"test accuracy {ev['accuracy']:.4f}  loss {ev['loss']:.4f}  ({data.name}, n={ev['n']})",
     )
     return 0
+
+
+def _is_npz(path: str) -> bool:
+    """An .npz archive (a zip file) rather than a checkpoint: what ``deepsc`` writes."""
+    if not str(path).endswith(".npz"):
+        return False
+    with open(path, "rb") as fh:
+        return fh.read(4) == b"PK\x03\x04"
 
 
 def cmd_info(args: argparse.Namespace) -> int:

@@ -45,6 +45,8 @@ __all__ = [
     "read_snn",
     "parse_snn",
     "load_with_metadata",
+    "set_decode_limit",
+    "decode_limit",
 ]
 
 MAGIC = b"\x89SNN\r\n\x1a\n"
@@ -56,9 +58,39 @@ FLAG_DEFLATE = 1  # flags bit 0: the JSON header is stored zlib-deflated
 MAX_HEADER_BYTES = 16 << 20
 _PRE = struct.Struct("<8sHHII")  # magic, version, flags, header length, header CRC32
 _TRAIL = struct.Struct("<QI4s")  # file length, CRC32 of all preceding bytes, end magic
-# Decoded tensors may take at most this many bytes, or 1024x the file size if larger.
+# Decoded tensors may take at most max(MIN_DECODE_BUDGET, DECODE_RATIO x file size) bytes
+# (Deep Compression's best ratios are 35-49x, so 128x leaves room for very sparse models
+# while a 1 MB hostile file decodes to at most 128 MB). `--max-decode-mb N` or the
+# environment variable SPARSENET_MAX_DECODE_MB replace the limit (docs/limits.md).
 MIN_DECODE_BUDGET = 64 << 20
-DECODE_RATIO = 1024
+DECODE_RATIO = 128
+DECODE_LIMIT_ENV = "SPARSENET_MAX_DECODE_MB"
+_decode_limit: int | None = None
+
+
+def set_decode_limit(nbytes: int | None) -> None:
+    """Replace the decode budget by ``nbytes`` for every file read after this (None: default)."""
+    global _decode_limit
+    if nbytes is not None and nbytes < 1:
+        raise ValueError(f"decode limit {nbytes!r}: expected a number of bytes >= 1")
+    _decode_limit = nbytes
+
+
+def decode_limit(file_bytes: int) -> int:
+    """Bytes of decoded tensors a ``file_bytes``-byte ``.snn`` may declare."""
+    if _decode_limit is not None:
+        return _decode_limit
+    env = os.environ.get(DECODE_LIMIT_ENV)
+    if env:
+        try:
+            mb = float(env)
+        except ValueError:
+            raise CorruptFileError(
+                f"{DECODE_LIMIT_ENV}={env!r}: expected a number of megabytes"
+            ) from None
+        if mb > 0:
+            return int(mb * (1 << 20))
+    return max(MIN_DECODE_BUDGET, DECODE_RATIO * file_bytes)
 TENSOR_DTYPES = {
     "float32": (torch.float32, "<f4"),
     "float64": (torch.float64, "<f8"),
@@ -338,7 +370,7 @@ def parse_snn(data: bytes, source: str = "<bytes>") -> SnnFile:
         isinstance(layers_m, list) and isinstance(tensors_m, list),
         f"{source}: header lacks layers/tensors lists",
     )
-    budget = max(MIN_DECODE_BUDGET, DECODE_RATIO * size)
+    budget = decode_limit(size)
     declared = sum(4 * _check_layer(i, m, len(blobs)) for i, m in enumerate(layers_m))
     for i, t in enumerate(tensors_m):
         _need(
@@ -357,7 +389,8 @@ def parse_snn(data: bytes, source: str = "<bytes>") -> SnnFile:
         declared += nbytes
     _need(
         declared <= budget,
-        f"{source}: declares {declared:,} bytes of tensors, more than this {size:,}-byte file can justify",
+        f"{source}: declares {declared:,} bytes of tensors, more than this {size:,}-byte file "
+        f"can justify (decode limit {budget:,} bytes; raise it with --max-decode-mb)",
     )
     names = [m["name"] for m in layers_m] + [t["name"] for t in tensors_m]
     _need(len(set(names)) == len(names), f"{source}: duplicate tensor names")

@@ -41,6 +41,7 @@ from typing import Any
 import tomllib
 
 from .checks import (
+    MAX_SEED,
     Check,
     RecipeError,
     boolean,
@@ -157,7 +158,7 @@ _ONE_OF = {"prune": ("sparsity", "per_layer", "quality"), "factorize": ("rank", 
 _TOP: dict[str, tuple[Check, Any]] = {
     "name": (string, "recipe"),
     "description": (string, None),
-    "seed": (integer(0), 0),
+    "seed": (integer(0, MAX_SEED), 0),
     "model": (string, None),
     "data": (string, None),
     "lr": (number(0, lo_open=True), None),
@@ -312,7 +313,13 @@ def load_recipe(source: str | os.PathLike[str] | dict[str, Any] | Recipe,
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
             raise RecipeError(f"{path}: no such recipe file")
-        return parse_recipe(path.read_text(encoding="utf-8"), source=str(path))
+        try:
+            file_text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise RecipeError(
+                f"{path}: not a UTF-8 text file (byte {exc.start}); a recipe is TOML text"
+            ) from None
+        return parse_recipe(file_text, source=str(path))
     for name in ([f"{text_source}-{model}"] if model else []) + [text_source]:
         text = _builtin_text(name)
         if text is not None:

@@ -24,7 +24,7 @@ import copy
 import hashlib
 import json
 import os
-import shutil
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -35,12 +35,15 @@ from torch import nn
 from ..checkpoint import load_model, save_model
 from ..data import Dataset, load_dataset
 from ..errors import SparsenetError
+from ..fit_check import check_model_fits
 from ..io import atomic_write_text, write_json
 from ..layers import GROUPS, compressible_tensors, match
 from ..models import arch_of, model_for_dataset
+from ..paths import check_output
 from ..progress import log, progress
 from ..training import TrainConfig, evaluate, seed_everything
 from .distributed import rank_zero_writes
+from .manifest import validate_manifest
 from .recipe import Recipe, RecipeError, load_recipe
 from .stages import STAGES, StageContext, config_facts
 
@@ -65,7 +68,7 @@ def read_manifest(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
         raise RunError(f"{path}: corrupt manifest ({exc})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT:
         raise RunError(f"{path}: not a sparsenet run manifest")
-    return manifest
+    return validate_manifest(manifest, str(path), tuple(STAGES))
 
 
 def _prefix_digest(recipe: Recipe, index: int, config: dict[str, Any] | None = None) -> str:
@@ -265,20 +268,36 @@ def compress(
     rdir = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="sparsenet-run-"))
     run = _Run(recipe_obj, data_obj, rdir, Path(out) if out is not None else None, quiet,
                config=config)
+    # Every output is checked before any work (a bad --out fails now, not after training).
+    check_output(rdir, "dir", flag="--run-dir")
+    model_path = os.fspath(model) if isinstance(model, (str, os.PathLike)) else None
+    for i, st in enumerate(recipe_obj.stages):
+        if st.kind == "encode":
+            check_output(run.encode_out(i), "snn", inputs=[model_path],
+                         flag="--out" if out is not None else "the .snn output")
 
-    module, pretrained, source = _resolve_model(model, data_obj, recipe_obj.seed)
-    check_layer_names(recipe_obj, module)
-    if config is None and arch_of(module) is None:
-        log("no config= given for a custom model: training stages use the generic "
-            "TrainConfig() (SGD, lr 0.05); pass config=TrainConfig(...) for your own set-up", quiet)
-    log(f"pipeline {recipe_obj.name} on {source} ({data_obj.name}), run directory {rdir}", quiet)
     old = read_manifest(rdir) if (rdir / MANIFEST).is_file() else None
     if old is not None and not resume and not force:
         raise RunError(
             f"{rdir}: already holds a run; pass --resume to continue it or --force to start over"
         )
-    if force and (rdir / "stages").is_dir():
-        shutil.rmtree(rdir / "stages")
+    module, pretrained, source = _resolve_model(model, data_obj, recipe_obj.seed)
+    check_layer_names(recipe_obj, module)
+    check_model_fits(module, data_obj, source)
+    if config is None and arch_of(module) is None:
+        log("no config= given for a custom model: training stages use the generic "
+            "TrainConfig() (SGD, lr 0.05); pass config=TrainConfig(...) for your own set-up", quiet)
+    log(f"pipeline {recipe_obj.name} on {source} ({data_obj.name}), run directory {rdir}", quiet)
+    if resume and old is not None and not force and run.reusable(old, resume) == 0 \
+            and old.get("digest") != recipe_obj.digest():
+        # Nothing of the old run would be reused: refuse before touching its files.
+        raise RunError(
+            f"{rdir}: holds a run of another recipe ({old['recipe'].get('name')!r}, "
+            f"digest {old.get('digest')}) and none of its stages match this one; pass --force "
+            "to replace it or choose another --run-dir"
+        )
+    if force:
+        _remove_run_files(rdir)
         old = None
     start = run.reusable(old, resume)
     rdir.mkdir(parents=True, exist_ok=True)
@@ -362,6 +381,28 @@ def compress(
 
         result = build_report(rdir)
     return current, result
+
+
+_STAGE_FILE = re.compile(r"^(initial|\d{2}-(" + "|".join(map(re.escape, STAGES)) + r"))\.pt$")
+
+
+def _remove_run_files(rdir: Path) -> None:
+    """``--force``: remove what an earlier sparsenet run wrote, and nothing else.
+
+    Only a directory holding a run manifest has run files; there the stage checkpoints
+    (``stages/initial.pt``, ``stages/NN-<kind>.pt``) and the manifest go. Any other file,
+    in ``stages/`` or not, stays; ``stages/`` itself goes only when left empty.
+    """
+    if not (rdir / MANIFEST).is_file():
+        return
+    stages = rdir / "stages"
+    if stages.is_dir():
+        for f in stages.iterdir():
+            if f.is_file() and not f.is_symlink() and _STAGE_FILE.match(f.name):
+                f.unlink()
+        if not any(stages.iterdir()):
+            stages.rmdir()
+    (rdir / MANIFEST).unlink()
 
 
 def _brief(settings: dict[str, Any]) -> str:

@@ -70,11 +70,27 @@ def _sensitivity_curves(raw: Any) -> dict[str, list[tuple[float, float]]]:
 
 
 def build_report(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """The report.json content of a run: stages, per-layer table, sensitivity, final numbers."""
+    """The report.json content of a run: stages, per-layer table, sensitivity, final numbers.
+
+    Raises
+    ------
+    RunError / ManifestError (SparsenetErrors) for a missing or corrupt manifest.
+    """
+    from ..pipeline.manifest import ManifestError
     from ..pipeline.runner import read_manifest
 
     rdir = Path(run_dir)
-    man = read_manifest(rdir)
+    man = read_manifest(rdir)  # validated: every field read below has its type
+    try:
+        return _build_report(rdir, man)
+    except (KeyError, TypeError, ValueError, AttributeError, ZeroDivisionError) as exc:
+        # a record written by another program: report it, do not crash on it
+        raise ManifestError(
+            f"{rdir / 'manifest.json'}: corrupt manifest ({type(exc).__name__}: {exc})"
+        ) from None
+
+
+def _build_report(rdir: Path, man: dict[str, Any]) -> dict[str, Any]:
     init = man["initial"]["metrics"]
     # The dense reference is the trained model: after the train stage if it ran, else the input.
     trained = [e for e in man["stages"][:1] if e["kind"] == "train" and e["status"] == "done"]
@@ -116,7 +132,8 @@ def build_report(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
             "weight_bits_coded": _per_entry(coded.get(lay["name"]), "weight_bits"),
             "index_bits_coded": _per_entry(coded.get(lay["name"]), "index_bits")
             if lay["index_bits"] else None,
-            "size_entropy": coded.get(lay["name"], lay)["entropy_bits"] / dense_bits,
+            # the coder's bound where it measured one (shared layers), else the estimate's
+            "size_entropy": _entropy_bits(coded.get(lay["name"]), lay) / dense_bits,
         })
     final: dict[str, Any] = {"accuracy": last["accuracy"], "bytes": last["bytes"],
                              "compression": dense / last["bytes"],
@@ -147,6 +164,17 @@ def build_report(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     }
 
 
+def _entropy_bits(coded: dict[str, float] | None, lay: dict[str, Any]) -> float:
+    """Order-0 bound of a layer: the encoder's (when it measured one), else the estimate's.
+
+    An encode stage without a share stage before it has no per-symbol entropy for float
+    weights, so its coded row carries no ``entropy_bits``."""
+    if coded is not None and isinstance(coded.get("entropy_bits"), (int, float)):
+        return float(coded["entropy_bits"])
+    est = lay.get("entropy_bits")
+    return float(est) if isinstance(est, (int, float)) else float(lay["bits"])
+
+
 def _per_entry(row: dict[str, float] | None, key: str) -> float | None:
     return None if row is None else row[key] / max(row["entries"], 1.0)
 
@@ -167,13 +195,15 @@ def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
     ``model`` is a bare instance of the architecture, needed only for custom (unregistered)
     models, whose checkpoints cannot rebuild themselves.
     """
+    from ..paths import check_input_dir, check_output
     from ..pipeline.runner import read_manifest
     from . import plots
 
-    rdir = Path(run_dir)
+    rdir = check_input_dir(run_dir, "run directory")
+    rep = build_report(rdir)  # a directory without a valid manifest fails here, creating nothing
     odir = Path(out) if out is not None else rdir / "report"
+    check_output(odir, "dir", flag="report folder")
     odir.mkdir(parents=True, exist_ok=True)
-    rep = build_report(rdir)
     man = read_manifest(rdir)
     figures: dict[str, str] = {}
     done = [e for e in man["stages"] if e["status"] == "done"]

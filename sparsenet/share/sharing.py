@@ -89,7 +89,10 @@ def share_weights(
     already = {tensor_name(name, tensor) for name, tensor, _m, _p in shared_layers(model)}
     for name in table:
         if name in already:
-            raise SparsenetError(f"layer {name!r} is already shared; bake(model) first")
+            raise SparsenetError(
+                f"layer {name!r} is already weight-shared; share the unshared checkpoint "
+                "(the one before `sparsenet share`) instead"
+            )
     for name, b in table.items():
         t = tensors[name]
         with torch.no_grad():

@@ -30,6 +30,7 @@ from ._checks import InvalidInputError, as_tensor, check_int, check_positive
 from .drlim import DrLIM
 from .linear import make_classifier
 from .patches import ZCAWhitener, extract_patches, normalize_patches, patch_grid
+from .persist import PersistMixin
 from .pooling import local_max_pool, pooled_grid, pyramid_max_pool, split_polarity
 
 __all__ = ["DeepSC", "SCLayer", "make_classifier"]
@@ -115,7 +116,7 @@ def _per_layer(value: Any, n_layers: int, name: str) -> list[Any]:
     return [value] * n_layers
 
 
-class DeepSC(ClassifierMixin, TransformerMixin, BaseEstimator):
+class DeepSC(PersistMixin, ClassifierMixin, TransformerMixin, BaseEstimator):
     """Deep Sparse Coding features and a linear classifier.
 
     Parameters

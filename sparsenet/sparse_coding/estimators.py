@@ -21,6 +21,7 @@ from ..distributed import map_rows
 from ._validation import InvalidInputError, as_tensor_2d, check_alpha, check_positive_int
 from .dictionary import OnlineState, init_dictionary, online_step
 from .encode import METHODS, sparse_encode
+from .persist import PersistMixin
 
 __all__ = ["SparseCoder", "DictionaryLearner"]
 
@@ -31,7 +32,7 @@ def _check_method(method: Any) -> str:
     return str(method)
 
 
-class SparseCoder(TransformerMixin, BaseEstimator):
+class SparseCoder(PersistMixin, TransformerMixin, BaseEstimator):
     """Sparse codes over a fixed dictionary: ``½||x − cD||² + α||c||₁`` per sample.
 
     Parameters
@@ -115,7 +116,7 @@ class SparseCoder(TransformerMixin, BaseEstimator):
         return tags
 
 
-class DictionaryLearner(TransformerMixin, BaseEstimator):
+class DictionaryLearner(PersistMixin, TransformerMixin, BaseEstimator):
     """Online dictionary learning (Mairal et al. 2009) with torch sparse coding.
 
     Parameters

@@ -62,7 +62,7 @@ def test_compress_unshared_model_needs_share(tmp_path, capsys):
         (["compress", "{pt}", "--bits", "fc=99", "--out", "{snn}"], "1..15"),
         (["compress", "{pt}", "--bits", "fc", "--out", "{snn}"], "NAME=BITS"),
         (["inspect", "{junk}"], "magic"),
-        (["decompress", "{junk}", "--out", "{snn}"], "magic"),
+        (["decompress", "{junk}", "--out", "{pt}.out.pt"], "magic"),
     ],
 )
 def test_cli_errors_are_one_line(tmp_path, shared_pt, capsys, argv, needle):

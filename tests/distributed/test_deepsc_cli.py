@@ -24,4 +24,4 @@ def test_deepsc_two_ranks_same_accuracy_and_rank_zero_writes(tmp_path, capsys):
     assert two["test_accuracy"] == pytest.approx(one["test_accuracy"], abs=1e-6)
     assert two["n_features"] == one["n_features"]
     assert json.loads((tmp_path / "two" / "results.json").read_text())["n_test"] == 360
-    assert (tmp_path / "two" / "model.pkl").stat().st_size > 0
+    assert (tmp_path / "two" / "deepsc-model.npz").stat().st_size > 0

@@ -73,7 +73,7 @@ def test_encode_index_bits_auto_or_table():
         ("[[stages]]\ntrain = {}\nshare = {}", "stages[0]: expected a table with exactly one stage key"),
         ("[[stages]]\nshare = {}\n[[stages]]\ntrain = {}", "stages[1].train: the train stage must be the first"),
         ("[[stages]]\nencode = {}\n[[stages]]\nshare = {}", "stages[0].encode: the encode stage must be the last"),
-        ("seed = -1\n[[stages]]\nshare = {}", "recipe.seed: expected an integer >= 0, got -1"),
+        ("seed = -1\n[[stages]]\nshare = {}", "recipe.seed: expected an integer in [0, 4294967295], got -1"),
         ("colour = 'red'\n[[stages]]\nshare = {}", "recipe.colour: unknown key"),
         ("name = 'x'", "stages: missing"),
         ("stages = []", "stages: expected a non-empty list"),

@@ -113,7 +113,7 @@ def test_cli_writes_results_and_atoms_png(tmp_path, capsys):
     assert res["test_accuracy"] > 0.8 and res["n_test"] == 360
     assert json.loads((out / "results.json").read_text())["test_accuracy"] == res["test_accuracy"]
     assert (out / "atoms.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (out / "model.pkl").stat().st_size > 0
+    assert (out / "deepsc-model.npz").stat().st_size > 0
 
 
 def test_cli_rejects_mismatched_layer_lists(tmp_path, capsys):

@@ -1,0 +1,83 @@
+"""DeepSC / DictionaryLearner / SparseCoder save/load without pickle (issue 17)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+
+from sparsenet.errors import CorruptFileError
+from sparsenet.sparse_coding import DeepSC, DictionaryLearner, SparseCoder
+
+
+def test_estimators_round_trip_in_a_fresh_process(tmp_path):
+    rng = np.random.RandomState(0)
+    x = rng.randn(60, 12)
+    dl = DictionaryLearner(n_atoms=6, max_iter=2, random_state=0).fit(x)
+    sc = SparseCoder(dictionary=dl.components_).fit(x)
+    dl.save(tmp_path / "dl.npz")
+    sc.save(tmp_path / "sc.npz")
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "want.npy", np.stack([dl.transform(x), sc.transform(x)]))
+    code = (
+        "import sys, numpy as np\n"
+        "from sparsenet.sparse_coding import DictionaryLearner, SparseCoder\n"
+        "d = sys.argv[1]; x = np.load(d + '/x.npy')\n"
+        "got = np.stack([DictionaryLearner.load(d + '/dl.npz').transform(x),\n"
+        "                SparseCoder.load(d + '/sc.npz').transform(x)])\n"
+        "sys.exit(0 if np.array_equal(got, np.load(d + '/want.npy')) else 1)\n"
+    )
+    assert subprocess.run([sys.executable, "-c", code, str(tmp_path)]).returncode == 0
+
+
+def test_deepsc_round_trip_in_a_fresh_process(tmp_path, digits_data):
+    x, y = digits_data.x_train[:200], digits_data.y_train[:200].numpy()
+    m = DeepSC(n_atoms=(8,), patch_size=(3,), patch_stride=(1,), dict_images=100,
+               encode_iter=2, drlim=False).fit(x, y)
+    m.save(tmp_path / "m.npz")
+    with zipfile.ZipFile(tmp_path / "m.npz") as z:  # arrays and JSON only
+        assert all(n.endswith(".npy") for n in z.namelist())
+    xt = digits_data.x_test[:40].numpy()
+    np.save(tmp_path / "xt.npy", xt)
+    np.save(tmp_path / "want.npy", m.decision_function(xt))
+    code = (
+        "import sys, numpy as np\n"
+        "from sparsenet.sparse_coding import DeepSC\n"
+        "d = sys.argv[1]; m = DeepSC.load(d + '/m.npz')\n"
+        "ok = np.array_equal(m.decision_function(np.load(d + '/xt.npy')), np.load(d + '/want.npy'))\n"
+        "sys.exit(0 if ok else 1)\n"
+    )
+    assert subprocess.run([sys.executable, "-c", code, str(tmp_path)]).returncode == 0
+
+
+def _rewrite_state(path, fn):
+    with np.load(path, allow_pickle=False) as a:
+        arrays = {k: a[k] for k in a.files}
+    doc = json.loads(arrays["__state__"].tobytes())
+    fn(doc)
+    arrays["__state__"] = np.frombuffer(json.dumps(doc).encode(), dtype=np.uint8)
+    np.savez(path, **arrays)
+
+
+def test_hostile_estimator_files(tmp_path):
+    x = np.random.RandomState(1).randn(30, 5)
+    sc = SparseCoder(dictionary=x[:4]).fit(x)
+    sc.save(tmp_path / "sc.npz")
+    bad = tmp_path / "bad.npz"
+    # a class outside the closed set
+    bad.write_bytes((tmp_path / "sc.npz").read_bytes())
+    _rewrite_state(bad, lambda d: d["root"].update({"__object__": "Popen"}))
+    with pytest.raises(CorruptFileError, match="not one sparsenet rebuilds"):
+        SparseCoder.load(bad)
+    # an object array (would need pickle)
+    np.savez(bad, __state__=np.frombuffer(b"{}", dtype=np.uint8), a0=np.array([print]))
+    with pytest.raises(CorruptFileError):
+        SparseCoder.load(bad)
+    for junk in (b"", b"PK\x03\x04garbage", b"\x00" * 100):
+        bad.write_bytes(junk)
+        with pytest.raises(CorruptFileError):
+            SparseCoder.load(bad)
