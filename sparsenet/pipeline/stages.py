@@ -167,6 +167,7 @@ def prune_stage(model: nn.Module, ctx: StageContext) -> nn.Module:
         model, ctx.data.train, method=s["method"], **target, steps=s["iterations"],
         retrain_epochs=s["retrain_epochs"], config=base, lr=base.lr * s["lr_factor"],
         val=ctx.data.test, seed=ctx.seed, history=history,
+        pattern=s.get("pattern"), **{k: s[k] for k in ("calibration", "blocksize", "damp") if k in s},
     )
     ctx.record["iterations"] = _jsonable(
         [{k: v for k, v in h.items() if k != "fit"} for h in history]
