@@ -134,3 +134,26 @@ def test_reprune_keeps_old_zeros_and_settings_are_checked():
         prune(nn.Sequential(nn.Linear(3, 2)), "sparsegpt", sparsity=0.5)
     with pytest.raises(SparsenetError, match="use sparsegpt"):
         obs_matrix(torch.zeros(100, 300), torch.eye(300), 10, max_elements=1000)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (the code never does)")
+@pytest.mark.parametrize("method", ["sparsegpt", "wanda", "obs"])
+def test_the_same_code_runs_on_cuda(method):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5))
+    x = torch.rand(64, 1, 8, 8)
+    cpu, gpu = copy.deepcopy(model), copy.deepcopy(model).cuda()
+    prune(cpu, method, sparsity=0.5, data=x, pattern="2:4" if method == "wanda" else None)
+    prune(gpu, method, sparsity=0.5, data=x.cuda(), pattern="2:4" if method == "wanda" else None)
+    for a, b in zip(prunable_targets_of(cpu), prunable_targets_of(gpu), strict=True):
+        assert get_mask(b.module).is_cuda and b.value.is_cuda
+        agree = (get_mask(a.module) == get_mask(b.module).cpu()).float().mean()
+        assert agree > 0.97  # float32 on the GPU, float64 on the CPU: near ties may differ
+    with torch.no_grad():
+        assert torch.allclose(cpu(x), gpu(x.cuda()).cpu(), atol=0.05, rtol=0.05)
+
+
+def prunable_targets_of(model):
+    from sparsenet.prune import prunable_targets
+
+    return prunable_targets(model)
