@@ -26,7 +26,8 @@ from .common import (
     seed_int,
 )
 
-METHODS = ["magnitude", "obd", "random"]
+METHODS = ["magnitude", "obd", "random", "sparsegpt", "wanda", "obs"]
+CALIBRATED = ("sparsegpt", "wanda", "obs")  # need calibration samples (layer inputs)
 
 
 def _fraction(text: str) -> float:
@@ -44,6 +45,18 @@ def _add_obd_args(p: argparse.ArgumentParser) -> None:
                    help="OBD Hessian: Levenberg-Marquardt (>= 0, default) or full")
     p.add_argument("--obd-samples", type=positive_int, default=10_000,
                    help="training samples OBD averages its Hessian over (default 10000)")
+    p.add_argument("--calibration", type=positive_int, default=1024,
+                   help="training samples sparsegpt/wanda/obs record layer inputs on (default 1024)")
+    p.add_argument("--blocksize", type=positive_int, default=128,
+                   help="sparsegpt: columns per block (default 128)")
+    p.add_argument("--damp", type=nonneg_float, default=0.01,
+                   help="sparsegpt/obs: dampening, a fraction of the mean Hessian diagonal (0.01)")
+
+
+def _criterion_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Settings of every criterion; each takes its own (make_criterion)."""
+    return {"form": args.obd_form, "calibration": args.calibration,
+            "blocksize": args.blocksize, "damp": args.damp}
 
 
 def register(sub: Any) -> None:
@@ -51,13 +64,16 @@ def register(sub: Any) -> None:
     p.add_argument("model_path", metavar="MODEL")
     add_weights_arg(p)
     p.add_argument("--method", choices=METHODS, default="magnitude")
-    target = p.add_mutually_exclusive_group(required=True)
+    target = p.add_mutually_exclusive_group()
     target.add_argument("--sparsity", type=_fraction, help="fraction of weights to prune, e.g. 0.92")
     target.add_argument("--per-layer", help="fractions per layer, e.g. fc1=0.92,fc2=0.91,fc3=0.74")
     target.add_argument("--quality", type=nonneg_float,
                         help="Han's rule: prune |w| < QUALITY x std of the layer (magnitude)")
     p.add_argument("--scope", choices=["global", "layer"], default="global",
                    help="rank --sparsity across all layers (global, default) or within each")
+    p.add_argument("--pattern", default=None, metavar="N:M",
+                   help="N:M sparsity (e.g. 2:4: at most N non-zeros in every M inputs); "
+                        "--sparsity defaults to 1 - N/M")
     sched = p.add_mutually_exclusive_group()
     sched.add_argument("--iterative", type=positive_int, default=1, metavar="K",
                        help="K rounds of prune -> retrain with growing sparsity (default 1)")
@@ -124,12 +140,19 @@ def cmd_prune(args: argparse.Namespace) -> int:
     retrain = args.retrain_epochs > 0 or args.gradual is not None
     if args.quality is not None and args.method != "magnitude":
         raise SpecError(f"--quality (Han's rule) applies to --method magnitude, not {args.method!r}")
+    if args.sparsity is None and per_layer is None and args.quality is None and not args.pattern:
+        raise SpecError("give one pruning target: --sparsity, --per-layer, --quality or --pattern")
+    if args.pattern:
+        from ..prune import PruneSpec
+
+        PruneSpec(sparsity=args.sparsity, per_layer=dict(per_layer or {}), quality=args.quality,
+                  pattern=args.pattern)  # checks the pattern before any work
     model, meta = load_any_model(args.model_path, args.weights)
-    data = _data(args, meta, needed=args.method == "obd" or retrain)
+    data = _data(args, meta, needed=args.method in ("obd", *CALIBRATED) or retrain)
     if data is not None:
         check_model_fits(model, data, args.model_path)
     seed_everything(args.seed)
-    obd = {"form": args.obd_form}
+    obd = _criterion_options(args)
     target: dict[str, Any] = {"sparsity": args.sparsity, "per_layer": per_layer,
                               "quality": args.quality}
     before = evaluate(model, *data.test) if data is not None else None
@@ -145,26 +168,32 @@ def cmd_prune(args: argparse.Namespace) -> int:
             raise SpecError("--gradual needs --sparsity or --per-layer (not --quality)")
         schedule = f"gradual({args.gradual} epochs)"
         prune_gradual(model, data.train, args.method, per_layer or args.sparsity,
-                      epochs=args.gradual, scope=args.scope, config=cfg, lr=args.lr,
+                      epochs=args.gradual, scope=args.scope, pattern=args.pattern,
+                      config=cfg, lr=args.lr,
                       obd_samples=args.obd_samples, seed=args.seed, **obd)
     elif args.iterative > 1 or retrain:
         assert data is not None
         schedule = f"iterative({args.iterative} x {args.retrain_epochs} epochs)"
         prune_iterative(model, data.train, args.method, **target, steps=args.iterative,
-                        retrain_epochs=args.retrain_epochs, scope=args.scope, config=cfg,
+                        retrain_epochs=args.retrain_epochs, scope=args.scope,
+                        pattern=args.pattern, config=cfg,
                         lr=args.lr, val=data.test, obd_samples=args.obd_samples,
                         seed=args.seed, history=history, **obd)
     else:
         obd_data = None
         if data is not None:
-            obd_data = (data.x_train[: args.obd_samples], data.y_train[: args.obd_samples])
-        prune(model, args.method, **target, data=obd_data, scope=args.scope, seed=args.seed, **obd)
+            n = args.calibration if args.method in CALIBRATED else args.obd_samples
+            obd_data = (data.x_train[:n], data.y_train[:n])
+        prune(model, args.method, **target, data=obd_data, scope=args.scope,
+              pattern=args.pattern, seed=args.seed, **obd)
     report = sparsity_report(model)
     after = evaluate(model, *data.test) if data is not None else None
     pruning = {
         "method": args.method,
         "target": {k: v for k, v in target.items() if v is not None},
         "scope": args.scope,
+        **({"pattern": args.pattern} if args.pattern else {}),
+        **({"calibration": args.calibration} if args.method in CALIBRATED else {}),
         "schedule": schedule,
         "baked": bool(args.bake),
         "sparsity": report["sparsity"],
@@ -218,10 +247,11 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     if args.limit:
         x, y = x[: args.limit], y[: args.limit]
     log(f"sensitivity of {args.model_path} ({args.method}) on {data.name}, n={len(x)}", args.quiet)
+    n = args.calibration if args.method in CALIBRATED else args.obd_samples
     res = sensitivity(
         model, (x, y), args.method, grid, layers=layers,
-        score_data=(data.x_train[: args.obd_samples], data.y_train[: args.obd_samples]),
-        quiet=args.quiet, seed=args.seed, form=args.obd_form,
+        score_data=(data.x_train[:n], data.y_train[:n]),
+        quiet=args.quiet, seed=args.seed, **_criterion_options(args),
     )
     res.update(model=os.fspath(args.model_path), dataset=data.name, n=len(x))
     paths = write_sensitivity(res, args.out)

@@ -25,6 +25,7 @@ __all__ = [
     "parse_bits",
     "index_bits_spec",
     "rank_spec",
+    "pattern_spec",
     "fail",
 ]
 
@@ -161,3 +162,16 @@ def rank_spec(v: Any, path: str) -> int | dict[str, int]:
     if isinstance(v, dict):
         return per_layer(integer(1))(v, path)
     return integer(1)(v, path)
+
+
+def pattern_spec(v: Any, path: str) -> str:
+    """A sparsity pattern: ``"unstructured"`` or ``"N:M"`` with ``0 < N < M``; normalised."""
+    from ..prune.patterns import parse_pattern
+
+    if not isinstance(v, str):
+        raise fail(path, "'unstructured' or an N:M pattern like '2:4'", v)
+    try:
+        pat = parse_pattern(v)
+    except SparsenetError:
+        raise fail(path, "'unstructured' or an N:M pattern with integers 0 < N < M", v) from None
+    return "unstructured" if pat is None else str(pat)

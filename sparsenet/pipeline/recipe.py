@@ -51,6 +51,7 @@ from .checks import (
     integer,
     number,
     parse_bits,
+    pattern_spec,
     per_layer,
     rank_spec,
     string,
@@ -111,7 +112,7 @@ SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
         **_STAGE_TRAINING,
     },
     "prune": {
-        "method": (choice("magnitude", "obd", "random"), "magnitude"),
+        "method": (choice("magnitude", "obd", "random", "sparsegpt", "wanda", "obs"), "magnitude"),
         "sparsity": (number(0, 1, lo_open=True, hi_open=True), None),
         "per_layer": (per_layer(number(0, 1, hi_open=True)), None),
         "quality": (number(0, lo_open=True), None),
@@ -121,6 +122,11 @@ SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
         "sensitivity": (boolean, False),
         **_STAGE_TRAINING,
         **_BN,
+        # One-shot criteria with calibration (unset = their defaults: 1024, 128, 0.01).
+        "pattern": (pattern_spec, None),
+        "calibration": (integer(1), None),
+        "blocksize": (integer(1), None),
+        "damp": (number(0), None),
     },
     "factorize": {
         "rank": (rank_spec, None),
@@ -256,7 +262,8 @@ def validate_recipe(data: dict[str, Any], source: str | None = None) -> Recipe:
         settings = _check_table(table, SCHEMA[kind], f"{path}.{kind}")
         if kind in _ONE_OF:
             given = [k for k in _ONE_OF[kind] if k in settings]
-            if len(given) != 1:
+            implied = kind == "prune" and not given and settings.get("pattern", "unstructured") != "unstructured"
+            if len(given) != 1 and not implied:  # an N:M pattern alone means 1 - N/M
                 raise RecipeError(
                     f"{path}.{kind}: expected exactly one of {', '.join(_ONE_OF[kind])}, "
                     f"got {given or 'none'}"
@@ -268,6 +275,8 @@ def validate_recipe(data: dict[str, Any], source: str | None = None) -> Recipe:
             )
         if "lr" in table and "lr_factor" in settings:
             del settings["lr_factor"]  # the stage's own lr: no default factor either
+        if kind == "prune" and settings.get("pattern", "unstructured") != "unstructured":
+            _check_pattern_floor(settings, f"{path}.{kind}")
         if kind == "train" and i != 0:
             raise RecipeError(f"{path}.train: the train stage must be the first stage")
         if kind == "encode" and i != len(stages_raw) - 1:
@@ -275,6 +284,21 @@ def validate_recipe(data: dict[str, Any], source: str | None = None) -> Recipe:
         stages.append(Stage(kind, settings))
     top.pop("stages", None)
     return Recipe(stages=stages, source=source, **top)
+
+
+def _check_pattern_floor(settings: dict[str, Any], path: str) -> None:
+    """An N:M pattern prunes at least 1 - N/M: a smaller sparsity is a contradiction."""
+    n, m = (int(x) for x in settings["pattern"].split(":"))
+    floor = 1.0 - n / m
+    fracs = [("sparsity", settings["sparsity"])] if "sparsity" in settings else []
+    fracs += [(f"per_layer.{k}", v) for k, v in settings.get("per_layer", {}).items()]
+    for key, f in fracs:
+        if f < floor - 1e-12:
+            raise RecipeError(
+                f"{path}.{key}: expected a sparsity >= {floor:g} (pattern {settings['pattern']}), got {f:g}"
+            )
+    if "quality" in settings:
+        raise RecipeError(f"{path}.quality: a pattern needs sparsity or per_layer, not quality")
 
 
 def parse_recipe(text: str, source: str = "<recipe>") -> Recipe:

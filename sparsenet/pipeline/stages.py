@@ -197,6 +197,7 @@ def prune_stage(model: nn.Module, ctx: StageContext) -> nn.Module:
         retrain_epochs=s["retrain_epochs"], config=cfg, lr=cfg.lr,
         val=ctx.data.test, seed=ctx.seed, history=history,
         recalibrate_bn=s.get("recalibrate_bn", True),
+        pattern=s.get("pattern"), **{k: s[k] for k in ("calibration", "blocksize", "damp") if k in s},
     )
     ctx.record["iterations"] = _jsonable(
         [{k: v for k, v in h.items() if k != "fit"} for h in history]

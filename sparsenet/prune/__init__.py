@@ -1,4 +1,5 @@
-"""Zero out weights: masks, criteria (magnitude, random, OBD), schedules, sensitivity.
+"""Zero out weights: masks, criteria (magnitude, random, OBD, SparseGPT, Wanda, OBS), patterns,
+schedules, sensitivity.
 
 The "Zero out W_ij" branch of the review. A :class:`Mask` parametrisation keeps pruned
 weights at exactly zero through training and checkpoints; a criterion scores weights
@@ -7,7 +8,20 @@ how much and when; :func:`sensitivity` measures each layer alone; :func:`bake` m
 permanent.
 """
 
-from .criteria import CRITERIA, OBD, Criterion, Magnitude, Random, make_criterion
+from .base import DEFAULT_CALIBRATION, Calibrated
+from .calibration import LayerView, Stats, layer_view, record, sequential
+from .criteria import (
+    CALIBRATED,
+    CRITERIA,
+    OBD,
+    OBS,
+    Criterion,
+    Magnitude,
+    Random,
+    SparseGPT,
+    Wanda,
+    make_criterion,
+)
 from .mask import (
     Mask,
     Target,
@@ -19,7 +33,8 @@ from .mask import (
     sparsity_report,
 )
 from .obd import hessian_diagonal, module_chain
-from .oneshot import PruneSpec, prune, prune_to, select_masks
+from .oneshot import PruneSpec, layer_counts, prune, prune_to, select_masks
+from .patterns import Pattern, parse_pattern, satisfies
 from .schedules import (
     GradualPruning,
     SparsityMonitor,
@@ -29,6 +44,7 @@ from .schedules import (
     prune_iterative,
 )
 from .sensitivity import DEFAULT_GRID, plot_sensitivity, sensitivity, write_sensitivity
+from .sparsegpt import obs_matrix, sparsegpt_matrix
 
 __all__ = [
     # masks
@@ -45,8 +61,25 @@ __all__ = [
     "Magnitude",
     "Random",
     "OBD",
+    "Calibrated",
+    "SparseGPT",
+    "Wanda",
+    "OBS",
     "CRITERIA",
+    "CALIBRATED",
+    "DEFAULT_CALIBRATION",
     "make_criterion",
+    "sparsegpt_matrix",
+    "obs_matrix",
+    # calibration and patterns
+    "LayerView",
+    "Stats",
+    "layer_view",
+    "record",
+    "sequential",
+    "Pattern",
+    "parse_pattern",
+    "satisfies",
     "hessian_diagonal",
     "module_chain",
     # one-shot and schedules
@@ -54,6 +87,7 @@ __all__ = [
     "prune",
     "prune_to",
     "select_masks",
+    "layer_counts",
     "prune_iterative",
     "prune_gradual",
     "GradualPruning",

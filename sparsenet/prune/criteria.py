@@ -6,26 +6,32 @@ score (see :mod:`sparsenet.prune.oneshot`), so re-pruning never revives a weight
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import SparsenetError, SpecError
+from .base import Calibrated, Criterion
 from .mask import Target
 from .obd import hessian_diagonal
+from .sparsegpt import OBS, SparseGPT
+from .wanda import Wanda
 
-__all__ = ["Criterion", "Magnitude", "Random", "OBD", "CRITERIA", "make_criterion"]
-
-
-class Criterion:
-    """Scores each weight of each target; the lowest are pruned first."""
-
-    name = "criterion"
-
-    def scores(self, model: nn.Module, targets: list[Target]) -> list[torch.Tensor]:
-        """One tensor per target, of that target's shape."""
-        raise NotImplementedError
+__all__ = [
+    "Criterion",
+    "Calibrated",
+    "Magnitude",
+    "Random",
+    "OBD",
+    "SparseGPT",
+    "Wanda",
+    "OBS",
+    "CRITERIA",
+    "CALIBRATED",
+    "make_criterion",
+]
 
 
 class Magnitude(Criterion):
@@ -101,27 +107,58 @@ class OBD(Criterion):
         return out
 
 
-CRITERIA: dict[str, type[Criterion]] = {"magnitude": Magnitude, "random": Random, "obd": OBD}
+CRITERIA: dict[str, type[Criterion]] = {
+    "magnitude": Magnitude,
+    "random": Random,
+    "obd": OBD,
+    "sparsegpt": SparseGPT,
+    "wanda": Wanda,
+    "obs": OBS,
+}
+# Names whose criterion needs calibration inputs (layer after layer, forward hooks).
+CALIBRATED = tuple(k for k, v in CRITERIA.items() if issubclass(v, Calibrated))
+
+
+def _accepted(cls: type[Criterion]) -> set[str]:
+    return set(inspect.signature(cls.__init__).parameters) - {"self", "data", "seed"}
 
 
 def make_criterion(
     method: str | Criterion,
     data: tuple[torch.Tensor, torch.Tensor] | None = None,
     seed: int = 0,
-    **obd: Any,
+    **options: Any,
 ) -> Criterion:
-    """A criterion by name (``magnitude``, ``random``, ``obd``) or the instance given.
+    """A criterion by name (see :data:`CRITERIA`) or the instance given.
 
-    ``obd`` needs ``data``; extra keywords (``loss``, ``form``, ``batch_size``) go to it.
+    ``obd`` needs ``data`` (the Hessian's average); ``sparsegpt``, ``wanda`` and ``obs``
+    need it as calibration inputs (the first ``calibration`` samples). ``options`` are the
+    criteria's settings (``loss``, ``form``, ``batch_size`` for OBD; ``calibration``,
+    ``blocksize``, ``damp``, ``group`` for the calibrated ones); each criterion takes those
+    it has and ignores the others' (so one call site serves every method), and a name no
+    criterion has raises :class:`SpecError`.
     """
     if isinstance(method, Criterion):
         return method
     if method not in CRITERIA:
         raise SpecError(f"unknown pruning method {method!r}; expected one of {sorted(CRITERIA)}")
+    known = set().union(*(_accepted(c) for c in CRITERIA.values()))
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise SpecError(f"unknown pruning option(s) {unknown}; expected some of {sorted(known)}")
+    cls = CRITERIA[method]
+    mine = {k: v for k, v in options.items() if k in _accepted(cls) and v is not None}
     if method == "obd":
         if data is None:
             raise SparsenetError("method 'obd' needs data (x, y) to average the Hessian over")
-        return OBD(data, **obd)
+        return OBD(data, **mine)
+    if method in CALIBRATED:
+        if data is None:
+            raise SparsenetError(
+                f"method {method!r} needs calibration data (training samples) to record "
+                "layer inputs; pass data"
+            )
+        return cls(data, **mine)  # type: ignore[call-arg]
     if method == "random":
         return Random(seed)
     return Magnitude()

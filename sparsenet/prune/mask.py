@@ -37,14 +37,18 @@ class Mask(nn.Module):
     Parameters
     ----------
     mask : bool tensor, the shape of the parametrised tensor; ``False`` = pruned.
+    pattern : the structure the mask obeys, ``"2:4"`` (see :mod:`sparsenet.prune.patterns`),
+        or ``None`` for unstructured. Recorded in the spec only when set, so unstructured
+        masks keep their spec bytes and older checkpoints load unchanged.
     """
 
     transform_kind = "mask"
     mask: torch.Tensor
     _factor: torch.Tensor
 
-    def __init__(self, mask: torch.Tensor) -> None:
+    def __init__(self, mask: torch.Tensor, pattern: str | None = None) -> None:
         super().__init__()
+        self.pattern = pattern
         self.register_buffer("mask", mask.detach().to(torch.bool).clone())
         # Multiplying by a bool tensor converts it on every call (4x slower than a float
         # product, measured); keep a float copy, not saved, refreshed whenever `mask`
@@ -61,15 +65,22 @@ class Mask(nn.Module):
         return x * f
 
     def spec(self) -> dict[str, Any]:
-        return {"shape": list(self.mask.shape)}
+        out: dict[str, Any] = {"shape": list(self.mask.shape)}
+        if self.pattern is not None:
+            out["pattern"] = self.pattern
+        return out
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> Mask:
-        return cls(torch.ones(tuple(spec["shape"]), dtype=torch.bool))
+        pattern = spec.get("pattern")
+        if pattern is not None and not isinstance(pattern, str):
+            raise SpecError(f"bad mask pattern {pattern!r} in a checkpoint; expected a string like '2:4'")
+        return cls(torch.ones(tuple(spec["shape"]), dtype=torch.bool), pattern)
 
     def extra_repr(self) -> str:
         n = self.mask.numel()
-        return f"shape={tuple(self.mask.shape)}, pruned={n - int(self.mask.sum())}/{n}"
+        pat = f", pattern={self.pattern}" if self.pattern else ""
+        return f"shape={tuple(self.mask.shape)}, pruned={n - int(self.mask.sum())}/{n}{pat}"
 
 
 class Target(LayerTensor):
@@ -107,8 +118,13 @@ def get_mask(module: nn.Module, tensor: str = "weight") -> torch.Tensor | None:
 
 
 @torch.no_grad()
-def apply_mask(module: nn.Module, mask: torch.Tensor, tensor: str = "weight") -> Mask:
+def apply_mask(
+    module: nn.Module, mask: torch.Tensor, tensor: str = "weight", pattern: str | None = None
+) -> Mask:
     """Mask ``module.<tensor>``; an existing mask is combined (logical and), never revived.
+
+    ``pattern`` (``"2:4"``) is recorded on the mask; combining keeps an earlier one when
+    none is given (a logical and never breaks an N:M pattern).
 
     The stored ``original`` is zeroed at the pruned positions too, so a later :func:`bake`
     or an inspection of the raw parameter shows the same zeros.
@@ -126,8 +142,10 @@ def apply_mask(module: nn.Module, mask: torch.Tensor, tensor: str = "weight") ->
     if existing:
         p = existing[0]
         p.mask &= mask
+        if pattern is not None:
+            p.pattern = pattern
     else:
-        p = Mask(mask)
+        p = Mask(mask, pattern)
         parametrize.register_parametrization(module, tensor, p, unsafe=True)
     plist: Any = module.parametrizations[tensor]  # type: ignore[index,union-attr]
     if plist[0] is p:  # the mask acts directly on `original`: zero it there too

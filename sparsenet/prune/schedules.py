@@ -23,9 +23,10 @@ from ..errors import SparsenetError
 from ..models import arch_of
 from ..progress import log
 from ..training import Callback, TrainConfig, TrainState, default_config, evaluate, fit
-from .criteria import Criterion, make_criterion
+from .criteria import CALIBRATED, Criterion, make_criterion
 from .mask import sparsity_report
 from .oneshot import PruneSpec, prune_to
+from .patterns import parse_pattern
 
 __all__ = ["SparsityMonitor", "GradualPruning", "prune_iterative", "prune_gradual", "cubic_sparsity",
            "cubic_progress"]
@@ -38,6 +39,13 @@ class SparsityMonitor(Callback):
 
     def on_epoch_end(self, state: TrainState) -> None:
         state.metrics["sparsity"] = sparsity_report(state.model)["sparsity"]
+
+
+def _score_data(train: Data, method: str | Criterion, samples: int | None) -> Data:
+    """OBD's first ``samples``; calibrated criteria cut their own ``calibration`` samples."""
+    if samples is None or (isinstance(method, str) and method in CALIBRATED):
+        return train
+    return train[0][:samples], train[1][:samples]
 
 
 def _training_config(model: nn.Module, config: TrainConfig | None) -> TrainConfig:
@@ -67,6 +75,7 @@ def prune_iterative(
     history: list[dict[str, Any]] | None = None,
     recalibrate_bn: bool = True,
     bn_batches: int = 50,
+    pattern: str | None = None,
     **obd: Any,
 ) -> nn.Module:
     """Prune → retrain ``steps`` times, sparsity growing to the target; in place.
@@ -82,7 +91,10 @@ def prune_iterative(
         ``lr = config.lr / 10`` unless ``lr`` is given.
     val : evaluated after each pruning and each retraining (accuracies in ``history``).
     callbacks : passed on to every ``fit``.
-    obd_samples : OBD averages its Hessian over the first this-many training samples.
+    obd_samples : OBD averages its Hessian over the first this-many training samples
+        (sparsegpt/wanda/obs take their ``calibration`` first samples of the whole set).
+    pattern : ``"2:4"`` or any N:M, imposed from the first round on.
+    obd : the criterion's settings (see :func:`~sparsenet.prune.make_criterion`).
     history : if a list, one record per round is appended to it (sparsity, accuracy, fit history).
     recalibrate_bn : after each pruning round, before evaluating and retraining, recompute
         BatchNorm running statistics from up to ``bn_batches`` training batches
@@ -93,8 +105,9 @@ def prune_iterative(
             f"bad iterative schedule steps={steps}, retrain_epochs={retrain_epochs}; "
             "expected steps >= 1 and retrain_epochs >= 0"
         )
-    spec = PruneSpec(sparsity=sparsity, per_layer=dict(per_layer or {}), quality=quality, scope=scope)
-    obd_data = train if obd_samples is None else (train[0][:obd_samples], train[1][:obd_samples])
+    spec = PruneSpec(sparsity=sparsity, per_layer=dict(per_layer or {}), quality=quality, scope=scope,
+                     pattern=pattern)
+    obd_data = _score_data(train, method, obd_samples)
     crit = make_criterion(method, data=obd_data, seed=seed, **obd)
     base = _training_config(model, config)
     cfg = base.replace(epochs=retrain_epochs, lr=lr if lr is not None else base.lr / 10, seed=seed)
@@ -143,6 +156,7 @@ class GradualPruning(Callback):
     begin_step : ``t0``.
     frequency : ``Δt``, steps between pruning events (the last event is at ``end_step``).
     scope : ``"global"`` or ``"layer"`` ranking for a fraction target.
+    pattern : ``"2:4"`` or any N:M, held at every event (sparsity at least ``1 − N/M``).
 
     ``events`` lists ``(step, sparsity target)`` of each pruning event.
     """
@@ -156,6 +170,7 @@ class GradualPruning(Callback):
         begin_step: int = 0,
         frequency: int = 100,
         scope: str = "global",
+        pattern: str | None = None,
     ) -> None:
         if not (0 <= begin_step < end_step) or frequency < 1:
             raise SparsenetError(
@@ -167,16 +182,20 @@ class GradualPruning(Callback):
         self.initial = initial_sparsity
         self.begin, self.end, self.frequency = begin_step, end_step, frequency
         self.scope = scope
+        self.pattern = pattern
         self._spec(0.0), self._spec(1.0)  # validate both ends once, here
         self.events: list[tuple[int, float]] = []
 
     def _spec(self, phi: float) -> PruneSpec:
+        pat = parse_pattern(self.pattern)
+        floor = 0.0 if pat is None else pat.min_sparsity  # the pattern holds at every event
+
         def at(f: float) -> float:
-            return self.initial + (f - self.initial) * phi
+            return max(floor, self.initial + (f - self.initial) * phi)
 
         if isinstance(self.final, dict):
-            return PruneSpec(per_layer={k: at(v) for k, v in self.final.items()})
-        return PruneSpec(sparsity=at(self.final), scope=self.scope)
+            return PruneSpec(per_layer={k: at(v) for k, v in self.final.items()}, pattern=self.pattern)
+        return PruneSpec(sparsity=at(self.final), scope=self.scope, pattern=self.pattern)
 
     def _prune_at(self, state: TrainState, t: int) -> None:
         phi = cubic_progress(t, self.begin, self.end)
@@ -221,6 +240,7 @@ def prune_gradual(
     obd_samples: int | None = 10_000,
     seed: int = 0,
     recalibrate_bn: bool = True,
+    pattern: str | None = None,
     **obd: Any,
 ) -> list[dict[str, Any]]:
     """Train ``epochs`` epochs while pruning gradually to ``sparsity``; returns fit's history.
@@ -235,7 +255,7 @@ def prune_gradual(
     cfg = base.replace(epochs=epochs, lr=lr if lr is not None else base.lr / 10, seed=seed)
     steps_per_epoch = -(-len(train[0]) // cfg.batch_size)
     end = max(1, int(prune_fraction * epochs * steps_per_epoch))
-    obd_data = train if obd_samples is None else (train[0][:obd_samples], train[1][:obd_samples])
+    obd_data = _score_data(train, method, obd_samples)
     crit = make_criterion(method, data=obd_data, seed=seed, **obd)
     cb = GradualPruning(
         crit,
@@ -244,6 +264,7 @@ def prune_gradual(
         initial_sparsity=initial_sparsity,
         frequency=frequency or max(1, end // 20),
         scope=scope,
+        pattern=pattern,
     )
     history = fit(model, train, cfg, callbacks=[cb, *callbacks], val=val)
     if recalibrate_bn and bn.has_batchnorm(model):

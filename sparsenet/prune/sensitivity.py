@@ -7,6 +7,7 @@ restore, move on. The curves show which layers tolerate pruning (fc1 of LeNet-30
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from torch import nn
 from ..distributed import sharded_evaluate as evaluate
 from ..io import atomic_write_bytes, write_json
 from ..progress import progress
+from .base import Calibrated
 from .criteria import Criterion, make_criterion
 from .mask import resolve_targets
 from .oneshot import PruneSpec, select_masks
@@ -47,7 +49,9 @@ def sensitivity(
     method : criterion ranking the weights within the layer.
     sparsities : the grid, fractions in [0, 1].
     layers : names, groups or globs (default: every compressible tensor, :mod:`sparsenet.layers`).
-    score_data : data for OBD's Hessian (default ``data``).
+    score_data : data for OBD's Hessian and the calibrated criteria (default ``data``).
+        SparseGPT and OBS rewrite the kept weights, so each point prunes (and
+        reconstructs) that layer alone in a copy of the model.
 
     Under ``torch.distributed`` every rank passes the same data; each evaluates its shard
     and the sums are reduced (accuracies exact, losses to float rounding), and OBD's
@@ -63,14 +67,16 @@ def sensitivity(
         PruneSpec(sparsity=s)  # validates each grid point
     crit = make_criterion(method, data=score_data or data, seed=seed, **obd)
     dense = evaluate(model, *data)
-    with torch.enable_grad():
-        scores = crit.scores(model, targets)
     result: dict[str, Any] = {
         "method": crit.name,
         "sparsities": [float(s) for s in sparsities],
         "dense": {"accuracy": dense["accuracy"], "loss": dense["loss"]},
         "layers": {},
     }
+    if isinstance(crit, Calibrated) and type(crit).scores is Criterion.scores:
+        return _reconstructing(model, data, crit, sparsities, targets, result, quiet)
+    with torch.enable_grad():
+        scores = crit.scores(model, targets)
     points = [(t, sc, s) for t, sc in zip(targets, scores, strict=True) for s in sparsities]
     for t, sc, s in progress(points, desc="sensitivity", quiet=quiet):
         row = result["layers"].setdefault(t.name, {"size": t.value.numel(), "accuracy": [], "loss": []})
@@ -80,6 +86,29 @@ def sensitivity(
         param.mul_(keep.to(param.dtype))
         ev = evaluate(model, *data)
         param.copy_(saved)
+        row["accuracy"].append(ev["accuracy"])
+        row["loss"].append(ev["loss"])
+    return result
+
+
+def _reconstructing(
+    model: nn.Module,
+    data: tuple[torch.Tensor, torch.Tensor],
+    crit: Calibrated,
+    sparsities: tuple[float, ...] | list[float],
+    targets: list[Any],
+    result: dict[str, Any],
+    quiet: bool,
+) -> dict[str, Any]:
+    """Sensitivity for a criterion that updates weights: each point on a fresh copy."""
+    names = [t.name if t.tensor == "weight" else t.key for t in targets]
+    points = [(name, s) for name in names for s in sparsities]
+    for name, s in progress(points, desc="sensitivity", quiet=quiet):
+        net = copy.deepcopy(model)
+        (t,) = resolve_targets(net, [name])
+        row = result["layers"].setdefault(t.name, {"size": t.value.numel(), "accuracy": [], "loss": []})
+        crit.apply(net, [t], [round(s * t.value.numel())])
+        ev = evaluate(net, *data)
         row["accuracy"].append(ev["accuracy"])
         row["loss"].append(ev["loss"])
     return result
