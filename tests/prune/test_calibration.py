@@ -6,9 +6,17 @@ import torch
 from torch import nn
 
 from sparsenet.errors import SparsenetError
+from sparsenet.layers import layer_kind
 from sparsenet.prune import Wanda, get_mask, layer_view, prune, record, sequential
-from sparsenet.prune.mask import Target
+from sparsenet.prune.mask import Target as _Target
 from sparsenet.prune.patterns import matrix_view
+
+
+def Target(name: str, module: nn.Module, tensor: str = "weight") -> _Target:  # noqa: N802
+    """A prune target from its name, module and tensor (kind from the module)."""
+    kind = "attention" if isinstance(module, nn.MultiheadAttention) else layer_kind(module)
+    path = name.rpartition(".")[0] if tensor != "weight" else name
+    return _Target(name, path, tensor, kind or "fc", module)
 
 
 @pytest.mark.parametrize(
