@@ -37,8 +37,13 @@ def _fraction(text: str) -> float:
 
 
 def _add_obd_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--obd-form", choices=["lm", "full"], default="lm",
-                   help="OBD Hessian: Levenberg-Marquardt (>= 0, default) or full")
+    p.add_argument("--obd-form", choices=["auto", "lm", "full", "gauss-newton", "hutchinson"],
+                   default="auto",
+                   help="OBD Hessian: auto (default: LeCun's Levenberg-Marquardt recursion for "
+                   "a chain, exact Gauss-Newton diagonal for other graphs), lm, full, "
+                   "gauss-newton or hutchinson")
+    p.add_argument("--obd-probes", type=positive_int, default=32,
+                   help="Rademacher probes of --obd-form hutchinson (default 32)")
     p.add_argument("--obd-samples", type=positive_int, default=10_000,
                    help="training samples OBD averages its Hessian over (default 10000)")
 
@@ -122,7 +127,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     model, meta = load_any_model(args.model_path)
     data = _data(args, meta, needed=args.method == "obd" or retrain)
     seed_everything(args.seed)
-    obd = {"form": args.obd_form}
+    obd = {"form": args.obd_form, "probes": args.obd_probes}
     target: dict[str, Any] = {"sparsity": args.sparsity, "per_layer": per_layer,
                               "quality": args.quality}
     before = evaluate(model, *data.test) if data is not None else None
@@ -163,6 +168,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
         "sparsity": report["sparsity"],
         "source": os.fspath(args.model_path),
     }
+    if args.method == "obd":
+        from ..prune import resolve_form
+
+        pruning["obd_form"] = resolve_form(model, args.obd_form)
     new_meta = {k: v for k, v in meta.items() if k not in ("history", "config")}
     new_meta.update(pruning=pruning, dataset=data.name if data else meta.get("dataset"))
     if after is not None:
@@ -212,7 +221,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     res = sensitivity(
         model, (x, y), args.method, grid, layers=layers,
         score_data=(data.x_train[: args.obd_samples], data.y_train[: args.obd_samples]),
-        quiet=args.quiet, seed=args.seed, form=args.obd_form,
+        quiet=args.quiet, seed=args.seed, form=args.obd_form, probes=args.obd_probes,
     )
     res.update(model=os.fspath(args.model_path), dataset=data.name, n=len(x))
     paths = write_sensitivity(res, args.out)

@@ -18,7 +18,7 @@ from .mask import (
     resolve_targets,
     sparsity_report,
 )
-from .obd import hessian_diagonal, module_chain
+from .obd import hessian_diagonal, module_chain, resolve_form
 from .oneshot import PruneSpec, prune, prune_to, select_masks
 from .schedules import (
     GradualPruning,
@@ -49,6 +49,7 @@ __all__ = [
     "make_criterion",
     "hessian_diagonal",
     "module_chain",
+    "resolve_form",
     # one-shot and schedules
     "PruneSpec",
     "prune",
