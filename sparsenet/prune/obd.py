@@ -44,6 +44,7 @@ from .obd_graph import (
     effective_tensors,
     gauss_newton_chunk,
     hutchinson_chunk,
+    plain_copy,
 )
 
 __all__ = ["hessian_diagonal", "module_chain", "resolve_form", "ELEMENTWISE", "LOSSES", "FORMS"]
@@ -318,6 +319,7 @@ def _graph(
 ) -> None:
     """Sum the Gauss–Newton or Hutchinson diagonal over ``(x, y)`` chunk by chunk into ``acc``."""
     with torch.no_grad():
+        model = plain_copy(model)  # differentiate the effective (masked...) tensors
         tensors = effective_tensors(model)
         if not tensors:
             raise SparsenetError("OBD: the model has no trainable floating-point tensor")

@@ -32,11 +32,14 @@ of every trainable tensor, keyed ``"<module path>.<tensor>"``:
     Attention runs on PyTorch's math kernel here (the fused kernels have no double
     backward).
 
-Parameter-free modules run as they are; the model is put in eval mode (BatchNorm uses
+Both run on :func:`plain_copy` (parametrisations baked in, so the tensors differentiated
+are the effective ones). Parameter-free modules run as they are; the model is in eval mode (BatchNorm uses
 its running statistics, dropout is off), so samples are independent.
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 import torch.nn.functional as F
@@ -48,12 +51,36 @@ from torch.nn.utils import parametrize
 __all__ = [
     "GRAPH_FORMS",
     "effective_tensors",
+    "plain_copy",
     "output_factor",
     "gauss_newton_chunk",
     "hutchinson_chunk",
 ]
 
 GRAPH_FORMS = ("gauss-newton", "hutchinson")
+
+def plain_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` with every parametrisation baked into a plain Parameter.
+
+    Differentiating the copy's parameters is differentiating the *effective* tensors of
+    ``model`` (a masked weight, a codebook lookup) under the same names.
+    """
+    twin = copy.deepcopy(model)
+    for m in list(twin.modules()):
+        if not parametrize.is_parametrized(m):
+            continue
+        values = {
+            name: getattr(m, name).detach().clone()
+            for name in m.parametrizations  # type: ignore[union-attr]
+        }
+        # Not parametrize.remove_parametrizations: the deep copy shares its dynamically
+        # made class with the original, and removal deletes properties from that class.
+        m.__class__ = m.__class__.__bases__[0]
+        del m._modules["parametrizations"]
+        for name, value in values.items():
+            m.register_parameter(name, nn.Parameter(value))
+    return twin
+
 
 def effective_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     """Every floating-point trainable tensor by its effective name.
