@@ -56,7 +56,8 @@ class TrainConfig:
     epochs : number of passes over the training set (>= 0).
     batch_size : mini-batch size.
     lr : initial learning rate.
-    optimizer : ``"sgd"`` (with ``momentum``, Nesterov off) or ``"adam"``.
+    optimizer : ``"sgd"`` (with ``momentum``, Nesterov off), ``"adam"`` or ``"adamw"``
+        (Adam with decoupled weight decay).
     momentum : SGD momentum.
     weight_decay : decoupled from the penalties of :mod:`sparsenet.regularize`; plain
         optimizer weight decay on every parameter.
@@ -94,7 +95,7 @@ class TrainConfig:
                 "an integer >= 1",
             ),
             (math.isfinite(self.lr) and self.lr > 0, "lr", "a finite number > 0"),
-            (self.optimizer in ("sgd", "adam"), "optimizer", "'sgd' or 'adam'"),
+            (self.optimizer in ("sgd", "adam", "adamw"), "optimizer", "'sgd', 'adam' or 'adamw'"),
             (0 <= self.momentum < 1, "momentum", "in [0, 1)"),
             (self.weight_decay >= 0, "weight_decay", "a number >= 0"),
             (
@@ -194,6 +195,8 @@ def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
@@ -494,6 +497,23 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "lr": 0.02,
         "optimizer": "sgd",
         "momentum": 0.9,
+        "schedule": "cosine",
+    },
+    "resnet": {
+        "epochs": 8,
+        "batch_size": 128,
+        "lr": 0.1,
+        "optimizer": "sgd",
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "schedule": "cosine",
+    },
+    "vit": {
+        "epochs": 10,
+        "batch_size": 128,
+        "lr": 1e-3,
+        "optimizer": "adamw",
+        "weight_decay": 0.05,
         "schedule": "cosine",
     },
 }

@@ -33,7 +33,7 @@ def test_model_for_small_inputs():
 
 def test_bad_model_args():
     with pytest.raises(SparsenetError, match="unknown model"):
-        build_model("resnet")
+        build_model("alexnet")
     with pytest.raises(SparsenetError, match="too small"):
         LeNet5(input_size=8)
     with pytest.raises(SparsenetError, match="bad sizes"):

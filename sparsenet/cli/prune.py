@@ -41,8 +41,13 @@ def _fraction(text: str) -> float:
 
 
 def _add_obd_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--obd-form", choices=["lm", "full"], default="lm",
-                   help="OBD Hessian: Levenberg-Marquardt (>= 0, default) or full")
+    p.add_argument("--obd-form", choices=["auto", "lm", "full", "gauss-newton", "hutchinson"],
+                   default="auto",
+                   help="OBD Hessian: auto (default: LeCun's Levenberg-Marquardt recursion for "
+                   "a chain, exact Gauss-Newton diagonal for other graphs), lm, full, "
+                   "gauss-newton or hutchinson")
+    p.add_argument("--obd-probes", type=positive_int, default=32,
+                   help="Rademacher probes of --obd-form hutchinson (default 32)")
     p.add_argument("--obd-samples", type=positive_int, default=10_000,
                    help="training samples OBD averages its Hessian over (default 10000)")
     p.add_argument("--calibration", type=positive_int, default=1024,
@@ -55,7 +60,7 @@ def _add_obd_args(p: argparse.ArgumentParser) -> None:
 
 def _criterion_options(args: argparse.Namespace) -> dict[str, Any]:
     """Settings of every criterion; each takes its own (make_criterion)."""
-    return {"form": args.obd_form, "calibration": args.calibration,
+    return {"form": args.obd_form, "probes": args.obd_probes, "calibration": args.calibration,
             "blocksize": args.blocksize, "damp": args.damp}
 
 
@@ -199,6 +204,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
         "sparsity": report["sparsity"],
         "source": os.fspath(args.model_path),
     }
+    if args.method == "obd":
+        from ..prune import resolve_form
+
+        pruning["obd_form"] = resolve_form(model, args.obd_form)
     new_meta = {k: v for k, v in meta.items() if k not in ("history", "config")}
     new_meta.update(pruning=pruning, dataset=data.name if data else meta.get("dataset"))
     if after is not None:

@@ -41,7 +41,7 @@ def register(sub: Any) -> None:
     p.add_argument("--epochs", type=nonneg_int, help="default: the model's recipe")
     p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--lr", type=positive_float)
-    p.add_argument("--optimizer", choices=["sgd", "adam"])
+    p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"])
     p.add_argument("--momentum", type=nonneg_float)
     p.add_argument("--weight-decay", type=nonneg_float)
     p.add_argument("--schedule", choices=["cosine", "step", "constant"])

@@ -77,7 +77,7 @@ _TRAIN_FIELDS: dict[str, tuple[Check, Any]] = {
     "epochs": (integer(0), None),
     "lr": (number(0, lo_open=True), None),
     "batch_size": (integer(1), None),
-    "optimizer": (choice("sgd", "adam"), None),
+    "optimizer": (choice("sgd", "adam", "adamw"), None),
     "momentum": (number(0, 1, hi_open=True), None),
     "weight_decay": (number(0), None),
     "schedule": (choice("cosine", "step", "constant"), None),

@@ -32,7 +32,7 @@ from .mask import (
     resolve_targets,
     sparsity_report,
 )
-from .obd import hessian_diagonal, module_chain
+from .obd import hessian_diagonal, module_chain, resolve_form
 from .oneshot import PruneSpec, layer_counts, prune, prune_to, select_masks
 from .patterns import Pattern, parse_pattern, satisfies
 from .schedules import (
@@ -82,6 +82,7 @@ __all__ = [
     "satisfies",
     "hessian_diagonal",
     "module_chain",
+    "resolve_form",
     # one-shot and schedules
     "PruneSpec",
     "prune",

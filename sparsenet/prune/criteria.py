@@ -15,7 +15,7 @@ from torch import nn
 from ..errors import SparsenetError, SpecError
 from .base import Calibrated, Criterion
 from .mask import Target
-from .obd import hessian_diagonal
+from .obd import hessian_diagonal, resolve_form
 from .sparsegpt import OBS, SparseGPT
 from .wanda import Wanda
 
@@ -68,10 +68,15 @@ class OBD(Criterion):
     ----------
     data : ``(x, y)`` over which the Hessian diagonal is averaged.
     loss : ``"ce"`` or ``"mse"``.
-    form : ``"lm"`` (Levenberg–Marquardt, >= 0, LeCun's choice) or ``"full"``.
+    form : ``"auto"`` (LeCun's recursion ``"lm"`` for a chain, ``"gauss-newton"`` for
+        any other graph), ``"lm"`` (Levenberg–Marquardt, >= 0, LeCun's choice),
+        ``"full"``, ``"gauss-newton"`` or ``"hutchinson"``; see
+        :func:`sparsenet.prune.obd.hessian_diagonal`.
     batch_size : samples per vectorised batch.
+    probes, seed : Rademacher probes of ``"hutchinson"`` and their seed.
 
-    After :meth:`scores`, ``hessian_`` holds the diagonal that was used.
+    After :meth:`scores`, ``hessian_`` holds the diagonal that was used and ``form_`` the
+    form it was computed with (``"auto"`` resolved).
     """
 
     name = "obd"
@@ -80,27 +85,37 @@ class OBD(Criterion):
         self,
         data: tuple[torch.Tensor, torch.Tensor],
         loss: str = "ce",
-        form: str = "lm",
+        form: str = "auto",
         batch_size: int = 1000,
+        probes: int = 32,
+        seed: int = 0,
     ) -> None:
         self.data = data
         self.loss = loss
         self.form = form
         self.batch_size = batch_size
+        self.probes = probes
+        self.seed = seed
 
     def scores(self, model: nn.Module, targets: list[Target]) -> list[torch.Tensor]:
         device = next(model.parameters()).device.type
+        self.form_ = resolve_form(model, self.form)
         self.hessian_ = hessian_diagonal(
-            model, self.data, loss=self.loss, form=self.form, batch_size=self.batch_size,
-            device=device,
+            model, self.data, loss=self.loss, form=self.form_, batch_size=self.batch_size,
+            device=device, probes=self.probes, seed=self.seed,
         )
         out = []
         for t in targets:
             key = t.key
             if key not in self.hessian_:
+                covers = (
+                    "Linear/Conv2d weights and biases in the module chain"
+                    if self.form_ in ("lm", "full")
+                    else "trainable floating-point tensors"
+                )
                 raise SparsenetError(
-                    f"OBD: no Hessian for {key!r} (only Linear/Conv2d weights and biases in the "
-                    f"module chain); got {sorted(self.hessian_)}"
+                    f"OBD: no Hessian for {key!r} (form {self.form_!r} covers {covers}); "
+                    f"got {sorted(self.hessian_)}"
                 )
             w = t.value.detach()
             out.append(0.5 * self.hessian_[key].to(w.dtype) * w * w)
@@ -133,7 +148,7 @@ def make_criterion(
 
     ``obd`` needs ``data`` (the Hessian's average); ``sparsegpt``, ``wanda`` and ``obs``
     need it as calibration inputs (the first ``calibration`` samples). ``options`` are the
-    criteria's settings (``loss``, ``form``, ``batch_size`` for OBD; ``calibration``,
+    criteria's settings (``loss``, ``form``, ``batch_size``, ``probes`` for OBD; ``calibration``,
     ``blocksize``, ``damp``, ``group`` for the calibrated ones); each criterion takes those
     it has and ignores the others' (so one call site serves every method), and a name no
     criterion has raises :class:`SpecError`.

@@ -18,6 +18,13 @@ products, a convolution reuses ``nn_grad.conv2d_weight``/``conv2d_input`` with t
 squared input / squared kernel, so one pass costs about one gradient pass more.
 Written by hand because no maintained library computes this recursion (BackPACK's
 ``DiagHessian`` is close but not a dependency here, and it is not LeCun's recursion).
+
+Models the walk cannot follow (residual adds, BatchNorm, attention: anything that is not
+a chain of the supported modules) get a fall-back from :mod:`sparsenet.prune.obd_graph`:
+the exact Gauss–Newton diagonal (``form="gauss-newton"``, the default there; it equals the
+exact Hessian diagonal for piecewise-linear nets) or Hutchinson's estimate of the exact
+diagonal (``form="hutchinson"``, ``probes`` Rademacher vectors). ``form="auto"`` picks
+``"lm"`` for a chain and ``"gauss-newton"`` otherwise; :func:`resolve_form` says which.
 """
 
 from __future__ import annotations
@@ -32,10 +39,18 @@ from torch.nn import grad as nn_grad
 
 from .. import distributed as dist_
 from ..errors import SparsenetError
+from .obd_graph import (
+    GRAPH_FORMS,
+    effective_tensors,
+    gauss_newton_chunk,
+    hutchinson_chunk,
+    plain_copy,
+)
 
-__all__ = ["hessian_diagonal", "module_chain", "ELEMENTWISE", "LOSSES", "FORMS"]
+__all__ = ["hessian_diagonal", "module_chain", "resolve_form", "ELEMENTWISE", "LOSSES", "FORMS"]
 
-FORMS = ("full", "lm")
+RECURSION_FORMS = ("full", "lm")
+FORMS = ("auto", *RECURSION_FORMS, *GRAPH_FORMS)
 LOSSES = ("ce", "mse")
 
 # Element-wise activations: module type -> fn(y, a) returning (f'(y), f''(y)) from the
@@ -197,25 +212,50 @@ def _add(acc: dict[str, torch.Tensor], key: str, value: torch.Tensor) -> None:
         acc[key] = value.clone()
 
 
+def resolve_form(model: nn.Module, form: str = "auto") -> str:
+    """The form :func:`hessian_diagonal` uses for ``model``.
+
+    ``"auto"`` is ``"lm"`` (LeCun's recursion) when :func:`module_chain` can walk the
+    model and ``"gauss-newton"`` otherwise; any other form is returned as it is.
+    """
+    if form not in FORMS:
+        raise SparsenetError(f"OBD: unknown form {form!r}; expected one of {FORMS}")
+    if form != "auto":
+        return form
+    try:
+        module_chain(model)
+    except SparsenetError:
+        return "gauss-newton"
+    return "lm"
+
+
 def hessian_diagonal(
     model: nn.Module,
     data: tuple[torch.Tensor, torch.Tensor],
     loss: str = "ce",
-    form: str = "lm",
+    form: str = "auto",
     batch_size: int = 1000,
     device: str = "cpu",
+    probes: int = 32,
+    seed: int = 0,
 ) -> dict[str, torch.Tensor]:
-    """Diagonal of the Hessian of the mean loss w.r.t. every Linear/Conv2d weight and bias.
+    """Diagonal of the Hessian of the mean loss w.r.t. the model's weights.
 
     Parameters
     ----------
-    model : an ``nn.Sequential`` chain (nested Sequentials allowed) of supported modules;
-        parametrised (masked) layers use their effective weights.
+    model : for ``"full"``/``"lm"`` an ``nn.Sequential`` chain (nested Sequentials
+        allowed) of supported modules; any module for the graph forms. Parametrised
+        (masked) layers use their effective weights.
     data : ``(x, y)``: x (N, ...) inputs, y (N,) int64 labels (or float targets for MSE).
     loss : ``"ce"`` (softmax cross-entropy on logits) or ``"mse"`` (``F.mse_loss``).
-    form : ``"full"`` (with the f'' · gradient terms) or ``"lm"`` (Levenberg–Marquardt,
-        always >= 0).
-    batch_size : samples per vectorised batch; the result is averaged over all N.
+    form : ``"auto"`` (see :func:`resolve_form`), ``"lm"`` (Levenberg–Marquardt
+        recursion, >= 0), ``"full"`` (recursion with the f'' · gradient terms),
+        ``"gauss-newton"`` (exact Gauss–Newton diagonal, any graph, >= 0) or
+        ``"hutchinson"`` (unbiased estimate of the exact diagonal, any graph).
+    batch_size : samples per vectorised batch (Gauss–Newton runs them one at a time
+        within it); the result is averaged over all N.
+    probes : Rademacher probes of ``"hutchinson"`` (its error shrinks as 1/√probes).
+    seed : seeds the probes of ``"hutchinson"``.
 
     Under ``torch.distributed`` (every rank passing the same ``data``) each rank walks its
     contiguous shard and the sums are ``all_reduce``d before dividing by N: every rank gets
@@ -223,17 +263,20 @@ def hessian_diagonal(
 
     Returns
     -------
-    dict ``"<module path>.weight"`` / ``".bias"`` -> tensor of the parameter's shape with
-    ∂²E/∂w_k² (diagonal approximation), E the mean loss over ``data``.
+    dict ``"<module path>.<tensor>"`` -> tensor of that tensor's shape with ∂²E/∂w_k²
+    (see ``form``), E the mean loss over ``data``. The recursion covers Linear/Conv2d
+    weights and biases; the graph forms every trainable floating-point tensor (BatchNorm
+    and LayerNorm affine, attention ``in_proj_weight``, embeddings...).
     """
     if loss not in LOSSES:
         raise SparsenetError(f"OBD: unknown loss {loss!r}; expected one of {LOSSES}")
-    if form not in FORMS:
-        raise SparsenetError(f"OBD: unknown form {form!r}; expected one of {FORMS}")
+    form = resolve_form(model, form)
+    if not (isinstance(probes, int) and probes >= 1):
+        raise SparsenetError(f"OBD: bad probes={probes!r}; expected an integer >= 1")
     x, y = data
     if len(x) == 0 or len(x) != len(y):
         raise SparsenetError(f"OBD: need a non-empty data set; got {len(x)} inputs, {len(y)} labels")
-    chain = module_chain(model)
+    chain = module_chain(model) if form in RECURSION_FORMS else []
     was_training = model.training
     model.eval()
     acc: dict[str, torch.Tensor] = {}
@@ -243,17 +286,50 @@ def hessian_diagonal(
         lo, hi = dist_.shard_bounds(n)
         x, y = x[lo:hi], y[lo:hi]
     try:
-        for s in range(0, len(x), batch_size):
-            _batch(
-                chain,
-                x[s : s + batch_size].to(device),
-                y[s : s + batch_size].to(device),
-                loss,
-                form,
-                acc,
-            )
+        if form in RECURSION_FORMS:
+            for s in range(0, len(x), batch_size):
+                _batch(
+                    chain,
+                    x[s : s + batch_size].to(device),
+                    y[s : s + batch_size].to(device),
+                    loss,
+                    form,
+                    acc,
+                )
+        else:
+            _graph(model, x, y, loss, form, batch_size, device, probes, seed, acc)
     finally:
         model.train(was_training)
     if sharded:
         dist_.all_reduce_dict(acc)
     return {k: v / n for k, v in acc.items()}
+
+
+def _graph(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss: str,
+    form: str,
+    batch_size: int,
+    device: str,
+    probes: int,
+    seed: int,
+    acc: dict[str, torch.Tensor],
+) -> None:
+    """Sum the Gauss–Newton or Hutchinson diagonal over ``(x, y)`` chunk by chunk into ``acc``."""
+    with torch.no_grad():
+        model = plain_copy(model)  # differentiate the effective (masked...) tensors
+        tensors = effective_tensors(model)
+        if not tensors:
+            raise SparsenetError("OBD: the model has no trainable floating-point tensor")
+        for k, t in tensors.items():  # every rank contributes every key, even with no samples
+            acc[k] = torch.zeros_like(t)
+    for s in range(0, len(x), batch_size):
+        xb, yb = x[s : s + batch_size].to(device), y[s : s + batch_size].to(device)
+        if form == "gauss-newton":
+            part = gauss_newton_chunk(model, tensors, xb, loss)
+        else:
+            part = hutchinson_chunk(model, tensors, xb, yb, loss, probes, seed)
+        for k, v in part.items():
+            acc[k] += v

@@ -137,7 +137,7 @@ def test_routing_rules_equal_squared_jacobian(module, shape):
 def test_unsupported_module_named():
     model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
     with pytest.raises(SparsenetError, match="BatchNorm1d"):
-        hessian_diagonal(model, (torch.randn(8, 4), torch.randint(0, 2, (8,))))
+        hessian_diagonal(model, (torch.randn(8, 4), torch.randint(0, 2, (8,))), form="lm")
     with pytest.raises(SparsenetError, match="form"):
         hessian_diagonal(model[:1], (torch.randn(2, 4), torch.zeros(2).long()), form="x")
     with pytest.raises(SparsenetError, match="no Linear or Conv2d"):

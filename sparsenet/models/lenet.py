@@ -1,31 +1,19 @@
-"""Reference networks: LeNet-300-100 and the Caffe LeNet-5 of Deep Compression, by name.
+"""LeNet-300-100 and the Caffe LeNet-5 of Deep Compression.
 
 Both are ``nn.Sequential`` with named children (``model.fc1``...), so layer-walking code
 (OBD's second-order back-propagation, activation replacement) sees a plain chain.
-Each model records its registry name and constructor arguments in ``model.arch`` so a
-checkpoint can rebuild it without being told the architecture.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
 from typing import Any
 
-import torch
 from torch import nn
 
-from .errors import SparsenetError
+from ..errors import SparsenetError
 
-__all__ = [
-    "LeNet300",
-    "LeNet5",
-    "MODELS",
-    "build_model",
-    "model_for_dataset",
-    "arch_of",
-    "count_weights",
-]
+__all__ = ["LeNet300", "LeNet5"]
 
 
 class LeNet300(nn.Sequential):
@@ -102,53 +90,3 @@ class LeNet5(nn.Sequential):
                 "padding": padding,
             },
         }
-
-
-MODELS: dict[str, Callable[..., nn.Module]] = {"lenet300": LeNet300, "lenet5": LeNet5}
-
-
-def build_model(name: str, seed: int | None = None, **kwargs: Any) -> nn.Module:
-    """Build a registered model by name; ``seed`` fixes the initial weights."""
-    if name not in MODELS:
-        raise SparsenetError(f"unknown model {name!r}; expected one of {sorted(MODELS)}")
-    if seed is not None:
-        torch.manual_seed(seed)
-    try:
-        return MODELS[name](**kwargs)
-    except TypeError as exc:
-        raise SparsenetError(f"model {name!r}: bad arguments {kwargs}: {exc}") from None
-
-
-def model_for_dataset(
-    name: str, input_shape: tuple[int, ...], num_classes: int, seed: int | None = None
-) -> nn.Module:
-    """Build ``name`` sized for samples of ``input_shape`` ``(C, H, W)`` and ``num_classes``."""
-    c, h = input_shape[0], input_shape[-1]
-    if name == "lenet300":
-        n = 1
-        for s in input_shape:
-            n *= s
-        return build_model(name, seed=seed, in_features=n, num_classes=num_classes)
-    if name == "lenet5":
-        return build_model(
-            name,
-            seed=seed,
-            in_channels=c,
-            input_size=h,
-            num_classes=num_classes,
-            padding=0 if h >= 16 else 2,
-        )
-    return build_model(name, seed=seed)
-
-
-def arch_of(model: nn.Module) -> dict[str, Any] | None:
-    """The ``{"name", "kwargs"}`` record of a registry model, or ``None`` for a foreign model."""
-    arch = getattr(model, "arch", None)
-    return dict(arch) if isinstance(arch, dict) else None
-
-
-def count_weights(model: nn.Module) -> int:
-    """Number of entries of the compressible tensors (:mod:`sparsenet.layers`; not biases)."""
-    from .layers import compressible_tensors
-
-    return sum(t.value.numel() for t in compressible_tensors(model))
