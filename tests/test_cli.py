@@ -66,7 +66,7 @@ def test_train_resume_finished_run(tmp_path, capsys):
     "argv,fragment",
     [
         (["eval", "/nonexistent/model.pt"], "no such file"),
-        (["train", "--model", "resnet", "--out", "x.pt"], "unknown model 'resnet'"),
+        (["train", "--model", "alexnet", "--out", "x.pt"], "unknown model 'alexnet'"),
         (
             ["train", "--model", "lenet300", "--data", "imagenet", "--out", "x.pt"],
             "unknown dataset 'imagenet'",

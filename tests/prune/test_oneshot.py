@@ -102,7 +102,7 @@ def test_specs_rejected_with_named_values():
         prune(net(), "obd", sparsity=0.5)
     with pytest.raises(SparsenetError, match="BatchNorm1d"):
         prune(nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3)), "obd", sparsity=0.5,
-              data=(torch.randn(4, 3), torch.zeros(4).long()))
+              data=(torch.randn(4, 3), torch.zeros(4).long()), form="lm")
 
 
 def test_make_criterion_names():
