@@ -93,28 +93,60 @@ def _act(v: Any, act: int) -> Any:
 
 
 @_jit(inline="always")
-def _epi(acc: Any, i: int, scale: Any, shift: Any, act: int) -> Any:
-    v = acc
-    if scale.shape[0]:
-        v = v * scale[i]
-    if shift.shape[0]:
-        v = v + shift[i]
-    return _act(v, act)
+def _finish(y: Any, d0: int, a: Any, s0: int, n: int, i: int, scale: Any, shift: Any,
+            act: int) -> None:
+    """``y[d0:d0+n] = act(a[s0:s0+n] · scale[i] + shift[i])`` (scale/shift may be empty).
+
+    The branches sit outside the loops so that each loop is a plain vectorisable one.
+    """
+    s = np.float64(scale[i]) if scale.shape[0] else 1.0
+    t = np.float64(shift[i]) if shift.shape[0] else 0.0
+    if act == 0:
+        if s == 1.0:
+            for j in range(n):
+                y[d0 + j] = a[s0 + j] + t
+        else:
+            for j in range(n):
+                y[d0 + j] = a[s0 + j] * s + t
+    elif act == 1:
+        for j in range(n):
+            v = a[s0 + j] * s + t
+            y[d0 + j] = v if not v <= 0 else 0.0
+    else:
+        for j in range(n):
+            y[d0 + j] = _act(a[s0 + j] * s + t, act)
 
 
 @_jit()
-def _dot_row(i: int, rp: Any, dl: Any, cd: Any, cb: Any, vals: Any, mode: int, x: Any) -> Any:
-    """Row ``i`` of the compact weight times the vector ``x`` (batch 1), four partial sums."""
-    z = x[:0].sum()
+def _finish_rows(y: Any, i0: int, i1: int, scale: Any, shift: Any, act: int) -> None:
+    """Batch-1 epilogue ``y[i] = act(y[i] · scale[i] + shift[i])`` for rows i0..i1."""
+    if scale.shape[0]:
+        for i in range(i0, i1):
+            y[i] *= scale[i]
+    if shift.shape[0]:
+        for i in range(i0, i1):
+            y[i] += shift[i]
+    if act == 1:
+        for i in range(i0, i1):
+            v = y[i]
+            y[i] = v if not v <= 0 else 0.0
+    elif act:
+        for i in range(i0, i1):
+            y[i] = _act(y[i], act)
+
+
+@_jit(inline="always")
+def _dot_row(i: int, rp: Any, dl: Any, w8: Any, cb: Any, x: Any, z: Any) -> Any:
+    """Row ``i`` of the compact weight times the vector ``x`` (batch 1), four partial sums.
+
+    The weight of entry ``e`` is ``cb[w8[e]]``: codebook mode passes (codes, codebook),
+    value mode passes (arange-like identity is avoided: see :func:`_dot_row_vals`).
+    ``z`` is a zero of the accumulator dtype (the input's).
+    """
     a0, a1, a2, a3 = z, z, z, z
     col = np.intp(-1)
     e = np.intp(rp[i])
     end = np.intp(rp[i + 1])
-    if mode == 2:  # dense row
-        base = i * x.shape[0]
-        for j in range(x.shape[0]):
-            a0 += vals[base + j] * x[j]
-        return a0
     while e + 4 <= end:
         d0, d1, d2, d3 = np.intp(dl[e]), np.intp(dl[e + 1]), np.intp(dl[e + 2]), np.intp(dl[e + 3])
         if d0 == 0 or d1 == 0 or d2 == 0 or d3 == 0:
@@ -123,16 +155,10 @@ def _dot_row(i: int, rp: Any, dl: Any, cd: Any, cb: Any, vals: Any, mode: int, x
         c1 = c0 + d1
         c2 = c1 + d2
         c3 = c2 + d3
-        if mode == 0:
-            a0 += cb[cd[e]] * x[np.uintp(c0)]
-            a1 += cb[cd[e + 1]] * x[np.uintp(c1)]
-            a2 += cb[cd[e + 2]] * x[np.uintp(c2)]
-            a3 += cb[cd[e + 3]] * x[np.uintp(c3)]
-        else:
-            a0 += vals[e] * x[np.uintp(c0)]
-            a1 += vals[e + 1] * x[np.uintp(c1)]
-            a2 += vals[e + 2] * x[np.uintp(c2)]
-            a3 += vals[e + 3] * x[np.uintp(c3)]
+        a0 += cb[w8[e]] * x[c0]
+        a1 += cb[w8[e + 1]] * x[c1]
+        a2 += cb[w8[e + 2]] * x[c2]
+        a3 += cb[w8[e + 3]] * x[c3]
         col = c3
         e += 4
     while e < end:
@@ -141,13 +167,52 @@ def _dot_row(i: int, rp: Any, dl: Any, cd: Any, cb: Any, vals: Any, mode: int, x
             col += 255
         else:
             col += d
-            w = cb[cd[e]] if mode == 0 else vals[e]
-            a0 += w * x[np.uintp(col)]
+            a0 += cb[w8[e]] * x[col]
         e += 1
     return (a0 + a1) + (a2 + a3)
 
 
-@_jit()
+@_jit(inline="always")
+def _dot_row_vals(i: int, rp: Any, dl: Any, vals: Any, x: Any, z: Any) -> Any:
+    """As :func:`_dot_row` with a value per entry (fillers hold 0)."""
+    a0, a1 = z, z
+    col = np.intp(-1)
+    e = np.intp(rp[i])
+    end = np.intp(rp[i + 1])
+    while e + 2 <= end:
+        d0, d1 = np.intp(dl[e]), np.intp(dl[e + 1])
+        c0 = col + (d0 if d0 else 255)
+        c1 = c0 + (d1 if d1 else 255)
+        a0 += vals[e] * x[c0]
+        a1 += vals[e + 1] * x[c1]
+        col = c1
+        e += 2
+    if e < end:
+        d = np.intp(dl[e])
+        col += d if d else 255
+        a0 += vals[e] * x[col]
+    return a0 + a1
+
+
+@_jit(inline="always")
+def _dot_dense(i: int, vals: Any, x: Any, z: Any) -> Any:
+    K = x.shape[0]
+    a0, a1, a2, a3 = z, z, z, z
+    base = i * K
+    j = 0
+    while j + 4 <= K:
+        a0 += vals[base + j] * x[j]
+        a1 += vals[base + j + 1] * x[j + 1]
+        a2 += vals[base + j + 2] * x[j + 2]
+        a3 += vals[base + j + 3] * x[j + 3]
+        j += 4
+    while j < K:
+        a0 += vals[base + j] * x[j]
+        j += 1
+    return (a0 + a1) + (a2 + a3)
+
+
+@_jit(inline="always")
 def _axpy_row(i: int, rp: Any, dl: Any, cd: Any, cb: Any, vals: Any, mode: int, x: Any,
               acc: Any, K: int, B: int) -> None:
     """``acc[0:B] += Σ_e w_e · x[col_e, 0:B]`` over row ``i`` (x is (K, B) flat)."""
@@ -175,15 +240,25 @@ def _axpy_row(i: int, rp: Any, dl: Any, cd: Any, cb: Any, vals: Any, mode: int, 
 @_jit()
 def _linear_rows(i0: int, i1: int, rp: Any, dl: Any, cd: Any, cb: Any, vals: Any, mode: int,
                  x: Any, y: Any, K: int, B: int, scale: Any, shift: Any, act: int) -> None:
-    for i in range(i0, i1):
-        if B == 1:
-            y[i] = _epi(_dot_row(i, rp, dl, cd, cb, vals, mode, x), i, scale, shift, act)
+    z = np.zeros(1, dtype=x.dtype)[0]
+    if B == 1:
+        if mode == 0:
+            for i in range(i0, i1):
+                y[i] = _dot_row(i, rp, dl, cd, cb, x, z)
+        elif mode == 1:
+            for i in range(i0, i1):
+                y[i] = _dot_row_vals(i, rp, dl, vals, x, z)
         else:
+            for i in range(i0, i1):
+                y[i] = _dot_dense(i, vals, x, z)
+        _finish_rows(y, i0, i1, scale, shift, act)
+        return
+    for i in range(i0, i1):
+        if True:
             acc = y[i * B:(i + 1) * B]
             acc[:] = 0
             _axpy_row(i, rp, dl, cd, cb, vals, mode, x, acc, K, B)
-            for b in range(B):
-                acc[b] = _epi(acc[b], i, scale, shift, act)
+            _finish(acc, 0, acc, 0, B, i, scale, shift, act)
 
 
 @_jit(parallel=True)
@@ -255,11 +330,11 @@ def _conv_channel(o: int, rp: Any, dl: Any, cd: Any, cb: Any, vals: Any, mode: i
                     ao = ob + ox * B
                     for b in range(B):
                         acc[ao + b] += w * x[xo + b]
-    for oy in range(OH):
-        src = oy * Wp * B if L else oy * OW * B
-        dst = oy * OW * B
-        for j in range(OW * B):
-            out[dst + j] = _epi(acc[src + j], o, scale, shift, act)
+    if L:
+        for oy in range(OH):
+            _finish(out, oy * OW * B, acc, oy * Wp * B, OW * B, o, scale, shift, act)
+    else:
+        _finish(out, 0, acc, 0, OH * OW * B, o, scale, shift, act)
 
 
 @_jit(parallel=True)
@@ -319,8 +394,11 @@ def pool2d(x: Any, y: Any, C: int, Hp: int, Wp: int, OH: int, OW: int, kh: int, 
                                     y[o + b] = v
                             else:
                                 y[o + b] += v
-                for b in range(B):
-                    y[o + b] = _act(y[o + b] if is_max else y[o + b] / divisor, act)
+                if not is_max:
+                    for b in range(B):
+                        y[o + b] /= divisor
+    if act:
+        _finish(y, 0, y, 0, y.shape[0], 0, y[:0], y[:0], act)
 
 
 @_jit()
@@ -348,20 +426,20 @@ def adaptive_avg(x: Any, y: Any, C: int, H: int, W: int, OH: int, OW: int, B: in
 def affine(x: Any, y: Any, C: int, inner: int, scale: Any, shift: Any, act: int) -> None:
     """Per-channel ``y = act(x · scale[c] + shift[c])``; ``inner`` = H·W·B values per channel."""
     for c in range(C):
-        for j in range(c * inner, (c + 1) * inner):
-            y[j] = _epi(x[j], c, scale, shift, act)
+        _finish(y, c * inner, x, c * inner, inner, c, scale, shift, act)
 
 
 @_jit()
 def add(a: Any, b: Any, y: Any, act: int) -> None:
     for j in range(y.shape[0]):
-        y[j] = _act(a[j] + b[j], act)
+        y[j] = a[j] + b[j]
+    if act:
+        _finish(y, 0, y, 0, y.shape[0], 0, y[:0], y[:0], act)
 
 
 @_jit()
 def activation(x: Any, y: Any, act: int) -> None:
-    for j in range(y.shape[0]):
-        y[j] = _act(x[j], act)
+    _finish(y, 0, x, 0, y.shape[0], 0, x[:0], x[:0], act)
 
 
 @_jit()
