@@ -16,7 +16,7 @@ from ..errors import SparsenetError
 __all__ = ["main", "build_parser"]
 
 # Sub-command modules, in help order. Each defines register(subparsers).
-COMMAND_MODULES = ["train", "prune", "factorize", "share", "coding", "deepsc", "pipeline"]
+COMMAND_MODULES = ["train", "prune", "factorize", "share", "coding", "deepsc", "pipeline", "bench", "export"]
 
 
 class _Parser(argparse.ArgumentParser):
