@@ -12,7 +12,6 @@ decodes every weight into ordinary ``nn.Linear``/``nn.Conv2d``.
 from __future__ import annotations
 
 import os
-import warnings
 from typing import Any
 
 import torch

@@ -54,6 +54,13 @@ def time_rounds(fns: dict[str, Callable[[], Any]], rounds: int = 30, block_ms: f
     return {n: np.asarray(v) for n, v in out.items()}
 
 
+def _caller(fn: Callable[[Any], Any], arg: Any) -> Callable[[], Any]:
+    def call() -> Any:
+        return fn(arg)
+
+    return call
+
+
 def _ort_session(data: bytes, threads: int) -> Any:
     import onnxruntime as ort
 
@@ -133,9 +140,9 @@ def bench_file(
             xn = x.numpy()
             fns: dict[str, Callable[[], Any]] = {}
             for name, m in models.items():
-                fns[name] = (lambda m=m: m(x))
+                fns[name] = _caller(m, x)
             if ort_sess is not None:
-                fns["onnxruntime"] = lambda: ort_sess.run(None, {"input": xn})
+                fns["onnxruntime"] = _caller(lambda a: ort_sess.run(None, {"input": a}), xn)
             with torch.no_grad():
                 times = time_rounds(fns, rounds, block_ms)
             row: dict[str, Any] = {}

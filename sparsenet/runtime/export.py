@@ -45,7 +45,8 @@ def onnx_bytes(model: nn.Module, input_shape: tuple[int, ...], opset: int = 17) 
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(
-            model.eval(), (dummy,), buf, dynamo=False, opset_version=opset,
+            model.eval(), (dummy,), buf,  # type: ignore[arg-type]
+            dynamo=False, opset_version=opset,
             input_names=["input"], output_names=["output"],
             dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
         )

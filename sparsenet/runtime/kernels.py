@@ -1,3 +1,5 @@
+# mypy: ignore-errors
+# (numba-compiled code: scalar types are numba's, not numpy's stubs)
 """numba kernels of the sparse runtime, and the engine that runs a whole plan in one call.
 
 Activations are stored *feature-major, batch-last*: a ``(B, C, H, W)`` tensor is the flat
@@ -338,7 +340,7 @@ def _conv_channel(o: int, rp: Any, dl: Any, cd: Any, cb: Any, vals: Any, mode: i
 
 
 @_jit(parallel=True)
-def _conv_par(rp: Any, dl: Any, cd: Any, cb: Any, vals: Any, mode: int, x: Any, y: Any, O: int,
+def _conv_par(rp: Any, dl: Any, cd: Any, cb: Any, vals: Any, mode: int, x: Any, y: Any, O: int,  # noqa: E741
               C: int, Hp: int, Wp: int, OH: int, OW: int, kh: int, kw: int, sh: int, sw: int,
               dh: int, dw: int, B: int, scale: Any, shift: Any, act: int) -> None:
     for o in prange(O):
@@ -347,7 +349,7 @@ def _conv_par(rp: Any, dl: Any, cd: Any, cb: Any, vals: Any, mode: int, x: Any, 
 
 
 @_jit()
-def conv2d(rp: Any, dl: Any, cd: Any, cb: Any, vals: Any, mode: int, x: Any, y: Any, O: int,
+def conv2d(rp: Any, dl: Any, cd: Any, cb: Any, vals: Any, mode: int, x: Any, y: Any, O: int,  # noqa: E741
            C: int, Hp: int, Wp: int, OH: int, OW: int, kh: int, kw: int, sh: int, sw: int,
            dh: int, dw: int, B: int, scale: Any, shift: Any, act: int, nt: int) -> None:
     """Direct sparse Conv2d: ``x`` (C, Hp, Wp, B) already padded -> ``y`` (O, OH, OW, B)."""

@@ -51,9 +51,13 @@ _ALIAS_MODULES = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d)
 _FUSABLE = (K.OP_LINEAR, K.OP_CONV, K.OP_AFFINE, K.OP_ADD, K.OP_POOL)
 
 
+def _numba_threads() -> int:
+    return int(getattr(numba.config, "NUMBA_NUM_THREADS", 1))
+
+
 def default_threads() -> int:
     """Threads for batches ≥ 16: torch's own budget, so the two pools never add up."""
-    return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    return max(1, min(torch.get_num_threads(), _numba_threads()))
 
 
 class _Tracer(fx.Tracer):
@@ -128,7 +132,7 @@ class _Compiled:
         else:
             self.segments[-1][1][1] = len(self.rows)
 
-    def _weighted(self, m: nn.Module) -> list[int]:
+    def _weighted(self, m: Any) -> list[int]:
         """Fields 5-16 of a Linear/Conv step: mode, addresses, sizes."""
         if isinstance(m, SPARSE_LAYERS):
             mode = m.mode
@@ -143,11 +147,11 @@ class _Compiled:
         return [2, 0, 0, 0, 0, self._ref(m, "weight"), 0,
                 self._ref(m, "bias") if m.bias is not None else 0, rows, w[0].numel(), 0, 0]
 
-    def _fold_bn(self, step: int, bn: nn.Module) -> None:
+    def _fold_bn(self, step: int, bn: Any) -> None:
         """Fold an eval BatchNorm into step ``step``'s epilogue (scale, shift)."""
         scale, shift = self._bn_affine(bn)
         row = self.rows[step]
-        bias = 0.0
+        bias: Any = 0.0
         if row[12]:
             t = next(t for _, _, t in self.refs if t.data_ptr() == row[12])
             bias = t.detach().numpy().astype(np.float64)
@@ -155,7 +159,7 @@ class _Compiled:
         row[12] = self._own(bias * scale + shift)
         self.summary[step] += "+bn"
 
-    def _bn_affine(self, bn: nn.Module) -> tuple[np.ndarray, np.ndarray]:
+    def _bn_affine(self, bn: Any) -> tuple[np.ndarray, np.ndarray]:
         if bn.running_mean is None or bn.running_var is None:
             raise _Unsupported("BatchNorm without running statistics")
         tensors = [bn.running_mean, bn.running_var]
@@ -221,7 +225,7 @@ class _Compiled:
     def _node(self, node: fx.Node, shape: tuple[int, ...], modules: dict[str, nn.Module]) -> None:
         n_out = int(np.prod(shape)) if shape else 1
         if node.op == "call_module":
-            m = modules[str(node.target)]
+            m: Any = modules[str(node.target)]
             src = self._in(node)
             ishape = self._shape(src) or ()
             if not node.args or len(node.args) != 1 or node.kwargs:
@@ -236,7 +240,8 @@ class _Compiled:
                 return
             if isinstance(m, SparseConv2d) or (type(m) is nn.Conv2d and SparseConv2d.supports(m)):
                 c, h, w = ishape
-                (kh, kw), (sh, sw), (ph, pw), (dh, dw) = m.kernel_size, m.stride, m.padding, m.dilation
+                geo: Any = (m.kernel_size, m.stride, m.padding, m.dilation)
+                (kh, kw), (sh, sw), (ph, pw), (dh, dw) = geo
                 src_off = self._pad(node, self._region[src], c, h, w, ph, pw, 0)
                 dst = self._alloc(n_out)
                 self._region[node] = dst
@@ -332,7 +337,7 @@ class _Compiled:
         return dst
 
     def _pool(self, node: fx.Node, src: fx.Node, ishape: tuple[int, ...], shape: tuple[int, ...],
-              m: nn.Module) -> None:
+              m: Any) -> None:
         def pair(v: Any) -> tuple[int, int]:
             return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
@@ -396,7 +401,8 @@ class _Compiled:
             if locked:
                 self.lock.release()
         y = torch.from_numpy(out)
-        return y if len(self.out_shape) == 1 else y.reshape(b, *self.out_shape)
+        oshape: Any = self.out_shape
+        return y if len(oshape) == 1 else y.reshape(b, *oshape)
 
     def _run_segments(self, xn: np.ndarray, out: np.ndarray, arena: np.ndarray, b: int, nt: int) -> None:
         env: dict[fx.Node, Any] = {}
@@ -514,7 +520,7 @@ class Planned:
                     and not self.model.training
                     and not (torch.is_grad_enabled() and (x.requires_grad or self._wants_grad()))):
                 key = self._key(tuple(x.shape[1:]), x.dtype)
-                plan = self.plans.get(key, False)
+                plan: Any = self.plans.get(key, False)
                 if plan is not None and (plan is False or not plan.valid()):
                     plan = self._build(key, tuple(x.shape[1:]), x.dtype)
                 if plan is not None:
@@ -535,7 +541,7 @@ class Planned:
         if b < PARALLEL_MIN_BATCH:
             return 1
         n = self.threads if self.threads is not None else default_threads()
-        return max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
+        return max(1, min(int(n), _numba_threads()))
 
     def _wants_grad(self) -> bool:
         return any(p.requires_grad for p in self.params)
