@@ -94,7 +94,7 @@ def _act(v: Any, act: int) -> Any:
     return v
 
 
-@_jit(inline="always")
+@_jit()
 def _finish(y: Any, d0: int, a: Any, s0: int, n: int, i: int, scale: Any, shift: Any,
             act: int) -> None:
     """``y[d0:d0+n] = act(a[s0:s0+n] · scale[i] + shift[i])`` (scale/shift may be empty).
