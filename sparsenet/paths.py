@@ -37,12 +37,13 @@ EXTENSIONS: dict[str, str] = {
     ".npz": "deepsc",
     ".toml": "recipe",
     ".json": "json",
+    ".onnx": "onnx",
 }
 
 _NAMES = {"checkpoint": "a checkpoint", "snn": "a compressed .snn model",
           "deepsc": "a DeepSC model", "recipe": "a recipe", "json": "a JSON file",
-          "file": "a file", "dir": "a directory"}
-_KINDS = ("checkpoint", "snn", "deepsc", "json", "dir", "file")
+          "onnx": "an ONNX model", "file": "a file", "dir": "a directory"}
+_KINDS = ("checkpoint", "snn", "deepsc", "json", "onnx", "dir", "file")
 
 
 class OutputPathError(SparsenetError):

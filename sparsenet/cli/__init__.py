@@ -17,7 +17,7 @@ from ..errors import SparsenetError
 __all__ = ["main", "build_parser", "error_line"]
 
 # Sub-command modules, in help order. Each defines register(subparsers).
-COMMAND_MODULES = ["train", "prune", "factorize", "share", "coding", "deepsc", "pipeline"]
+COMMAND_MODULES = ["train", "prune", "factorize", "share", "coding", "deepsc", "pipeline", "bench", "export"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Commands whose model argument may be a .snn file (they take --max-decode-mb).
 READS_SNN = ("eval", "info", "inspect", "decompress", "prune", "sensitivity", "share",
-             "factorize", "compress", "run")
+             "factorize", "compress", "run", "bench", "export")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -30,12 +30,13 @@ OUTPUTS: dict[str, list[tuple[str, str]]] = {
     "deepsc": [("out", "dir")],
     "run": [("out", "snn"), ("run_dir", "dir")],
     "report": [("out", "dir")],
+    "export": [("out", "onnx")],
 }
 # command -> argparse dests naming input files (checked to exist and be files).
 INPUTS: dict[str, list[str]] = {
     name: ["model_path"]
     for name in ("prune", "sensitivity", "share", "factorize", "compress", "decompress",
-                 "inspect", "eval", "info")
+                 "inspect", "eval", "info", "bench", "export")
 }
 
 
