@@ -60,15 +60,27 @@ def check_input_file(path: str | os.PathLike[str]) -> Path:
     return p
 
 
+def _names_no_file(spec: str) -> bool:
+    """True for a model source that is not a path: a registry name or ``pkg.mod:factory``."""
+    if os.path.exists(spec):
+        return False
+    from ..sources import source_kind
+
+    return source_kind(spec) in ("registry", "factory")  # else its one-line error
+
+
 def check_args(args: argparse.Namespace) -> None:
     """Raise a one-line SparsenetError if an input or output of ``args.command`` is unusable."""
     command = getattr(args, "command", None)
     inputs = []
     for dest in INPUTS.get(command or "", []):
         value = getattr(args, dest, None)
-        if value is not None:
-            check_input_file(value)
-            inputs.append(value)
+        if value is None:
+            continue
+        if _names_no_file(value):
+            continue  # a registry name or package.module:factory (sparsenet.sources checks it)
+        check_input_file(value)
+        inputs.append(value)
     for dest in ("recipe", "model"):  # a file, or a built-in/registry name
         value = getattr(args, dest, None)
         if isinstance(value, str) and os.path.exists(value):

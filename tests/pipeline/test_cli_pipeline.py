@@ -30,8 +30,8 @@ def run(capsys, *argv):
     [
         (["run", "missing.toml"], "missing.toml: no such recipe file"),
         (["run", "no-such-recipe"], "unknown recipe 'no-such-recipe'"),
-        (["compress", "--recipe", "deep-compression", "--model", "resnet", "--data", "digits",
-          "--run-dir", "{tmp}/r"], "unknown model 'resnet'"),
+        (["compress", "--recipe", "deep-compression", "--model", "alexnet", "--data", "digits",
+          "--run-dir", "{tmp}/r"], "unknown model 'alexnet'"),
         (["compress", "--recipe", "deep-compression", "--model", "lenet300", "--data", "nope",
           "--run-dir", "{tmp}/r"], "unknown dataset 'nope'"),
         (["report", "{tmp}"], "not a run directory"),
