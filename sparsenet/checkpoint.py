@@ -303,6 +303,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(f"{p}: no such file")
     if p.is_dir():
         raise CheckpointError(f"{p}: is a directory, expected a checkpoint file")
+    from .integrity import verify_checkpoint_zip
+
+    verify_checkpoint_zip(p)  # torch.load does not check the zip CRCs: a flipped byte loads
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"

@@ -284,6 +284,10 @@ def compress(
     module, pretrained, source = _resolve_model(model, data_obj, recipe_obj.seed)
     check_layer_names(recipe_obj, module)
     check_model_fits(module, data_obj, source)
+    if any(st.kind == "encode" for st in recipe_obj.stages):
+        from ..graph import check_recordable
+
+        check_recordable(module)  # an untraceable custom model fails now, not after training
     if config is None and arch_of(module) is None:
         log("no config= given for a custom model: training stages use the generic "
             "TrainConfig() (SGD, lr 0.05); pass config=TrainConfig(...) for your own set-up", quiet)
