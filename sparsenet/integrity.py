@@ -60,4 +60,6 @@ def verify_checkpoint_zip(path: str | os.PathLike[str]) -> None:
             NotImplementedError, RuntimeError) as exc:
         if isinstance(exc, (FileNotFoundError, IsADirectoryError, PermissionError)):
             raise
-        raise CheckpointError(f"{p}: not a sparsenet checkpoint (bad zip: {exc})") from None
+        raise CheckpointError(
+            f"{p}: not a sparsenet checkpoint (bad zip: {exc}); sparsenet never loads pickled code"
+        ) from None
