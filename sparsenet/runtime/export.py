@@ -44,12 +44,16 @@ def onnx_bytes(model: nn.Module, input_shape: tuple[int, ...], opset: int = 17) 
     dummy = torch.zeros((1, *input_shape), dtype=torch.float32)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-        torch.onnx.export(
-            model.eval(), (dummy,), buf,  # type: ignore[arg-type]
-            dynamo=False, opset_version=opset,
-            input_names=["input"], output_names=["output"],
-            dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
-        )
+        try:
+            torch.onnx.export(
+                model.eval(), (dummy,), buf,  # type: ignore[arg-type]
+                dynamo=False, opset_version=opset,
+                input_names=["input"], output_names=["output"],
+                dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+            )
+        except Exception as exc:  # noqa: BLE001 - any exporter failure: the model is not exportable
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise SparsenetError(f"cannot export this model to ONNX opset {opset}: {reason}") from None
     return buf.getvalue()
 
 
