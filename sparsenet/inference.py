@@ -22,7 +22,14 @@ from .coding.container import SnnFile, read_snn
 from .errors import CorruptFileError, SparsenetError
 from .runtime.layers import SPARSE_LAYERS, SparseConv2d, SparseLinear
 
-__all__ = ["RUNTIMES", "SparseLinear", "SparseConv2d", "build_model_from_snn", "load_snn"]
+__all__ = [
+    "RUNTIMES",
+    "SparseLinear",
+    "SparseConv2d",
+    "build_model_from_snn",
+    "snn_architecture",
+    "load_snn",
+]
 
 RUNTIMES = ("dense", "sparse")
 # The sparse runtime keeps a layer dense above this density (CSR then costs more than it saves).
@@ -56,28 +63,10 @@ def build_model_from_snn(
     """Build the runnable module for a parsed file (see :func:`load_snn`)."""
     if runtime not in RUNTIMES:
         raise SparsenetError(f"runtime={runtime!r}; expected one of {RUNTIMES}")
-    arch, transforms = snn.header.get("arch"), snn.header.get("transforms") or []
-    if model is None:
-        if arch is None:
-            raise CorruptFileError(
-                f"{source}: no architecture recorded (a custom model saved with "
-                "record_arch=False); pass model= to load into"
-            )
-        try:  # on the meta device: hostile sizes allocate nothing
-            with torch.device("meta"):
-                model = build_architecture(arch, transforms, source)
-        except Exception as exc:  # noqa: BLE001 - any failure means the header is unusable
-            msg = str(exc).removeprefix(f"{source}: ")
-            raise CorruptFileError(f"{source}: architecture cannot be built ({msg[:200]})") from None
     declared = {lc.name: lc.shape for lc in snn.layers} | {
         k: tuple(v.shape) for k, v in snn.tensors.items()
     }
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    if declared != expected:
-        diff = sorted(set(declared.items()) ^ set(expected.items()))[:3]
-        raise CorruptFileError(
-            f"{source}: stored tensors do not match the architecture (e.g. {diff})"
-        )
+    model = snn_architecture(snn.header, declared, source, model)
     state: dict[str, torch.Tensor] = dict(snn.tensors)
     for lc in snn.layers:
         mname, _, tname = lc.name.rpartition(".")
@@ -109,6 +98,60 @@ def build_model_from_snn(
 
         model.requires_grad_(False)
         attach_plan(model, threads, guess_input_shape(model, snn.metadata))
+    return model
+
+
+def snn_architecture(
+    header: dict[str, Any],
+    shapes: dict[str, tuple[int, ...]],
+    source: str = "snn",
+    model: nn.Module | None = None,
+) -> nn.Module:
+    """The module a ``.snn`` header records, checked against the stored tensor shapes.
+
+    Parameters
+    ----------
+    header : dict
+        The file's JSON header (``arch`` and ``transforms`` are read).
+    shapes : dict
+        ``{state-dict key: shape}`` of every tensor the file stores.
+    source : str
+        The file name, for messages.
+    model : nn.Module, optional
+        A bare model to check instead of the recorded architecture.
+
+    Returns
+    -------
+    nn.Module
+        ``model``, or the recorded architecture built on the ``meta`` device with its
+        module swaps replayed: its tensors have shapes but no storage, so hostile sizes
+        allocate nothing.
+
+    Raises
+    ------
+    CorruptFileError
+        No architecture recorded (and no ``model``), one that cannot be built, or stored
+        shapes that differ from it.
+    """
+    arch, transforms = header.get("arch"), header.get("transforms") or []
+    if model is None:
+        if arch is None:
+            raise CorruptFileError(
+                f"{source}: no architecture recorded (a custom model saved with "
+                "record_arch=False); pass model= to load into"
+            )
+        try:  # on the meta device: hostile sizes allocate nothing
+            with torch.device("meta"):
+                model = build_architecture(arch, transforms, source)
+        except Exception as exc:  # noqa: BLE001 - any failure means the header is unusable
+            msg = str(exc).removeprefix(f"{source}: ")
+            raise CorruptFileError(f"{source}: architecture cannot be built ({msg[:200]})") from None
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if shapes != expected:
+        diff = sorted(set(shapes.items()) ^ set(expected.items()))[:3]
+        raise CorruptFileError(
+            f"{source}: stored tensors do not match the architecture (e.g. {diff})"
+        )
     return model
 
 

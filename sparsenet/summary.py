@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
@@ -13,9 +14,18 @@ from .layers import compressible_tensors
 __all__ = ["model_summary", "format_summary"]
 
 
-def model_summary(model: nn.Module) -> dict[str, Any]:
+def model_summary(model: nn.Module, nonzero: Mapping[str, int] | None = None) -> dict[str, Any]:
     """Compressible tensors (:mod:`sparsenet.layers`), their effective (post-parametrisation)
     sizes and transforms.
+
+    Parameters
+    ----------
+    model : nn.Module
+    nonzero : mapping, optional
+        Non-zero count of every compressible tensor by state-dict key (``"fc1.weight"``),
+        used instead of counting its values: then only shapes are read, so ``model`` may
+        live on the ``meta`` device (``sparsenet info`` of a ``.snn`` file, which takes
+        the counts from the file's header).
 
     Returns
     -------
@@ -35,7 +45,7 @@ def model_summary(model: nn.Module) -> dict[str, Any]:
     tot_w = tot_nz = dense_bytes = 0
     for t in tensors:
         w = t.value.detach()  # effective weight, through any parametrisation
-        nz = int((w != 0).sum())
+        nz = int(nonzero[t.key]) if nonzero is not None else int((w != 0).sum())
         bias = t.bias
         nb = 0 if bias is None else bias.numel()
         related = [

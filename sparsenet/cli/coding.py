@@ -9,9 +9,10 @@ from typing import Any
 from torch import nn
 
 from ..checkpoint import save_model
-from ..coding.accounting import format_report, size_report
+from ..coding.accounting import format_report
 from ..coding.codec import CODERS, LAYOUTS
 from ..coding.container import read_snn
+from ..coding.describe import inspect_snn
 from ..coding.save import DEFAULT_BITS, bits_for, codebook_of, parse_bits, save_snn
 from ..errors import SparsenetError
 from ..layers import compressible_tensors
@@ -176,6 +177,8 @@ def cmd_decompress(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    """The size table of a .snn file from its header (:func:`sparsenet.coding.inspect_snn`:
+    no weight is decoded; only the symbol streams, for the entropy bounds)."""
     from ..sources import source_kind
 
     if source_kind(args.model_path) != "snn":  # the file `compress` would write, by default
@@ -184,11 +187,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, "model.snn")
             compress_model_file(args.model_path, out, weights=args.weights)
-            snn = read_snn(out)
+            report = inspect_snn(out)
     else:
-        snn = read_snn(args.model_path)
-    report = size_report(snn)
+        report = inspect_snn(args.model_path)
     report["file"] = os.fspath(args.model_path)
-    report["metadata"] = snn.metadata
     emit(args, report, lambda: f"{args.model_path}\n" + format_report(report))
     return 0

@@ -305,8 +305,17 @@ def _is_npz(path: str) -> bool:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    model, meta = load_any_model(args.model_path, args.weights)
-    summary = model_summary(model)
+    """Layers and non-zeros of a model. A .snn file is described from its header
+    (:func:`sparsenet.coding.describe_snn`: nothing decoded) unless --eps or --data need
+    its weights, which then load under the decode limit."""
+    if _header_only(args):
+        from ..coding.describe import describe_snn
+
+        described = describe_snn(args.model_path)
+        model, meta, summary = described.model, described.header.metadata, described.summary
+    else:
+        model, meta = load_any_model(args.model_path, args.weights)
+        summary = model_summary(model)
     summary["file"] = os.fspath(args.model_path)
     is_file = os.path.isfile(args.model_path)  # or a registry name / module:factory
     summary["file_bytes"] = os.path.getsize(args.model_path) if is_file else None
@@ -320,6 +329,15 @@ def cmd_info(args: argparse.Namespace) -> int:
     )
     emit(args, summary, text)
     return 0
+
+
+def _header_only(args: argparse.Namespace) -> bool:
+    """A .snn file, and no flag that needs the weights (--weights is refused by the loader)."""
+    from ..sources import source_kind
+
+    if args.weights is not None or args.eps is not None or args.data:
+        return False
+    return source_kind(args.model_path) == "snn"
 
 
 def _sparsity_info(args: argparse.Namespace, model: nn.Module, summary: dict[str, Any]) -> str:

@@ -8,8 +8,10 @@ style size accounting.
 from typing import Any
 
 from . import ans, huffman
-from .accounting import format_report, size_report
+from .accounting import format_report, header_size_report, size_report
 from .container import CorruptFileError, SnnFile, is_snn_header, load_with_metadata, read_snn
+from .describe import SnnDescription, describe_snn, inspect_snn
+from .header import SnnHeader, read_header
 from .save import encode_model, save_snn
 
 __all__ = [
@@ -18,12 +20,18 @@ __all__ = [
     "save_snn",
     "load_snn",
     "read_snn",
+    "read_header",
+    "describe_snn",
+    "inspect_snn",
     "encode_model",
     "size_report",
+    "header_size_report",
     "format_report",
     "is_snn_header",
     "load_with_metadata",
     "SnnFile",
+    "SnnHeader",
+    "SnnDescription",
     "CorruptFileError",
 ]
 

@@ -9,15 +9,24 @@ compression ratio against dense float32.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
 from ..layers import bias_key, name_of_key
-from .codec import CODERS, STREAMS, LayerCode
+from .codec import CODERS, STREAMS, LayerCode, decode_layer
 from .container import SnnFile
+from .header import TENSOR_DTYPES, SnnHeader, tensor_nbytes
 
-__all__ = ["entropy_bits", "stream_stats", "layer_row", "size_report", "format_report"]
+__all__ = [
+    "entropy_bits",
+    "stream_stats",
+    "layer_row",
+    "size_report",
+    "header_size_report",
+    "format_report",
+]
 
 
 def entropy_bits(symbols: np.ndarray) -> float:
@@ -111,13 +120,47 @@ def layer_row(lc: LayerCode, bias_numel: int) -> dict[str, Any]:
 
 def size_report(snn: SnnFile) -> dict[str, Any]:
     """Per-layer rows and totals for a parsed (or just written) ``.snn`` file."""
-    bias_of = {lc.name: bias_key(lc.name) for lc in snn.layers}  # fc1.weight -> fc1.bias
-    biases = {b for b in bias_of.values() if b is not None and b in snn.tensors}
-    rows = [
-        layer_row(lc, int(snn.tensors[b].numel()) if (b := bias_of[lc.name]) in biases else 0)
-        for lc in snn.layers
-    ]
-    other = sum(t.numel() * t.element_size() * 8 for k, t in snn.tensors.items() if k not in biases)
+    tensors = {k: (int(t.numel()), 8 * t.element_size()) for k, t in snn.tensors.items()}
+    return _report(snn.header, snn.layers, tensors, snn.file_bytes)
+
+
+def header_size_report(hdr: SnnHeader) -> dict[str, Any]:
+    """:func:`size_report` of a file read with :func:`~sparsenet.coding.header.read_header`.
+
+    Everything but the entropy bounds comes from the header and the section lengths. The
+    bounds ``n * H`` need the symbol histograms, so each layer's gap and index symbol
+    streams (never its float32 values, never a dense weight) are decoded and checked,
+    one layer at a time, and dropped once its row is made: at most 8 bytes per stored
+    entry of one stream at a time (plus the decoder's scratch), for layers whose float32
+    size the header check already held to the decode limit. The result equals
+    :func:`size_report` of the fully decoded file.
+    """
+    tensors = {
+        t["name"]: (tensor_nbytes(t) // _itemsize(t), 8 * _itemsize(t))
+        for t in hdr.tensors
+    }
+    layers = (decode_layer(m, hdr.layer_sections(m), values=False) for m in hdr.layers)
+    return _report(hdr.header, layers, tensors, hdr.file_bytes)
+
+
+def _itemsize(entry: dict[str, Any]) -> int:
+    return int(np.dtype(TENSOR_DTYPES[entry["dtype"]][1]).itemsize)
+
+
+def _report(
+    header: dict[str, Any],
+    layers: Iterable[LayerCode],
+    tensors: dict[str, tuple[int, int]],
+    file_bytes: int,
+) -> dict[str, Any]:
+    """Rows and totals from layers (consumed one at a time) and raw tensors' (numel, bits)."""
+    rows, biases = [], set()
+    for lc in layers:
+        b = bias_key(lc.name)  # fc1.weight -> fc1.bias
+        if b is not None and b in tensors:
+            biases.add(b)
+        rows.append(layer_row(lc, tensors[b][0] if b is not None and b in tensors else 0))
+    other = sum(n * bits for k, (n, bits) in tensors.items() if k not in biases)
     total: dict[str, Any] = {"layer": "total"}
     for key in (
         "weights",
@@ -142,11 +185,11 @@ def size_report(snn: SnnFile) -> dict[str, Any]:
     total["dense_bits"] += int(other)
     total["ratio_before"] = total["dense_bits"] / max(1, total["total_bits_before"] + other)
     total["ratio"] = total["dense_bits"] / max(1, total["total_bits_after"] + other)
-    total["file_bytes"] = snn.file_bytes
-    total["ratio_file"] = total["dense_bits"] / max(1, 8 * snn.file_bytes)
+    total["file_bytes"] = file_bytes
+    total["ratio_file"] = total["dense_bits"] / max(1, 8 * file_bytes)
     return {
-        "coder": snn.header.get("coder"),
-        "arch": snn.header.get("arch"),
+        "coder": header.get("coder"),
+        "arch": header.get("arch"),
         "layers": rows,
         "total": total,
     }

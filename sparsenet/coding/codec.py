@@ -268,11 +268,14 @@ def encode_layer(
     return min(options, key=lambda o: o.stored_bytes)
 
 
-def decode_layer(meta: dict, sections: dict[str, bytes]) -> LayerCode:
+def decode_layer(meta: dict, sections: dict[str, bytes], values: bool = True) -> LayerCode:
     """Rebuild a :class:`LayerCode` from validated header ``meta`` and its section bytes.
 
-    ``meta`` must already be type-checked by the container (see ``container._check_layer``);
+    ``meta`` must already be type-checked (see ``sparsenet.coding.header._check_layer``);
     this checks the streams against it and raises :class:`CorruptFileError` on mismatch.
+    ``values=False`` leaves :attr:`LayerCode.values` unset: a ``values`` section (float32
+    weights as stored) is then only checked, never copied, and only the gap and index
+    symbol streams are decoded (what size accounting needs).
     """
     name, mode, coder = meta["name"], meta["mode"], meta["coder"]
     shape = tuple(meta["shape"])
@@ -292,12 +295,15 @@ def decode_layer(meta: dict, sections: dict[str, bytes]) -> LayerCode:
         sections=sections,
     )
     where = f"layer {name!r}"
+    stored = None
     if "values" in sections:
         if len(sections["values"]) != 4 * entries:
             raise CorruptFileError(
                 f"{where}: values section holds {len(sections['values'])} bytes, expected {4 * entries}"
             )
-        lc.values = np.frombuffer(sections["values"], dtype="<f4").astype(np.float32)
+        stored = np.frombuffer(sections["values"], dtype="<f4")  # a view, no copy
+        if values:
+            lc.values = stored.astype(np.float32)
     dec = CODERS[coder].decode
     if "gaps" in sections:
         lc.gaps = dec(sections["gaps"], entries)
@@ -315,7 +321,10 @@ def decode_layer(meta: dict, sections: dict[str, bytes]) -> LayerCode:
             raise CorruptFileError(
                 f"{where}: index symbol {lc.symbols.max()} outside a codebook of {k}"
             )
-    got = int(np.count_nonzero(lc.stream("index" if lc.symbols is not None else "values")))
+    counted = lc.symbols if lc.symbols is not None else stored
+    if counted is None:  # every mode stores an index or a values stream (STREAMS)
+        raise CorruptFileError(f"{where}: a {mode} layer without index or values stream")
+    got = int(np.count_nonzero(counted))
     if got != nnz:
         raise CorruptFileError(f"{where}: streams hold {got} non-zeros, header declares {nnz}")
     return lc
