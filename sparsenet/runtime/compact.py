@@ -1,21 +1,24 @@
-"""The sparse runtime's resident weight format: codebook indices plus column deltas, per row.
+"""The sparse runtime's resident weight format: packed 16-bit entries, per row segment.
 
-A weight matrix ``(rows, K)`` (a Conv2d weight is ``(out, in·kh·kw)``) is stored row by row
-as *entries*, each two bytes:
+A weight matrix ``(rows, K)`` (a Conv2d weight is ``(out, in·kh·kw)``) is cut into column
+*segments* of ``2**colbits`` columns; each non-zero is one 16-bit *entry*::
 
-``deltas`` (entries,) uint8
-    ``d ≥ 1``: the next non-zero is ``d`` columns after the previous one (the previous
-    column is −1 at the start of a row); ``d = 0``: a *filler* that advances 255 columns and
-    carries no weight (only for gaps wider than 255, rare at Deep Compression densities).
-``codes`` (entries,) uint8
-    Index into the layer's ``codebook`` (≤ 256 float values), as in Deep Compression/EIE.
-    Layers with more than 256 distinct values keep ``values`` (entries,) float instead and
-    an empty ``codes``.
-``row_ptr`` (rows + 1,) int32
-    Entries of row ``i`` are ``row_ptr[i]:row_ptr[i+1]``.
+    entry = (code << colbits) | (column - segment_start)
 
-So a weight costs 2 bytes (plus 4 per row), against 8 for float32 CSR and 4 for dense.
-Decoding a column is a running sum of deltas, done on the fly by the kernels.
+``entries`` (nnz,) uint16
+    Sorted by (row, column). ``code`` is the index into the layer's ``codebook`` (≤ 256
+    float values, as in Deep Compression and EIE); ``colbits = 16 − codebits`` where
+    ``codebits`` are the bits of the largest code, capped at the bits the columns need. In
+    *value* mode (more than 256 distinct values, or no codebook) ``codebits = 0`` and
+    ``values`` (nnz,) float holds the weights.
+``seg_ptr`` (rows·nseg + 1,) int32
+    Entries of row ``i``, segment ``s`` are ``seg_ptr[i·nseg + s] : seg_ptr[i·nseg + s + 1]``;
+    ``nseg = ceil(K / 2**colbits)`` — 1 for every layer of the registry models.
+
+So a shared weight costs 2 bytes (plus 4 per row and segment), against 8 for float32 CSR and
+4 for dense. Unlike a running sum of column gaps, every entry decodes on its own (a shift
+and a mask), so the batch-1 kernels keep several independent sums in flight; this measured
+1.6× faster than the gap form on LeNet-300's fc1 (``docs/runtime.md``).
 """
 
 from __future__ import annotations
@@ -28,10 +31,11 @@ import torch
 
 __all__ = [
     "CompactWeight", "compact_from_coo", "compact_from_dense", "decode_dense", "from_layer_code",
+    "MAX_CODEBOOK",
 ]
 
 MAX_CODEBOOK = 256
-SPAN = 255  # columns a filler advances
+ENTRY_BITS = 16
 
 
 @dataclass
@@ -40,15 +44,29 @@ class CompactWeight:
 
     rows: int
     cols: int
-    row_ptr: np.ndarray  # (rows+1,) int32
-    deltas: np.ndarray  # (entries,) uint8
-    codes: np.ndarray  # (entries,) uint8, or (0,) in raw mode
-    codebook: np.ndarray  # (k,) float32, or (0,) in raw mode
-    values: np.ndarray  # (entries,) float32 in raw mode, else (0,)
+    colbits: int
+    seg_ptr: np.ndarray  # (rows·nseg + 1,) int32
+    entries: np.ndarray  # (nnz,) uint16
+    codebook: np.ndarray  # (k,) float32, or (0,) in value mode
+    values: np.ndarray  # (nnz,) float32 in value mode, else (0,)
+
+    @property
+    def nseg(self) -> int:
+        return segments(self.cols, self.colbits)
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.row_ptr, self.deltas, self.codes, self.codebook, self.values))
+        return sum(a.nbytes for a in (self.seg_ptr, self.entries, self.codebook, self.values))
+
+
+def segments(cols: int, colbits: int) -> int:
+    """Column segments of ``2**colbits`` columns that cover ``cols`` (at least 1)."""
+    return max(1, -(-cols // (1 << colbits)))
+
+
+def _bits(n: int) -> int:
+    """Bits to write the integers 0..n (0 for n = 0)."""
+    return int(n).bit_length()
 
 
 def compact_from_coo(
@@ -77,31 +95,24 @@ def compact_from_coo(
         uniq, inv = np.unique(values, return_inverse=True)
         if uniq.size <= MAX_CODEBOOK:
             codebook, codes = uniq.astype(np.float32), inv.reshape(-1)
-    prev = np.empty_like(c)
-    if c.size:
-        prev[0] = -1
-        prev[1:] = np.where(r[1:] == r[:-1], c[:-1], -1)
-    d = c - prev  # (nnz,) >= 1
-    fill = (d - 1) // SPAN
-    per = fill + 1
-    real = np.cumsum(per) - 1  # entry index of each non-zero
-    n = int(per.sum())
-    deltas = np.zeros(n, dtype=np.uint8)
-    deltas[real] = (d - fill * SPAN).astype(np.uint8)
-    counts = np.bincount(r, weights=per, minlength=rows).astype(np.int64) if r.size else np.zeros(rows, np.int64)
-    row_ptr = np.zeros(rows + 1, dtype=np.int64)
-    np.cumsum(counts, out=row_ptr[1:])
-    if row_ptr[-1] >= 2**31:
-        raise ValueError(f"{n} entries do not fit int32 row pointers")
+    codebits = _bits(int(np.max(codes))) if codes is not None and codes.size else 0
+    if codebook is None:
+        codebits = 0
+    colbits = min(ENTRY_BITS - codebits, max(1, _bits(cols - 1)))
+    nseg = segments(cols, colbits)
+    seg = r * nseg + (c >> colbits)  # (nnz,) segment of each non-zero, ascending
+    counts = np.bincount(seg, minlength=rows * nseg) if seg.size else np.zeros(rows * nseg, np.int64)
+    seg_ptr = np.zeros(rows * nseg + 1, dtype=np.int64)
+    np.cumsum(counts, out=seg_ptr[1:])
+    if seg_ptr[-1] >= 2**31:
+        raise ValueError(f"{int(seg_ptr[-1])} entries do not fit int32 segment pointers")
+    entries = c & ((1 << colbits) - 1)
     if codebook is not None and codes is not None:
-        cd = np.zeros(n, dtype=np.uint8)
-        cd[real] = np.asarray(codes, dtype=np.int64)
-        return CompactWeight(rows, cols, row_ptr.astype(np.int32), deltas, cd,
+        entries = entries | (np.asarray(codes, dtype=np.int64) << colbits)
+        return CompactWeight(rows, cols, colbits, seg_ptr.astype(np.int32), entries.astype(np.uint16),
                              np.asarray(codebook, dtype=np.float32), np.zeros(0, np.float32))
-    vals = np.zeros(n, dtype=np.float32)
-    vals[real] = values
-    return CompactWeight(rows, cols, row_ptr.astype(np.int32), deltas, np.zeros(0, np.uint8),
-                         np.zeros(0, np.float32), vals)
+    return CompactWeight(rows, cols, colbits, seg_ptr.astype(np.int32), entries.astype(np.uint16),
+                         np.zeros(0, np.float32), values)
 
 
 def compact_from_dense(w: np.ndarray | torch.Tensor) -> CompactWeight:
@@ -130,32 +141,27 @@ def from_layer_code(lc: Any) -> CompactWeight:
 
 
 def decode_dense(
-    row_ptr: torch.Tensor,
-    deltas: torch.Tensor,
-    codes: torch.Tensor,
+    seg_ptr: torch.Tensor,
+    entries: torch.Tensor,
     codebook: torch.Tensor,
     values: torch.Tensor,
     cols: int,
+    colbits: int,
 ) -> torch.Tensor:
     """The dense ``(rows, cols)`` weight from compact buffers, with torch ops (any device).
 
-    Its dtype is the codebook's (or the values'); used where gradients or another device
-    are needed.
+    Its dtype is the codebook's in codebook mode, the values' otherwise; used where
+    gradients or another device are needed.
     """
-    rows = row_ptr.numel() - 1
-    dtype = codebook.dtype if codes.numel() or values.numel() == 0 else values.dtype
-    d = deltas.long()
-    inc = torch.where(d == 0, torch.full_like(d, SPAN), d)
-    counts = (row_ptr[1:] - row_ptr[:-1]).long()
-    rid = torch.repeat_interleave(torch.arange(rows, device=d.device), counts)
-    cum = torch.cumsum(inc, 0)  # (entries,)
-    starts = row_ptr[:-1].long()
-    base = torch.zeros(rows, dtype=cum.dtype, device=d.device)
-    if cum.numel():
-        base = torch.where(starts > 0, cum[(starts - 1).clamp(min=0)], base)
-    col = cum - base[rid] - 1
-    real = d != 0
-    w = codebook[codes.long()] if codes.numel() else values
-    out = torch.zeros(rows * cols, dtype=dtype, device=d.device)
-    out[(rid * cols + col)[real]] = w[real].to(dtype)
+    nseg = segments(cols, colbits)
+    rows = (seg_ptr.numel() - 1) // nseg
+    value_mode = values.numel() > 0 or codebook.numel() == 0
+    dtype = values.dtype if value_mode else codebook.dtype
+    e = entries.long()
+    counts = (seg_ptr[1:] - seg_ptr[:-1]).long()
+    sid = torch.repeat_interleave(torch.arange(rows * nseg, device=e.device), counts)  # (nnz,)
+    col = (sid % nseg) * (1 << colbits) + (e & ((1 << colbits) - 1))
+    w = values if value_mode else codebook[e >> colbits]
+    out = torch.zeros(rows * cols, dtype=dtype, device=e.device)
+    out[(sid // nseg) * cols + col] = w.to(dtype)
     return out.reshape(rows, cols)

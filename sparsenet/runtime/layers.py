@@ -1,7 +1,7 @@
 """Sparse Linear and Conv2d modules over the compact weight form of :mod:`.compact`.
 
-Every array is a registered buffer (``row_ptr``, ``deltas``, ``codes``, ``codebook``,
-``values``, ``bias``), so ``.to()``, ``.double()``, ``state_dict()`` and
+Every array is a registered buffer (``seg_ptr``, ``entries``, ``codebook``, ``values``,
+``bias``), so ``.to()``, ``.double()``, ``state_dict()`` and
 ``load_state_dict()`` behave as for any module: ``.double()`` turns the codebook, values
 and bias into float64 and the kernels then run in float64.
 
@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import kernels
-from .compact import CompactWeight, compact_from_coo, compact_from_dense, decode_dense
+from . import sparse_kernels as kernels
+from .compact import CompactWeight, compact_from_coo, compact_from_dense, decode_dense, segments
 
 __all__ = ["SparseLinear", "SparseConv2d", "SPARSE_LAYERS"]
 
@@ -30,29 +30,34 @@ _NONE_F = np.zeros(0, dtype=np.float32)
 
 
 class _CompactLayer(nn.Module):
-    row_ptr: torch.Tensor
-    deltas: torch.Tensor
-    codes: torch.Tensor
+    seg_ptr: torch.Tensor
+    entries: torch.Tensor
     codebook: torch.Tensor
     values: torch.Tensor
     bias: torch.Tensor | None
     rows: int
     cols: int
+    colbits: int
 
     def _set_weight(self, cw: CompactWeight, bias: torch.Tensor | None) -> None:
-        self.rows, self.cols = cw.rows, cw.cols
-        for name in ("row_ptr", "deltas", "codes", "codebook", "values"):
+        self.rows, self.cols, self.colbits = cw.rows, cw.cols, cw.colbits
+        for name in ("seg_ptr", "entries", "codebook", "values"):
             self.register_buffer(name, torch.from_numpy(np.ascontiguousarray(getattr(cw, name))))
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
 
     @property
     def mode(self) -> int:
         """Kernel weight mode: 0 codebook, 1 a value per entry."""
-        return 0 if self.codes.numel() or not self.values.numel() else 1
+        return 1 if self.values.numel() else 0
+
+    @property
+    def nseg(self) -> int:
+        """Column segments per row (see :mod:`.compact`)."""
+        return segments(self.cols, self.colbits)
 
     @property
     def nnz(self) -> int:
-        return int(torch.count_nonzero(self.deltas))
+        return int(self.entries.numel())
 
     @property
     def weight_bytes(self) -> int:
@@ -61,14 +66,14 @@ class _CompactLayer(nn.Module):
 
     def dense_weight(self) -> torch.Tensor:
         """The decoded ``(rows, cols)`` weight (torch ops, on the buffers' device)."""
-        return decode_dense(self.row_ptr, self.deltas, self.codes, self.codebook, self.values,
-                            self.cols)
+        return decode_dense(self.seg_ptr, self.entries, self.codebook, self.values, self.cols,
+                            self.colbits)
 
     def _kernel_ok(self, x: torch.Tensor) -> bool:
         fbuf = self.codebook if self.mode == 0 else self.values
         return (
             x.device.type == "cpu"
-            and self.row_ptr.device.type == "cpu"
+            and self.seg_ptr.device.type == "cpu"
             and x.dtype in (torch.float32, torch.float64)
             and x.dtype == fbuf.dtype
             and (self.bias is None or self.bias.dtype == x.dtype)
@@ -80,8 +85,8 @@ class _CompactLayer(nn.Module):
         cb = self.codebook.numpy() if self.codebook.numel() else f
         vals = self.values.numpy() if self.values.numel() else f
         shift = self.bias.numpy() if self.bias is not None else f
-        return (self.row_ptr.numpy(), self.deltas.numpy(), self.codes.numpy(), cb, vals,
-                self.mode, f, shift)
+        return (self.seg_ptr.numpy(), self.entries.numpy(), cb, vals, self.mode, self.colbits,
+                self.nseg, f, shift)
 
 
 class SparseLinear(_CompactLayer):
@@ -117,8 +122,8 @@ class SparseLinear(_CompactLayer):
             b = x2.shape[0]
             xt = np.ascontiguousarray(x2.detach().numpy().T)  # (in, B)
             y = np.empty((self.out_features, b), dtype=xt.dtype)
-            rp, dl, cd, cb, vals, mode, scale, shift = self._kernel_args(x.dtype)
-            kernels.linear(rp, dl, cd, cb, vals, mode, xt.reshape(-1), y.reshape(-1),
+            sp, ent, cb, vals, mode, colbits, nseg, scale, shift = self._kernel_args(x.dtype)
+            kernels.linear(sp, ent, cb, vals, mode, colbits, nseg, xt.reshape(-1), y.reshape(-1),
                            self.out_features, self.in_features, b, scale, shift, 0, 1)
             return torch.from_numpy(np.ascontiguousarray(y.T)).reshape(*lead, self.out_features)
         return F.linear(x, self.dense_weight().to(x.dtype), self.bias)
@@ -172,8 +177,8 @@ class SparseConv2d(_CompactLayer):
                 xp[:, ph:ph + h, pw:pw + w] = xt
                 xt = xp
             y = np.empty((self.out_channels, oh, ow, b), dtype=xt.dtype)
-            rp, dl, cd, cb, vals, mode, scale, shift = self._kernel_args(x.dtype)
-            kernels.conv2d(rp, dl, cd, cb, vals, mode, xt.reshape(-1), y.reshape(-1),
+            sp, ent, cb, vals, mode, colbits, nseg, scale, shift = self._kernel_args(x.dtype)
+            kernels.conv2d(sp, ent, cb, vals, mode, colbits, nseg, xt.reshape(-1), y.reshape(-1),
                            self.out_channels, c, xt.shape[1], xt.shape[2], oh, ow, kh, kw, sh, sw,
                            dh, dw, b, scale, shift, 0, 1)
             return torch.from_numpy(np.ascontiguousarray(y.transpose(3, 0, 1, 2)))

@@ -117,6 +117,17 @@ class _Compiled:
         self.refs.append((owner, name, t))
         return int(t.data_ptr())
 
+    def _freeze_refs(self) -> None:
+        """The checks of :meth:`valid` as parallel tuples (checked with C-level ``map``)."""
+        self._owners = tuple(o for o, _, _ in self.refs)
+        self._keys = tuple(k for _, k, _ in self.refs)
+        self._tensors = tuple(t for _, _, t in self.refs)
+        # Parameters keep their identity when ``.to()`` moves their data (``param.data = …``)
+        self._params = tuple(t for t in self._tensors if isinstance(t, nn.Parameter))
+        self._ptrs = tuple(t.data_ptr() for t in self._params)
+        self._vtensors = tuple(t for t, _ in self.versions)
+        self._vnums = tuple(v for _, v in self.versions)
+
     def _own(self, a: np.ndarray) -> int:
         a = np.ascontiguousarray(a, dtype=self.np_dtype)
         self.owned.append(a)
@@ -133,19 +144,23 @@ class _Compiled:
             self.segments[-1][1][1] = len(self.rows)
 
     def _weighted(self, m: Any) -> list[int]:
-        """Fields 5-16 of a Linear/Conv step: mode, addresses, sizes."""
+        """Fields 5-16 of a Linear/Conv step: mode, addresses, colbits, sizes (field 29, the
+        segments per row, comes from :meth:`_nseg`)."""
         if isinstance(m, SPARSE_LAYERS):
             mode = m.mode
-            return [mode, self._ref(m, "row_ptr"), self._ref(m, "deltas"),
-                    self._ref(m, "codes") if mode == 0 else 0,
+            return [mode, self._ref(m, "seg_ptr"), self._ref(m, "entries"), m.colbits,
                     self._ref(m, "codebook") if mode == 0 else 0,
                     self._ref(m, "values") if mode == 1 else 0,
                     0, self._ref(m, "bias") if m.bias is not None else 0,
-                    m.rows, m.cols, int(m.deltas.numel()), int(m.codebook.numel())]
+                    m.rows, m.cols, int(m.entries.numel()), int(m.codebook.numel())]
         w = m.weight
         rows = w.shape[0]
         return [2, 0, 0, 0, 0, self._ref(m, "weight"), 0,
                 self._ref(m, "bias") if m.bias is not None else 0, rows, w[0].numel(), 0, 0]
+
+    @staticmethod
+    def _nseg(m: Any) -> int:
+        return m.nseg if isinstance(m, SPARSE_LAYERS) else 1
 
     def _fold_bn(self, step: int, bn: Any) -> None:
         """Fold an eval BatchNorm into step ``step``'s epilogue (scale, shift)."""
@@ -198,15 +213,17 @@ class _Compiled:
                     raise _Unsupported("more than one input")
                 off = self._alloc(self.in_features)
                 self._region[node] = off
-                self._emit(node, [K.OP_LOAD, 0, 0, off], "load")
+                self._emit(node, [K.OP_LOAD, 0, 0, off, *[0] * 13, self.in_features], "load")
                 continue
             if node.op == "output":
                 out = node.args[0]
                 if not isinstance(out, fx.Node) or out not in self._region:
                     raise _Unsupported("output is not one tensor")
                 self.out_node = out
-                self.out_shape = self._shape(out)
-                self._emit(node, [K.OP_STORE, 0, self._region[out], 0], "store")
+                self.out_shape: tuple[int, ...] = self._shape(out) or ()
+                self.n_out = int(np.prod(self.out_shape)) if self.out_shape else 1
+                self._emit(node, [K.OP_STORE, 0, self._region[out], 0, *[0] * 13, self.n_out],
+                           "store")
                 continue
             shape = self._shape(node)
             if shape is None:
@@ -235,7 +252,8 @@ class _Compiled:
                     raise _Unsupported(f"Linear on a {len(ishape) + 1}-d input")
                 dst = self._alloc(n_out)
                 self._region[node] = dst
-                self._emit(node, [K.OP_LINEAR, 0, self._region[src], dst, 0, *self._weighted(m)],
+                row = [K.OP_LINEAR, 0, self._region[src], dst, 0, *self._weighted(m)]
+                self._emit(node, row + [0] * (29 - len(row)) + [self._nseg(m)],
                            f"{node.target}:linear")
                 return
             if isinstance(m, SparseConv2d) or (type(m) is nn.Conv2d and SparseConv2d.supports(m)):
@@ -247,7 +265,8 @@ class _Compiled:
                 self._region[node] = dst
                 o, oh, ow = shape
                 self._emit(node, [K.OP_CONV, 0, src_off, dst, 0, *self._weighted(m),
-                                  c, h + 2 * ph, w + 2 * pw, oh, ow, kh, kw, sh, sw, dh, dw],
+                                  c, h + 2 * ph, w + 2 * pw, oh, ow, kh, kw, sh, sw, dh, dw, 0,
+                                  self._nseg(m)],
                            f"{node.target}:conv")
                 return
             if type(m) in _ACT_MODULES or type(m) is nn.GELU:
@@ -376,43 +395,51 @@ class _Compiled:
         return a
 
     def valid(self) -> bool:
-        for owner, key, t in self.refs:
-            if owner.get(key) is not t:
-                return False
-        for t, v in self.versions:
-            if t._version != v:
-                return False
-        return True
+        """Whether every tensor the plan addresses is still the module's, at the same address
+        (``.to()``/``.double()`` replace buffers and move parameters' data), and folded
+        BatchNorm tensors are unchanged (their version counters)."""
+        return (
+            all(map(operator.is_, map(dict.get, self._owners, self._keys), self._tensors))
+            and (not self._ptrs or tuple(map(_DATA_PTR, self._params)) == self._ptrs)
+            and (not self._vnums or tuple(map(_VERSION, self._vtensors)) == self._vnums)
+        )
 
     def run(self, x: torch.Tensor, nt: int) -> torch.Tensor:
+        """Outputs for ``x`` (CPU, the plan's dtype and per-sample shape) on ``nt`` threads."""
         b = x.shape[0]
-        xn = (x.detach() if x.requires_grad else x).numpy().reshape(b, self.in_features)
-        n_out = int(np.prod(self.out_shape)) if self.out_shape else 1
-        out = np.empty((b, n_out), dtype=self.np_dtype)
-        locked = self.lock.acquire(blocking=False)
-        arena = self.arena(b) if locked else np.empty(max(1, self.size) * b, dtype=self.np_dtype)
+        if not x.is_contiguous():
+            x = x.contiguous()
+        out = torch.from_numpy(np.empty((b, *self.out_shape), dtype=self.np_dtype))
+        locked = self.lock.acquire(False)
+        arena = self.arenas.get(b) if locked else None
+        if arena is None:
+            arena = self.arena(b) if locked else np.empty(max(1, self.size) * b, dtype=self.np_dtype)
+        old = numba.get_num_threads() if nt > 1 else 0
         try:
-            if len(self.segments) == 1:
-                lo, hi = self.segments[0][1]
-                K.run_plan(self.table, lo, hi, xn, out, arena, b, nt, _U8, _I32)
+            if old:
+                numba.set_num_threads(nt)
+            if self.single:
+                K.run_plan(self.table, self.lo, self.hi, x.data_ptr(), out.data_ptr(), arena, b, nt,
+                           _U16, _I32)
             else:
-                self._run_segments(xn, out, arena, b, nt)
+                self._run_segments(x, out, arena, b, nt)
         finally:
+            if old:
+                numba.set_num_threads(old)
             if locked:
                 self.lock.release()
-        y = torch.from_numpy(out)
-        oshape: Any = self.out_shape
-        return y if len(oshape) == 1 else y.reshape(b, *oshape)
+        return out
 
-    def _run_segments(self, xn: np.ndarray, out: np.ndarray, arena: np.ndarray, b: int, nt: int) -> None:
-        env: dict[fx.Node, Any] = {}
+    def _run_segments(self, x: torch.Tensor, out: torch.Tensor, arena: np.ndarray, b: int,
+                      nt: int) -> None:
         for kind, seg in self.segments:
             if kind == "kernels":
-                K.run_plan(self.table, seg[0], seg[1], xn, out, arena, b, nt, _U8, _I32)
+                K.run_plan(self.table, seg[0], seg[1], x.data_ptr(), out.data_ptr(), arena, b, nt,
+                           _U16, _I32)
                 continue
             node: fx.Node = seg
-            args = fx.node.map_arg(node.args, lambda n: self._tensor(n, arena, b, env))
-            kwargs = fx.node.map_arg(node.kwargs, lambda n: self._tensor(n, arena, b, env))
+            args = fx.node.map_arg(node.args, lambda n: self._tensor(n, arena, b))
+            kwargs = fx.node.map_arg(node.kwargs, lambda n: self._tensor(n, arena, b))
             if node.op == "call_module":
                 res = self.gm.get_submodule(str(node.target))(*args, **kwargs)
             elif node.op == "call_function":
@@ -424,7 +451,7 @@ class _Compiled:
             off = self._region[node]
             arena[off * b:(off + n) * b].reshape(n, b)[:] = res.detach().reshape(b, n).numpy().T
 
-    def _tensor(self, node: fx.Node, arena: np.ndarray, b: int, env: dict) -> torch.Tensor:
+    def _tensor(self, node: fx.Node, arena: np.ndarray, b: int) -> torch.Tensor:
         shape = self._shape(node) or ()
         n = int(np.prod(shape)) if shape else 1
         off = self._region[node]
@@ -433,10 +460,17 @@ class _Compiled:
 
     def finish(self) -> None:
         self.table = np.ascontiguousarray(np.array(self.rows, dtype=np.int64).reshape(-1, K.WIDTH))
+        self.single = len(self.segments) == 1
+        self.lo: int = self.segments[0][1][0] if self.single else 0
+        self.hi: int = self.segments[0][1][1] if self.single else 0
+        self._freeze_refs()
 
 
-_U8 = np.zeros(0, dtype=np.uint8)
+_EXACT_MAX = 64  # input shapes remembered by the fast path
+_U16 = np.zeros(0, dtype=np.uint16)
 _I32 = np.zeros(0, dtype=np.int32)
+_DATA_PTR = torch.Tensor.data_ptr
+_VERSION = operator.attrgetter("_version")
 
 
 class Planned:
@@ -451,6 +485,8 @@ class Planned:
         self.model = model
         self.threads = threads
         self.plans: dict[tuple[Any, ...], _Compiled | None] = {}
+        # input shape (batch included) -> (dtype, plan, threads): the fast path's one lookup
+        self._exact: dict[torch.Size, tuple[torch.dtype, _Compiled, int]] = {}
         self.reason: str | None = None
         self.gm: fx.GraphModule | None = None
         self.flat_input = False
@@ -512,29 +548,34 @@ class Planned:
         return text
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if len(args) == 1 and not kwargs:
+            x = args[0]
+            # The fast path: a plan already built for this exact input shape and dtype.
+            if type(x) is torch.Tensor and not self.model.training:
+                hit = self._exact.get(x.shape)
+                if (hit is not None and hit[0] is x.dtype and x.is_cpu and hit[1].valid()
+                        and not (torch.is_grad_enabled() and (x.requires_grad or self._wants_grad()))):
+                    return hit[1].run(x, hit[2])
+            return self._slow(x)
+        return type(self.model).forward(self.model, *args, **kwargs)
+
+    def _slow(self, x: Any) -> Any:
+        """Build (or rebuild) the plan for ``x`` where the plan applies, else run the module."""
         if not self.traced:
             self.trace()
-        if len(args) == 1 and not kwargs and self.gm is not None:
-            x = args[0]
-            if (isinstance(x, torch.Tensor) and x.dim() >= 2 and x.device.type == "cpu"
-                    and not self.model.training
-                    and not (torch.is_grad_enabled() and (x.requires_grad or self._wants_grad()))):
-                key = self._key(tuple(x.shape[1:]), x.dtype)
-                plan: Any = self.plans.get(key, False)
-                if plan is not None and (plan is False or not plan.valid()):
-                    plan = self._build(key, tuple(x.shape[1:]), x.dtype)
-                if plan is not None:
-                    b = x.shape[0]
-                    nt = self._threads(b)
-                    if nt > 1:
-                        old = numba.get_num_threads()
-                        numba.set_num_threads(nt)
-                        try:
-                            return plan.run(x, nt)
-                        finally:
-                            numba.set_num_threads(old)
-                    return plan.run(x, 1)
-        return type(self.model).forward(self.model, *args, **kwargs)
+        if (self.gm is not None and isinstance(x, torch.Tensor) and x.dim() >= 2
+                and x.device.type == "cpu" and not self.model.training
+                and not (torch.is_grad_enabled() and (x.requires_grad or self._wants_grad()))):
+            key = self._key(tuple(x.shape[1:]), x.dtype)
+            plan: Any = self.plans.get(key, False)
+            if plan is not None and (plan is False or not plan.valid()):
+                plan = self._build(key, tuple(x.shape[1:]), x.dtype)
+            if plan is not None:
+                nt = self._threads(x.shape[0])
+                if len(self._exact) < _EXACT_MAX:
+                    self._exact[x.shape] = (x.dtype, plan, nt)
+                return plan.run(x, nt)
+        return type(self.model).forward(self.model, x)
 
     # ------------------------------------------------------------------ internals
     def _threads(self, b: int) -> int:
@@ -557,6 +598,7 @@ class Planned:
             return None
         if self.flat_input:
             shape = (int(np.prod(shape)),)
+        self._exact.clear()  # re-filled by the next calls
         try:
             plan: _Compiled | None = _Compiled(self.gm, shape, dtype)
             plan.finish()  # type: ignore[union-attr]

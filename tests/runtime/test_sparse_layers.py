@@ -24,16 +24,25 @@ def test_compact_roundtrip_exact(density, k):
     w = _sparse_weight((13, 700), density, 1, k)
     w[2] = 0  # empty row
     w[:, 5] = 0  # empty column
-    w[4, 699] = 0.5  # a gap > 255 at the row start: fillers
+    w[4, 699] = 1.0 if k else 0.5  # a lone non-zero at the row end (in the codebook when shared)
     cw = compact_from_dense(w)
-    back = decode_dense(*(torch.from_numpy(a) for a in (cw.row_ptr, cw.deltas, cw.codes, cw.codebook, cw.values)), 700)
+    back = decode_dense(*(torch.from_numpy(a) for a in (cw.seg_ptr, cw.entries, cw.codebook, cw.values)),
+                        700, cw.colbits)
     assert torch.equal(back, w)
-    assert cw.deltas.dtype == np.uint8 and cw.row_ptr.dtype == np.int32
-    assert (cw.codes.size > 0) == (len(torch.unique(w[w != 0])) <= 256 and bool((w != 0).any()))
+    assert cw.entries.dtype == np.uint16 and cw.seg_ptr.dtype == np.int32
+    assert cw.entries.size == int((w != 0).sum())  # one entry per non-zero, no fillers
+    shared = len(torch.unique(w[w != 0])) <= 256
+    assert (cw.codebook.size > 0) == (shared and bool((w != 0).any()))
+    assert (cw.values.size > 0) == (not shared)
+    # code bits + column bits fit 16; 8-bit codes over 700 columns need 3 segments of 256
+    codebits = int(cw.codebook.size - 1).bit_length() if cw.codebook.size else 0
+    assert cw.colbits <= 16 - codebits and cw.nseg == -(-700 // (1 << cw.colbits))
+    if codebits == 8:
+        assert cw.nseg == 3
 
 
 @pytest.mark.parametrize("batch", [1, 3, 17])
-@pytest.mark.parametrize("k", [None, 16])
+@pytest.mark.parametrize("k", [None, 16, 256])
 @pytest.mark.parametrize("density", [0.0, 0.05, 0.5])
 def test_sparse_linear_matches_linear(batch, k, density):
     lin = nn.Linear(600, 37)
@@ -79,10 +88,10 @@ def test_double_to_and_state_dict():
         lin.weight.copy_(_sparse_weight((6, 50), 0.2, 3, 8))
     sl = SparseLinear.from_dense(lin.weight.detach(), lin.bias.detach())
     sd = sl.state_dict()
-    assert set(sd) == {"row_ptr", "deltas", "codes", "codebook", "values", "bias"}
+    assert set(sd) == {"seg_ptr", "entries", "codebook", "values", "bias"}
     x = torch.randn(4, 50, dtype=torch.float64)
     sl.double()
-    assert sl.codebook.dtype == torch.float64 and sl.deltas.dtype == torch.uint8
+    assert sl.codebook.dtype == torch.float64 and sl.entries.dtype == torch.uint16
     with torch.no_grad():
         torch.testing.assert_close(sl(x), lin.double()(x), rtol=1e-12, atol=1e-12)
     other = SparseLinear.from_dense(torch.zeros(6, 50) + (lin.weight.float() != 0), None)
@@ -90,3 +99,19 @@ def test_double_to_and_state_dict():
     sl2 = SparseLinear.from_dense(lin.weight.detach().float(), lin.bias.detach().float())
     sl2.load_state_dict({k: v.clone() for k, v in sl2.state_dict().items()})
     assert sl2.to(torch.float32).codebook.dtype == torch.float32
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_sparse_conv_multi_segment_codebook(batch):
+    """A 256-value codebook leaves 8 column bits: 40·3·3 = 360 columns span 2 segments."""
+    torch.manual_seed(1)
+    conv = nn.Conv2d(40, 6, 3, padding=1)
+    cb = torch.linspace(-0.5, 0.5, 256)
+    with torch.no_grad():
+        w = cb[torch.randint(0, 256, conv.weight.shape)] * (torch.rand_like(conv.weight) < 0.4)
+        conv.weight.copy_(w)
+    sc = SparseConv2d.from_conv(conv)
+    assert sc.colbits == 8 and sc.nseg == 2 and sc.mode == 0
+    x = torch.randn(batch, 40, 7, 6)
+    with torch.no_grad():
+        assert_rel_close(sc(x), conv(x))

@@ -1,0 +1,302 @@
+# mypy: ignore-errors
+# (numba-compiled code: scalar types are numba's, not numpy's stubs)
+"""numba kernels of sparse Linear and Conv2d over the packed entries of :mod:`.compact`.
+
+Activations are *feature-major, batch-last* flat arrays: ``x`` of a Linear is ``(K, B)``,
+of a convolution ``(C, Hp, Wp, B)`` (already padded).
+
+Weights: ``sp`` segment pointers (int32), ``ent`` packed entries (uint16: code above
+``sh`` = colbits bits of column offset), ``cb`` the codebook; ``mode`` 0: codebook, 1: a
+value per entry in ``vals``, 2: dense row-major ``vals`` (N·K, for layers kept dense).
+
+* Linear, batch 1: per row, a dot product with four independent partial sums; each entry
+  decodes on its own (shift and mask), so the loads of consecutive entries overlap.
+* Linear, batch > 1: per row, ``acc[0:B] += w · x[col, 0:B]`` for each entry: a contiguous,
+  vectorised run over the batch.
+* Conv2d: direct sparse convolution. For stride 1 each non-zero ``(c, ky, kx)`` adds
+  ``w ·`` one contiguous slice of the padded input to a "wide" accumulator whose rows have
+  the padded input's width (the extra columns are discarded); other strides loop over
+  output rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numba import prange
+
+from .jitbase import finish, finish_rows, jit
+
+__all__ = ["linear", "conv2d"]
+
+
+@jit(inline="always")
+def _dot_codes(e: int, end: int, ent: Any, cb: Any, x: Any, base: int, sh: int, z: Any) -> Any:
+    """``Σ cb[code_e] · x[base + col_e]`` over entries ``e..end``, four partial sums.
+
+    Indices are unsigned (``uintp``) so that numba emits no negative-index wraparound;
+    that alone made this loop 1.45× faster.
+    """
+    u, ue, s = np.uintp(e), np.uintp(end), np.uintp(sh)
+    ub, one, four = np.uintp(base), np.uintp(1), np.uintp(4)
+    mask = (one << s) - one
+    a0, a1, a2, a3 = z, z, z, z
+    while u + four <= ue:
+        v0, v1 = np.uintp(ent[u]), np.uintp(ent[u + one])
+        v2, v3 = np.uintp(ent[u + np.uintp(2)]), np.uintp(ent[u + np.uintp(3)])
+        a0 += cb[v0 >> s] * x[ub + (v0 & mask)]
+        a1 += cb[v1 >> s] * x[ub + (v1 & mask)]
+        a2 += cb[v2 >> s] * x[ub + (v2 & mask)]
+        a3 += cb[v3 >> s] * x[ub + (v3 & mask)]
+        u += four
+    while u < ue:
+        v = np.uintp(ent[u])
+        a0 += cb[v >> s] * x[ub + (v & mask)]
+        u += one
+    return (a0 + a1) + (a2 + a3)
+
+
+@jit(inline="always")
+def _dot_values(e: int, end: int, ent: Any, vals: Any, x: Any, base: int, sh: int, z: Any) -> Any:
+    """As :func:`_dot_codes` with a value per entry."""
+    u, ue = np.uintp(e), np.uintp(end)
+    ub, one, four = np.uintp(base), np.uintp(1), np.uintp(4)
+    mask = (one << np.uintp(sh)) - one
+    a0, a1, a2, a3 = z, z, z, z
+    while u + four <= ue:
+        a0 += vals[u] * x[ub + (np.uintp(ent[u]) & mask)]
+        a1 += vals[u + one] * x[ub + (np.uintp(ent[u + one]) & mask)]
+        a2 += vals[u + np.uintp(2)] * x[ub + (np.uintp(ent[u + np.uintp(2)]) & mask)]
+        a3 += vals[u + np.uintp(3)] * x[ub + (np.uintp(ent[u + np.uintp(3)]) & mask)]
+        u += four
+    while u < ue:
+        a0 += vals[u] * x[ub + (np.uintp(ent[u]) & mask)]
+        u += one
+    return (a0 + a1) + (a2 + a3)
+
+
+@jit(inline="always")
+def _dot_dense(i: int, vals: Any, x: Any, z: Any) -> Any:
+    K = x.shape[0]
+    a0, a1, a2, a3 = z, z, z, z
+    base = i * K
+    j = 0
+    while j + 4 <= K:
+        a0 += vals[base + j] * x[j]
+        a1 += vals[base + j + 1] * x[j + 1]
+        a2 += vals[base + j + 2] * x[j + 2]
+        a3 += vals[base + j + 3] * x[j + 3]
+        j += 4
+    while j < K:
+        a0 += vals[base + j] * x[j]
+        j += 1
+    return (a0 + a1) + (a2 + a3)
+
+
+@jit(inline="always")
+def _axpy(e: int, end: int, ent: Any, cb: Any, vals: Any, mode: int, x: Any, acc: Any,
+          base: int, sh: int, B: int) -> None:
+    """``acc[0:B] += Σ_e w_e · x[(base + col_e)·B : … + B]`` over entries ``e..end``.
+
+    Four entries per pass over ``acc`` (a quarter of the accumulator loads and stores: 2.1×
+    faster than one entry per pass on LeNet-300's fc1 at batch 64); unsigned indices, as
+    in :func:`_dot_codes`.
+    """
+    s, one, ub, uB = np.uintp(sh), np.uintp(1), np.uintp(base), np.uintp(B)
+    mask = (one << s) - one
+    u, ue, four = np.uintp(e), np.uintp(end), np.uintp(4)
+    while u + four <= ue:
+        v0, v1 = np.uintp(ent[u]), np.uintp(ent[u + one])
+        v2, v3 = np.uintp(ent[u + np.uintp(2)]), np.uintp(ent[u + np.uintp(3)])
+        if mode == 0:
+            w0, w1, w2, w3 = cb[v0 >> s], cb[v1 >> s], cb[v2 >> s], cb[v3 >> s]
+        else:
+            w0, w1 = vals[u], vals[u + one]
+            w2, w3 = vals[u + np.uintp(2)], vals[u + np.uintp(3)]
+        o0, o1 = (ub + (v0 & mask)) * uB, (ub + (v1 & mask)) * uB
+        o2, o3 = (ub + (v2 & mask)) * uB, (ub + (v3 & mask)) * uB
+        x0, x1, x2, x3 = x[o0:o0 + uB], x[o1:o1 + uB], x[o2:o2 + uB], x[o3:o3 + uB]
+        for b in range(uB):
+            acc[b] += (w0 * x0[b] + w1 * x1[b]) + (w2 * x2[b] + w3 * x3[b])
+        u += four
+    while u < ue:
+        v = np.uintp(ent[u])
+        w = cb[v >> s] if mode == 0 else vals[u]
+        xo = (ub + (v & mask)) * uB
+        for b in range(uB):
+            acc[b] += w * x[xo + b]
+        u += one
+
+
+@jit()
+def _linear_rows(i0: int, i1: int, sp: Any, ent: Any, cb: Any, vals: Any, mode: int, sh: int,
+                 nseg: int, x: Any, y: Any, K: int, B: int, scale: Any, shift: Any, act: int) -> None:
+    z = np.zeros(1, dtype=x.dtype)[0]
+    if B == 1:
+        if mode == 2:
+            for i in range(i0, i1):
+                y[i] = _dot_dense(i, vals, x, z)
+        elif nseg == 1:
+            if mode == 0:
+                for i in range(i0, i1):
+                    y[i] = _dot_codes(sp[i], sp[i + 1], ent, cb, x, 0, sh, z)
+            else:
+                for i in range(i0, i1):
+                    y[i] = _dot_values(sp[i], sp[i + 1], ent, vals, x, 0, sh, z)
+        else:
+            for i in range(i0, i1):
+                a = z
+                for s in range(nseg):
+                    p = i * nseg + s
+                    if mode == 0:
+                        a += _dot_codes(sp[p], sp[p + 1], ent, cb, x, s << sh, sh, z)
+                    else:
+                        a += _dot_values(sp[p], sp[p + 1], ent, vals, x, s << sh, sh, z)
+                y[i] = a
+        finish_rows(y, i0, i1, scale, shift, act)
+        return
+    for i in range(i0, i1):
+        acc = y[i * B:(i + 1) * B]
+        acc[:] = 0
+        if mode == 2:
+            for j in range(K):
+                w = vals[i * K + j]
+                for b in range(B):
+                    acc[b] += w * x[j * B + b]
+        else:
+            for s in range(nseg):
+                p = i * nseg + s
+                _axpy(sp[p], sp[p + 1], ent, cb, vals, mode, x, acc, s << sh, sh, B)
+        finish(acc, 0, acc, 0, B, i, scale, shift, act)
+
+
+@jit(parallel=True)
+def _linear_par(sp: Any, ent: Any, cb: Any, vals: Any, mode: int, sh: int, nseg: int, x: Any,
+                y: Any, N: int, K: int, B: int, scale: Any, shift: Any, act: int, nt: int) -> None:
+    per = (N + nt - 1) // nt
+    for t in prange(nt):
+        _linear_rows(t * per, min(N, (t + 1) * per), sp, ent, cb, vals, mode, sh, nseg, x, y, K,
+                     B, scale, shift, act)
+
+
+@jit()
+def linear(sp: Any, ent: Any, cb: Any, vals: Any, mode: int, sh: int, nseg: int, x: Any, y: Any,
+           N: int, K: int, B: int, scale: Any, shift: Any, act: int, nt: int) -> None:
+    """``y (N, B) = act(scale · (W x) + shift)`` for ``x (K, B)``, flat batch-last arrays.
+
+    ``scale``/``shift`` (N,) or empty; ``nt`` > 1 splits the rows over that many threads.
+    """
+    if nt > 1:
+        _linear_par(sp, ent, cb, vals, mode, sh, nseg, x, y, N, K, B, scale, shift, act, nt)
+    else:
+        _linear_rows(0, N, sp, ent, cb, vals, mode, sh, nseg, x, y, K, B, scale, shift, act)
+
+
+@jit(inline="always")
+def _tap_base(col: int, khw: int, kw: int, Hp: int, Wp: int, dh: int, dw: int, B: int) -> Any:
+    """Offset in the padded input (C, Hp, Wp, B) of weight column ``col`` = (c, ky, kx)."""
+    c = col // khw
+    r = col - c * khw
+    ky = r // kw
+    kx = r - ky * kw
+    return np.uintp(((c * Hp + ky * dh) * Wp + kx * dw) * B)
+
+
+@jit(inline="always")
+def _conv_tap(w: Any, col: int, x: Any, acc: Any, L: int, khw: int, kw: int, Hp: int, Wp: int,
+              OH: int, OW: int, sh: int, sw: int, dh: int, dw: int, B: int) -> None:
+    """Add ``w ·`` the input window of weight column ``col`` = (c, ky, kx) to ``acc``."""
+    base = _tap_base(col, khw, kw, Hp, Wp, dh, dw, B)
+    if L:
+        for j in range(np.uintp(L)):
+            acc[j] += w * x[base + j]
+    else:
+        for oy in range(OH):
+            row = base + np.uintp(oy * sh * Wp * B)
+            ob = np.uintp(oy * OW * B)
+            for ox in range(OW):
+                xo = row + np.uintp(ox * sw * B)
+                ao = ob + np.uintp(ox * B)
+                for b in range(np.uintp(B)):
+                    acc[ao + b] += w * x[xo + b]
+
+
+@jit()
+def _conv_channel(o: int, sp: Any, ent: Any, cb: Any, vals: Any, mode: int, esh: int, nseg: int,
+                  x: Any, y: Any, C: int, Hp: int, Wp: int, OH: int, OW: int, kh: int, kw: int,
+                  sh: int, sw: int, dh: int, dw: int, B: int, scale: Any, shift: Any, act: int) -> None:
+    """Output channel ``o`` of a direct sparse convolution over the padded input ``x``.
+
+    Stride 1 adds four taps per pass over the accumulator (as :func:`_axpy` does).
+    """
+    khw = kh * kw
+    out = y[o * OH * OW * B:(o + 1) * OH * OW * B]
+    if sh == 1 and sw == 1:
+        L = ((OH - 1) * Wp + OW) * B
+        acc = np.zeros(L, dtype=x.dtype)
+    else:
+        acc = np.zeros(OH * OW * B, dtype=x.dtype)
+        L = 0
+    if mode == 2:
+        for col in range(C * khw):
+            _conv_tap(vals[o * C * khw + col], col, x, acc, L, khw, kw, Hp, Wp, OH, OW, sh, sw,
+                      dh, dw, B)
+    else:
+        mask = (1 << esh) - 1
+        uL = np.uintp(L)
+        for s in range(nseg):
+            p = o * nseg + s
+            e, end = sp[p], sp[p + 1]
+            while L and e + 4 <= end:
+                v0, v1, v2, v3 = np.intp(ent[e]), np.intp(ent[e + 1]), np.intp(ent[e + 2]), np.intp(ent[e + 3])
+                if mode == 0:
+                    w0, w1, w2, w3 = cb[v0 >> esh], cb[v1 >> esh], cb[v2 >> esh], cb[v3 >> esh]
+                else:
+                    w0, w1, w2, w3 = vals[e], vals[e + 1], vals[e + 2], vals[e + 3]
+                sb = s << esh
+                b0 = _tap_base(sb + (v0 & mask), khw, kw, Hp, Wp, dh, dw, B)
+                b1 = _tap_base(sb + (v1 & mask), khw, kw, Hp, Wp, dh, dw, B)
+                b2 = _tap_base(sb + (v2 & mask), khw, kw, Hp, Wp, dh, dw, B)
+                b3 = _tap_base(sb + (v3 & mask), khw, kw, Hp, Wp, dh, dw, B)
+                x0, x1, x2, x3 = x[b0:b0 + uL], x[b1:b1 + uL], x[b2:b2 + uL], x[b3:b3 + uL]
+                for j in range(uL):
+                    acc[j] += (w0 * x0[j] + w1 * x1[j]) + (w2 * x2[j] + w3 * x3[j])
+                e += 4
+            while e < end:
+                v = np.intp(ent[e])
+                w = cb[v >> esh] if mode == 0 else vals[e]
+                _conv_tap(w, (s << esh) + (v & mask), x, acc, L, khw, kw, Hp, Wp, OH, OW, sh, sw,
+                          dh, dw, B)
+                e += 1
+    if L:
+        for oy in range(OH):
+            finish(out, oy * OW * B, acc, oy * Wp * B, OW * B, o, scale, shift, act)
+    else:
+        finish(out, 0, acc, 0, OH * OW * B, o, scale, shift, act)
+
+
+@jit(parallel=True)
+def _conv_par(sp: Any, ent: Any, cb: Any, vals: Any, mode: int, esh: int, nseg: int, x: Any,
+              y: Any, O: int, C: int, Hp: int, Wp: int, OH: int, OW: int, kh: int, kw: int,  # noqa: E741
+              sh: int, sw: int, dh: int, dw: int, B: int, scale: Any, shift: Any, act: int) -> None:
+    for o in prange(O):
+        _conv_channel(o, sp, ent, cb, vals, mode, esh, nseg, x, y, C, Hp, Wp, OH, OW, kh, kw, sh,
+                      sw, dh, dw, B, scale, shift, act)
+
+
+@jit()
+def conv2d(sp: Any, ent: Any, cb: Any, vals: Any, mode: int, esh: int, nseg: int, x: Any, y: Any,
+           O: int, C: int, Hp: int, Wp: int, OH: int, OW: int, kh: int, kw: int, sh: int,  # noqa: E741
+           sw: int, dh: int, dw: int, B: int, scale: Any, shift: Any, act: int, nt: int) -> None:
+    """Direct sparse Conv2d: ``x`` (C, Hp, Wp, B) already padded -> ``y`` (O, OH, OW, B).
+
+    ``esh`` is the entries' column bits (``colbits``), ``sh``/``sw`` the strides.
+    """
+    if nt > 1:
+        _conv_par(sp, ent, cb, vals, mode, esh, nseg, x, y, O, C, Hp, Wp, OH, OW, kh, kw, sh, sw,
+                  dh, dw, B, scale, shift, act)
+    else:
+        for o in range(O):
+            _conv_channel(o, sp, ent, cb, vals, mode, esh, nseg, x, y, C, Hp, Wp, OH, OW, kh, kw,
+                          sh, sw, dh, dw, B, scale, shift, act)
