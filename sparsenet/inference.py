@@ -12,6 +12,7 @@ decodes every weight into ordinary ``nn.Linear``/``nn.Conv2d``.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -19,8 +20,11 @@ from torch import nn
 
 from .checkpoint import build_architecture
 from .coding.container import SnnFile, read_snn
+from .coding.describe import header_nonzeros
+from .coding.header import SnnHeader, read_header
 from .errors import CorruptFileError, SparsenetError
 from .runtime.layers import SPARSE_LAYERS, SparseConv2d, SparseLinear
+from .summary import model_summary
 
 __all__ = [
     "RUNTIMES",
@@ -28,6 +32,8 @@ __all__ = [
     "SparseConv2d",
     "build_model_from_snn",
     "snn_architecture",
+    "SnnDescription",
+    "describe_snn",
     "load_snn",
 ]
 
@@ -218,3 +224,50 @@ def load_snn(
     return build_model_from_snn(
         read_snn(path), runtime=runtime, model=model, source=os.fspath(path), threads=threads
     )
+
+
+@dataclass(frozen=True)
+class SnnDescription:
+    """A ``.snn`` file described from its header (see :func:`describe_snn`).
+
+    Attributes
+    ----------
+    header : SnnHeader
+        The checked header and its sections as stored.
+    model : nn.Module
+        The recorded architecture with its module swaps, on the ``meta`` device: shapes,
+        types and ``arch`` but no storage. Not runnable; load the file for that.
+    summary : dict
+        :func:`sparsenet.summary.model_summary` of the model the file holds, with the
+        non-zero counts from :func:`sparsenet.coding.describe.header_nonzeros`.
+    """
+
+    header: SnnHeader
+    model: nn.Module
+    summary: dict[str, Any]
+
+
+def describe_snn(path: str | os.PathLike[str]) -> SnnDescription:
+    """Layers, shapes, non-zeros and transforms of a ``.snn`` file from its header alone.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A ``.snn`` file.
+
+    Returns
+    -------
+    SnnDescription
+        ``summary`` has the layout of :func:`sparsenet.summary.model_summary` and equals
+        it for the loaded model (``sparsenet.load(path)``).
+
+    Raises
+    ------
+    CorruptFileError
+        Any failed header check (:func:`~sparsenet.coding.header.read_header`), no
+        recorded architecture, or stored shapes that differ from it; the decode limit
+        applies to what the header declares, although nothing is decoded.
+    """
+    hdr = read_header(path)
+    model = snn_architecture(hdr.header, hdr.shapes(), hdr.source)
+    return SnnDescription(hdr, model, model_summary(model, nonzero=header_nonzeros(hdr)))

@@ -306,10 +306,10 @@ def _is_npz(path: str) -> bool:
 
 def cmd_info(args: argparse.Namespace) -> int:
     """Layers and non-zeros of a model. A .snn file is described from its header
-    (:func:`sparsenet.coding.describe_snn`: nothing decoded) unless --eps or --data need
+    (:func:`sparsenet.inference.describe_snn`: nothing decoded) unless --eps or --data need
     its weights, which then load under the decode limit."""
     if _header_only(args):
-        from ..coding.describe import describe_snn
+        from ..inference import describe_snn
 
         described = describe_snn(args.model_path)
         model, meta, summary = described.model, described.header.metadata, described.summary

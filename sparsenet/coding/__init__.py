@@ -10,7 +10,7 @@ from typing import Any
 from . import ans, huffman
 from .accounting import format_report, header_size_report, size_report
 from .container import CorruptFileError, SnnFile, is_snn_header, load_with_metadata, read_snn
-from .describe import SnnDescription, describe_snn, inspect_snn
+from .describe import header_nonzeros, inspect_snn
 from .header import SnnHeader, read_header
 from .save import encode_model, save_snn
 
@@ -21,7 +21,7 @@ __all__ = [
     "load_snn",
     "read_snn",
     "read_header",
-    "describe_snn",
+    "header_nonzeros",
     "inspect_snn",
     "encode_model",
     "size_report",
@@ -31,7 +31,6 @@ __all__ = [
     "load_with_metadata",
     "SnnFile",
     "SnnHeader",
-    "SnnDescription",
     "CorruptFileError",
 ]
 

@@ -20,7 +20,6 @@ import sparsenet
 from sparsenet.cli import main
 from sparsenet.cli.common import json_safe
 from sparsenet.coding import (
-    describe_snn,
     huffman,
     inspect_snn,
     read_header,
@@ -30,6 +29,7 @@ from sparsenet.coding import (
 )
 from sparsenet.coding.codec import LayerCode
 from sparsenet.errors import CorruptFileError
+from sparsenet.inference import describe_snn
 from sparsenet.summary import model_summary
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -124,7 +124,7 @@ def test_item_16_huge_claimed_layer_allocates_nothing(tmp_path, lenet300_digits)
     script = textwrap.dedent(f"""
         import contextlib, io, json, resource, sys
         resource.setrlimit(resource.RLIMIT_AS, ({CAP_MB} << 20, {CAP_MB} << 20))
-        from sparsenet.coding import describe_snn
+        from sparsenet.inference import describe_snn
         from sparsenet.errors import CorruptFileError
         try:
             describe_snn({str(huge)!r})
