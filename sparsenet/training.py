@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -295,101 +296,135 @@ def fit(
         _restore(state, checkpoint, callbacks)
         log(f"resumed from {checkpoint} after epoch {state.epoch}", cfg.quiet)
 
-    for cb in callbacks:
-        cb.on_train_begin(state)
-    n = len(x_train)
-    world, my_rank = dist_.world_size(), dist_.rank()
-    if cfg.batch_size % world:
-        raise SparsenetError(
-            f"batch_size={cfg.batch_size} is not divisible by the {world} processes; "
-            "expected a multiple of the world size (it is the global batch)"
-        )
-    # DistributedSampler also in one process, so 1 process with batch B and W processes with
-    # B/W each see the same global batches (rank r takes every W-th index of the permutation).
-    sampler: DistributedSampler[int] = DistributedSampler(
-        cast(Any, range(n)),
-        num_replicas=world,
-        rank=my_rank,
-        shuffle=True,
-        seed=cfg.seed,
-        drop_last=False,
-    )
-    local_batch = cfg.batch_size // world
-    forward: nn.Module = dist_.wrap_ddp(model)  # DDP when world > 1
-    while state.epoch < cfg.epochs and not state.stop:
-        epoch = state.epoch
-        # Seeds derive from (seed, epoch, rank) alone, so a resumed run replays the same batches.
-        torch.manual_seed(cfg.seed * 1_000_003 + epoch * 1009 + my_rank)
-        sampler.set_epoch(epoch)
-        perm = torch.tensor(list(iter(sampler)), dtype=torch.long)
-        state.metrics = {}
+    # Every callback whose on_train_begin ran gets on_train_end, also when an epoch raises or
+    # is interrupted (Ctrl-C): an ActivationPenalty's forward hooks must not outlive the fit.
+    started: list[Callback] = []
+    failure: BaseException | None = None
+    try:
         for cb in callbacks:
-            cb.on_epoch_begin(state)
-        model.train()
-        t0 = time.perf_counter()
-        totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, samples
-        starts = range(0, len(perm), local_batch)
-        quiet = cfg.quiet or not dist_.is_main()
-        for start in progress(starts, desc=f"epoch {epoch + 1}/{cfg.epochs}", quiet=quiet):
-            idx = perm[start : start + local_batch]
-            x = x_train[idx].to(cfg.device)
-            y = y_train[idx].to(cfg.device)
-            state.x, state.y = x, y
-            logits = forward(x)
-            loss = loss_fn(logits, y)
-            state.logits, state.loss = logits, loss
-            objective = loss
-            for cb in callbacks:
-                extra = cb.penalty(state)
-                if extra is not None:
-                    objective = objective + extra
-            optimizer.zero_grad(set_to_none=True)
-            objective.backward()
-            for cb in callbacks:
-                cb.on_after_backward(state)
-            optimizer.step()
-            for cb in callbacks:
-                cb.on_step_end(state)
-            state.step += 1
-            totals += torch.tensor(
-                [
-                    float(loss.detach()) * len(idx),
-                    float((logits.detach().argmax(1) == y).sum()),
-                    len(idx),
-                ],
-                dtype=torch.float64,
+            started.append(cb)
+            cb.on_train_begin(state)
+        n = len(x_train)
+        world, my_rank = dist_.world_size(), dist_.rank()
+        if cfg.batch_size % world:
+            raise SparsenetError(
+                f"batch_size={cfg.batch_size} is not divisible by the {world} processes; "
+                "expected a multiple of the world size (it is the global batch)"
             )
-        dist_.all_reduce_sum(totals)
-        record: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "lr": optimizer.param_groups[0]["lr"],
-            "train_loss": float(totals[0] / totals[2]),
-            "train_acc": float(totals[1] / totals[2]),
-        }
-        state.scheduler.step()  # _restore may start a new segment (see _extend)
-        if val is not None:
-            ev = evaluate(model, val[0], val[1], loss_fn=loss_fn, device=cfg.device)
-            record["val_loss"], record["val_acc"] = ev["loss"], ev["accuracy"]
-        record["seconds"] = time.perf_counter() - t0
-        state.epoch = epoch + 1
-        for cb in callbacks:
-            cb.on_epoch_end(state)
-        record.update(state.metrics)
-        state.history.append(record)
-        if dist_.debug_enabled():
-            dist_.check_replicas_equal(model, f"epoch {epoch + 1}")
-        msg = f"epoch {epoch + 1}/{cfg.epochs} loss {record['train_loss']:.4f} acc {record['train_acc']:.4f}"
-        if val is not None:
-            msg += f" val_acc {record['val_acc']:.4f}"
-        log(msg + f" ({record['seconds']:.1f}s)", quiet)
-        if checkpoint is not None:
-            if dist_.is_main():
-                _save(state, checkpoint, callbacks, metadata)
-            dist_.barrier()
-    for cb in callbacks:
-        cb.on_train_end(state)
+        # DistributedSampler also in one process, so 1 process with batch B and W processes with
+        # B/W each see the same global batches (rank r takes every W-th index of the permutation).
+        sampler: DistributedSampler[int] = DistributedSampler(
+            cast(Any, range(n)),
+            num_replicas=world,
+            rank=my_rank,
+            shuffle=True,
+            seed=cfg.seed,
+            drop_last=False,
+        )
+        local_batch = cfg.batch_size // world
+        forward: nn.Module = dist_.wrap_ddp(model)  # DDP when world > 1
+        while state.epoch < cfg.epochs and not state.stop:
+            epoch = state.epoch
+            # Seeds derive from (seed, epoch, rank) alone, so a resumed run replays the same batches.
+            torch.manual_seed(cfg.seed * 1_000_003 + epoch * 1009 + my_rank)
+            sampler.set_epoch(epoch)
+            perm = torch.tensor(list(iter(sampler)), dtype=torch.long)
+            state.metrics = {}
+            for cb in callbacks:
+                cb.on_epoch_begin(state)
+            model.train()
+            t0 = time.perf_counter()
+            totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, samples
+            starts = range(0, len(perm), local_batch)
+            quiet = cfg.quiet or not dist_.is_main()
+            for start in progress(starts, desc=f"epoch {epoch + 1}/{cfg.epochs}", quiet=quiet):
+                idx = perm[start : start + local_batch]
+                x = x_train[idx].to(cfg.device)
+                y = y_train[idx].to(cfg.device)
+                state.x, state.y = x, y
+                logits = forward(x)
+                loss = loss_fn(logits, y)
+                state.logits, state.loss = logits, loss
+                objective = loss
+                for cb in callbacks:
+                    extra = cb.penalty(state)
+                    if extra is not None:
+                        objective = objective + extra
+                optimizer.zero_grad(set_to_none=True)
+                objective.backward()
+                for cb in callbacks:
+                    cb.on_after_backward(state)
+                optimizer.step()
+                for cb in callbacks:
+                    cb.on_step_end(state)
+                state.step += 1
+                totals += torch.tensor(
+                    [
+                        float(loss.detach()) * len(idx),
+                        float((logits.detach().argmax(1) == y).sum()),
+                        len(idx),
+                    ],
+                    dtype=torch.float64,
+                )
+            dist_.all_reduce_sum(totals)
+            record: dict[str, Any] = {
+                "epoch": epoch + 1,
+                "lr": optimizer.param_groups[0]["lr"],
+                "train_loss": float(totals[0] / totals[2]),
+                "train_acc": float(totals[1] / totals[2]),
+            }
+            state.scheduler.step()  # _restore may start a new segment (see _extend)
+            if val is not None:
+                ev = evaluate(model, val[0], val[1], loss_fn=loss_fn, device=cfg.device)
+                record["val_loss"], record["val_acc"] = ev["loss"], ev["accuracy"]
+            record["seconds"] = time.perf_counter() - t0
+            state.epoch = epoch + 1
+            for cb in callbacks:
+                cb.on_epoch_end(state)
+            record.update(state.metrics)
+            state.history.append(record)
+            if dist_.debug_enabled():
+                dist_.check_replicas_equal(model, f"epoch {epoch + 1}")
+            msg = f"epoch {epoch + 1}/{cfg.epochs} loss {record['train_loss']:.4f} acc {record['train_acc']:.4f}"
+            if val is not None:
+                msg += f" val_acc {record['val_acc']:.4f}"
+            log(msg + f" ({record['seconds']:.1f}s)", quiet)
+            if checkpoint is not None:
+                if dist_.is_main():
+                    _save(state, checkpoint, callbacks, metadata)
+                dist_.barrier()
+    except BaseException as exc:
+        failure = exc
+        raise
+    finally:
+        _end_callbacks(started, state, failure)
     model.eval()
     return state.history
+
+
+def _end_callbacks(
+    callbacks: Sequence[Callback], state: TrainState, failure: BaseException | None
+) -> None:
+    """``on_train_end`` of every callback, each even if an earlier one raises.
+
+    With a fit that failed (``failure``), an error of ``on_train_end`` is attached to that
+    exception as a note instead of replacing it; otherwise the first such error is raised
+    once all callbacks have ended.
+    """
+    first: BaseException | None = None
+    for cb in callbacks:
+        try:
+            cb.on_train_end(state)
+        except Exception as exc:
+            if failure is not None:
+                if sys.version_info >= (3, 11):
+                    failure.add_note(
+                        f"on_train_end of {cb!r} also failed: {type(exc).__name__}: {exc}"
+                    )
+            elif first is None:
+                first = exc
+    if first is not None:
+        raise first
 
 
 def _save(
