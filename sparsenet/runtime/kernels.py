@@ -48,11 +48,12 @@ def pad2d(x: Any, y: Any, C: int, H: int, W: int, ph: int, pw: int, B: int, valu
     """``x`` (C, H, W, B) -> ``y`` (C, H+2ph, W+2pw, B) with a border of ``value``."""
     Hp, Wp = H + 2 * ph, W + 2 * pw
     y[:] = value
+    n = np.uintp(W * B)
     for c in range(C):
         for h in range(H):
-            src = ((c * H + h) * W) * B
-            dst = ((c * Hp + h + ph) * Wp + pw) * B
-            for j in range(W * B):
+            src = np.uintp(((c * H + h) * W) * B)
+            dst = np.uintp(((c * Hp + h + ph) * Wp + pw) * B)
+            for j in range(n):  # unsigned: no wraparound check, a plain vectorised copy
                 y[dst + j] = x[src + j]
 
 

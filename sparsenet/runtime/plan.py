@@ -467,6 +467,7 @@ class _Compiled:
 
 
 _EXACT_MAX = 64  # input shapes remembered by the fast path
+_WARM_CALLS = 3  # calls per batch size when a plan is prepared
 _U16 = np.zeros(0, dtype=np.uint16)
 _I32 = np.zeros(0, dtype=np.int32)
 _DATA_PTR = torch.Tensor.data_ptr
@@ -526,9 +527,14 @@ class Planned:
         key = self._key(input_shape, dtype)
         plan = self._build(key, input_shape, dtype)
         if plan is not None and warm:
+            # Through the model's own call path, a few times: the kernels are loaded, the
+            # fast path knows the shape, and the first call after loading costs what later
+            # calls cost (measured 12x without this, from cold Python and caches).
             with torch.no_grad():
                 for b in (1, PARALLEL_MIN_BATCH) if self._threads(PARALLEL_MIN_BATCH) > 1 else (1,):
-                    plan.run(torch.zeros((b, *input_shape), dtype=dtype), self._threads(b))
+                    x = torch.zeros((b, *input_shape), dtype=dtype)
+                    for _ in range(_WARM_CALLS):
+                        self.model(x) if not self.model.training else plan.run(x, self._threads(b))
         return plan
 
     def describe(self) -> str:
