@@ -194,3 +194,24 @@ def test_corrupt_file_fails_before_any_kernel(tmp_path, monkeypatch):
     monkeypatch.setattr(plan_mod.K, "run_plan", boom)
     with pytest.raises(CorruptFileError):
         sparsenet.load(tmp_path / "bad.snn", runtime="sparse")
+
+
+def test_plan_follows_parameters_whose_data_moved():
+    """``.double()`` then ``.float()`` keep a Parameter's identity but move its data: the plan
+    must notice (it addresses the old storage) and rebuild, not read freed memory."""
+    torch.manual_seed(4)
+    ref = resbn()  # dense Linear/Conv2d layers and BatchNorm: the plan addresses Parameters
+    m = copy.deepcopy(ref)
+    attach_plan(m, input_shape=(3, 8, 8))
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        before = m(x)
+        ids = [id(p) for p in m.parameters()]
+        m.double().float()
+        assert [id(p) for p in m.parameters()] == ids  # same objects, new storage
+        for p in m.parameters():
+            p.add_(0.0)  # touch the new storage
+        assert_rel_close(m(x), before)
+        assert_rel_close(m(x[:, :, :, :].transpose(2, 3).transpose(2, 3)), ref(x))
+        xt = torch.randn(8, 8, 3, 5).permute(3, 2, 0, 1)  # a non-contiguous input
+        assert_rel_close(m(xt), ref(xt))
