@@ -135,13 +135,10 @@ def _import_transform_providers() -> None:
     """Import the modules that register transforms, so a bare ``load_model`` knows them all."""
     import importlib
 
+    # Imported here, not at the top: each of them imports this module to register its kinds.
     for mod in ("sparsenet.prune", "sparsenet.lowrank", "sparsenet.share", "sparsenet.regularize",
                 "sparsenet.bn"):
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name != mod:
-                raise
+        importlib.import_module(mod)
 
 
 def describe_arch(model: nn.Module, required: bool = True) -> dict[str, Any] | None:

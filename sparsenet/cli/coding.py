@@ -17,6 +17,7 @@ from ..coding.save import DEFAULT_BITS, bits_for, codebook_of, parse_bits, save_
 from ..errors import SparsenetError
 from ..layers import compressible_tensors
 from ..progress import log
+from ..share import share_weights
 from .common import add_output_args, add_weights_arg, emit, load_any_model
 
 __all__ = ["register", "compress_model_file", "ensure_shared", "is_shared", "check_bits_of_shared"]
@@ -85,15 +86,8 @@ def ensure_shared(model: nn.Module, bits: str | dict[str, int], quiet: bool = Tr
     """Share weights with :func:`sparsenet.share.share_weights` unless the model already is."""
     if is_shared(model, bits):
         return model
-    try:
-        from ..share import share_weights  # type: ignore[attr-defined]
-    except ImportError:
-        raise SparsenetError(
-            "the model is not weight-shared and weight sharing (sparsenet.share) is unavailable; "
-            "share it first, or install a sparsenet with sparsenet.share"
-        ) from None
     log(f"sharing weights ({bits}) before encoding", quiet)
-    return share_weights(model, bits=bits)  # type: ignore[no-any-return]
+    return share_weights(model, bits=bits)
 
 
 def compress_model_file(

@@ -19,7 +19,6 @@ __all__ = [
     "emit",
     "json_safe",
     "parse_assignments",
-    "parse_int",
     "load_any_model",
     "add_weights_arg",
     "positive_int",
@@ -93,10 +92,6 @@ def parse_assignments(
     if not out:
         raise SpecError(f"empty spec {spec!r}; expected {what}[,{what}...]")
     return out
-
-
-def parse_int(value: str) -> int:
-    return int(value)
 
 
 def _typed(

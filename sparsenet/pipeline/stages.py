@@ -5,13 +5,12 @@ new module, and puts JSON-able facts for the report into ``ctx.record`` (trainin
 sensitivity curves, the encoder's size report...). Every stage trains through
 :func:`sparsenet.training.fit`; the actual transforms live in :mod:`sparsenet.prune`,
 :mod:`sparsenet.regularize`, :mod:`sparsenet.lowrank`, :mod:`sparsenet.share` and
-:mod:`sparsenet.coding`, imported when a stage needs them.
+:mod:`sparsenet.coding` (all part of the package).
 """
 
 from __future__ import annotations
 
 import copy
-import importlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,16 +21,21 @@ from torch import nn
 
 from .. import bn
 from ..checkpoint import apply_transforms, describe_transforms, load_model
+from ..coding import save_snn
 from ..data import Dataset
 from ..errors import SparsenetError
+from ..inference import load_snn
 from ..layers import compressible_tensors
+from ..lowrank import factorize
 from ..models import arch_of
 from ..progress import log
+from ..prune import prune_iterative, sensitivity
+from ..regularize import WeightPenalty
+from ..share import share_weights
 from ..training import Callback, TrainConfig, default_config, evaluate, fit
 from .recipe import Recipe, Stage
 
-__all__ = ["StageContext", "STAGES", "stage", "base_config", "retrain_config", "config_facts",
-           "require"]
+__all__ = ["StageContext", "STAGES", "stage", "base_config", "retrain_config", "config_facts"]
 
 StageFn = Callable[[nn.Module, "StageContext"], nn.Module]
 STAGES: dict[str, StageFn] = {}
@@ -82,18 +86,6 @@ class StageContext:
     @property
     def name(self) -> str:
         return f"stages[{self.index}].{self.stage.kind}"
-
-
-def require(module: str, kind: str) -> Any:
-    """Import ``sparsenet.<module>`` for stage ``kind``, or fail with a clear message."""
-    try:
-        return importlib.import_module(f"sparsenet.{module}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"sparsenet.{module}":
-            raise
-        raise SparsenetError(
-            f"stage {kind!r} needs sparsenet.{module}, which this installation lacks"
-        ) from None
 
 
 def config_facts(cfg: TrainConfig) -> dict[str, Any]:
@@ -162,37 +154,35 @@ def train_stage(model: nn.Module, ctx: StageContext) -> nn.Module:
 @stage("regularize")
 def regularize_stage(model: nn.Module, ctx: StageContext) -> nn.Module:
     """Train further with weight penalties (L1 / L2 / group lasso) from sparsenet.regularize."""
-    reg = require("regularize", "regularize")
     s = ctx.settings
     callbacks: list[Callback] = []
     for kind in ("l1", "l2", "group_lasso"):
         if s[kind] > 0:
-            callbacks.append(_weight_penalty(reg, kind, s[kind], s.get("layers")))
+            callbacks.append(_weight_penalty(kind, s[kind], s.get("layers")))
     cfg = retrain_config(model, ctx, s["epochs"])
     _train(model, ctx, cfg, callbacks, tag="regularize")
     return model
 
 
-def _weight_penalty(reg: Any, kind: str, strength: float, layers: list[str] | None) -> Callback:
+def _weight_penalty(kind: str, strength: float, layers: list[str] | None) -> Callback:
     name = {"group_lasso": "group"}.get(kind, kind)
-    return reg.WeightPenalty(name, strength, layers=layers)  # type: ignore[no-any-return]
+    return WeightPenalty(name, strength, layers=layers)
 
 
 @stage("prune")
 def prune_stage(model: nn.Module, ctx: StageContext) -> nn.Module:
     """Iterative pruning (:func:`sparsenet.prune.prune_iterative`): ``iterations`` rounds of
     prune-to-the-next-target then retrain at ``lr × lr_factor`` (Han: lr/10)."""
-    pr = require("prune", "prune")
     s = ctx.settings
     if s["sensitivity"]:
-        ctx.record["sensitivity"] = _sensitivity(pr, model, ctx)
+        ctx.record["sensitivity"] = _sensitivity(model, ctx)
     target = {k: s[k] for k in ("sparsity", "per_layer", "quality") if k in s}
     if "per_layer" in target:
         target["per_layer"] = _per_layer_after_swaps(model, target["per_layer"])
     cfg = retrain_config(model, ctx, s["retrain_epochs"])
     ctx.record["retrain_config"] = config_facts(cfg)
     history: list[dict[str, Any]] = []
-    model = pr.prune_iterative(
+    model = prune_iterative(
         model, ctx.data.train, method=s["method"], **target, steps=s["iterations"],
         retrain_epochs=s["retrain_epochs"], config=cfg, lr=cfg.lr,
         val=ctx.data.test, seed=ctx.seed, history=history,
@@ -223,12 +213,12 @@ def _per_layer_after_swaps(model: nn.Module, per_layer: dict[str, float]) -> dic
     return out
 
 
-def _sensitivity(pr: Any, model: nn.Module, ctx: StageContext) -> dict[str, Any]:
+def _sensitivity(model: nn.Module, ctx: StageContext) -> dict[str, Any]:
     """Per-layer accuracy against sparsity without retraining (Han's Figure 6), on the test set."""
     grid = [0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98]
     x, y = ctx.data.test
     xt, yt = ctx.data.train
-    result = pr.sensitivity(model, (x[:2000], y[:2000]), method=ctx.settings["method"],
+    result = sensitivity(model, (x[:2000], y[:2000]), method=ctx.settings["method"],
                             sparsities=grid, score_data=(xt[:2000], yt[:2000]), seed=ctx.seed)
     return _jsonable(result)
 
@@ -236,10 +226,9 @@ def _sensitivity(pr: Any, model: nn.Module, ctx: StageContext) -> dict[str, Any]
 @stage("factorize")
 def factorize_stage(model: nn.Module, ctx: StageContext) -> nn.Module:
     """Truncated-SVD factorisation (module swap), then fine-tuning."""
-    lr = require("lowrank", "factorize")
     s = ctx.settings
     kwargs = {k: s[k] for k in ("rank", "energy", "budget") if k in s}
-    model = lr.factorize(model, **kwargs)
+    model = factorize(model, **kwargs)
     _train(model, ctx, retrain_config(model, ctx, s["finetune_epochs"]), tag="finetune")
     return model
 
@@ -247,13 +236,12 @@ def factorize_stage(model: nn.Module, ctx: StageContext) -> nn.Module:
 @stage("share")
 def share_stage(model: nn.Module, ctx: StageContext) -> nn.Module:
     """k-means weight sharing (``bits`` per layer, ``init``), then centroid fine-tuning."""
-    sh = require("share", "share")
     s = ctx.settings
     if s.get("fold_bn", True) and bn.has_batchnorm(model):
         folded: dict[str, Any] = {}
         model = bn.fold_bn(model, report=folded)  # shared weights are then the deployed ones
         ctx.record["fold_bn"] = folded
-    model = sh.share_weights(model, bits=dict(s["bits"]), init=s["init"], seed=ctx.seed)
+    model = share_weights(model, bits=dict(s["bits"]), init=s["init"], seed=ctx.seed)
     cfg = base_config(model, ctx).replace(
         epochs=s["finetune_epochs"], lr=s["lr"], optimizer=s["optimizer"], seed=ctx.seed,
         **({"batch_size": s["batch_size"]} if "batch_size" in s else {}),
@@ -276,19 +264,18 @@ def _recalibrate(model: nn.Module, ctx: StageContext, cfg: TrainConfig, when: st
 @stage("encode")
 def encode_stage(model: nn.Module, ctx: StageContext) -> nn.Module:
     """Write the ``.snn`` file with the chosen coder and continue with the model loaded back."""
-    coding = require("coding", "encode")
     out = ctx.out
     if out is None:
         raise SparsenetError(f"{ctx.name}: no output path for the .snn file")
     meta = {"dataset": ctx.data.name, "recipe": ctx.recipe.name}
-    size = coding.save_snn(
+    size = save_snn(
         model, out, coder=ctx.settings["coder"], index_bits=ctx.settings["index_bits"],
         metadata=meta,
     )
     ctx.record["out"] = str(out)
     ctx.record["file_bytes"] = out.stat().st_size
     ctx.record["size_report"] = _jsonable(size)
-    loaded: nn.Module = coding.load_snn(out, model=_snn_target(model, ctx))
+    loaded: nn.Module = load_snn(out, model=_snn_target(model, ctx))
     return loaded
 
 

@@ -10,6 +10,7 @@ from sparsenet.coding import read_snn, save_snn
 from sparsenet.coding.container import MAGIC, is_snn_header, load_with_metadata
 from sparsenet.errors import CorruptFileError
 from sparsenet.inference import SparseConv2d, SparseLinear, load_snn
+from sparsenet.share import share_weights
 
 
 def logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -236,10 +237,9 @@ def test_rechecksummed_flips_in_coded_sections(tmp_path, tiny_model, coder):
 
 
 def test_real_shared_weight_parametrisation(tmp_path, digits_data):
-    """With sparsenet.share: SharedWeight centroids become the codebook, round trip bit-exact."""
-    share = pytest.importorskip("sparsenet.share")
+    """SharedWeight centroids (sparsenet.share) become the codebook, round trip bit-exact."""
     m = prune_and_share(sparsenet.build_model("lenet300", seed=0, in_features=64), 0.1, 1 << 12)
-    share.share_weights(m, bits="fc=4")
+    share_weights(m, bits="fc=4")
     x = digits_data.x_test[:64]
     save_snn(m, tmp_path / "m.snn", layout="sparse")
     snn = read_snn(tmp_path / "m.snn")

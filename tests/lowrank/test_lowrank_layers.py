@@ -16,6 +16,7 @@ from sparsenet.lowrank import (
     plan_ranks,
 )
 from sparsenet.models import build_model
+from sparsenet.share import share_weights
 from sparsenet.training import TrainConfig
 
 
@@ -233,10 +234,9 @@ def test_parametrised_layer_is_factorised_from_its_effective_weight():
 
 
 def test_weight_sharing_on_the_factors_round_trips(tmp_path):
-    share = pytest.importorskip("sparsenet.share")
     model = build_model("lenet5", seed=0)
     factorize(model, rank={"conv2": 8, "fc1": 16})
-    share.share_weights(model, "conv=6,fc=4")
+    share_weights(model, "conv=6,fc=4")
     # each factor is its own shared layer: at most 2**bits distinct weight values
     assert len(torch.unique(model.fc1.first.weight.detach())) <= 16
     assert len(torch.unique(model.conv2.second.weight.detach())) <= 64

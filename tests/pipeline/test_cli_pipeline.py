@@ -102,7 +102,6 @@ def test_builtin_variant_follows_the_model_file(tmp_path, capsys):
 
 
 def test_compress_recipe_form_writes_the_snn(tmp_path, capsys):
-    pytest.importorskip("sparsenet.coding")
     recipe = tmp_path / "enc.toml"
     recipe.write_text(
         "seed = 1\n[[stages]]\ntrain = { epochs = 1 }\n[[stages]]\nshare = { bits = 3 }\n"

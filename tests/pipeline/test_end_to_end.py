@@ -2,11 +2,9 @@
 
 import pytest
 
-pytest.importorskip("sparsenet.prune")
-coding = pytest.importorskip("sparsenet.coding")
-
-from sparsenet.pipeline import STAGES, compress, read_manifest  # noqa: E402
-from sparsenet.training import evaluate  # noqa: E402
+from sparsenet import coding
+from sparsenet.pipeline import STAGES, compress, read_manifest
+from sparsenet.training import evaluate
 
 E2E = {
     "name": "e2e",
@@ -77,8 +75,6 @@ def test_resume_after_killed_stage_gives_same_file_bytes(tmp_path, digits_data, 
 
 
 def test_every_stage_kind_composes(tmp_path, digits_data):
-    pytest.importorskip("sparsenet.lowrank")
-    pytest.importorskip("sparsenet.regularize")
     recipe = {
         "seed": 2,
         "stages": [
@@ -108,7 +104,6 @@ def test_every_stage_kind_composes(tmp_path, digits_data):
 
 def test_per_layer_targets_follow_a_factorized_layer(tmp_path, digits_data):
     """A target named for fc1 applies to both low-rank factors fc1.0 and fc1.1."""
-    pytest.importorskip("sparsenet.lowrank")
     recipe = {
         "seed": 1,
         "stages": [
