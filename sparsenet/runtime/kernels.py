@@ -60,27 +60,51 @@ def pad2d(x: Any, y: Any, C: int, H: int, W: int, ph: int, pw: int, B: int, valu
 @jit()
 def pool2d(x: Any, y: Any, C: int, Hp: int, Wp: int, OH: int, OW: int, kh: int, kw: int,
            sh: int, sw: int, B: int, is_max: bool, divisor: float, act: int) -> None:
-    """Max / average pooling of the padded ``x`` (C, Hp, Wp, B) -> ``y`` (C, OH, OW, B)."""
-    for c in range(C):
-        for oy in range(OH):
-            for ox in range(OW):
-                o = ((c * OH + oy) * OW + ox) * B
-                for b in range(B):
-                    y[o + b] = -np.inf if is_max else 0.0
-                for ky in range(kh):
-                    row = ((c * Hp + oy * sh + ky) * Wp + ox * sw) * B
-                    for kx in range(kw):
-                        xo = row + kx * B
-                        for b in range(B):
-                            v = x[xo + b]
+    """Max / average pooling of the padded ``x`` (C, Hp, Wp, B) -> ``y`` (C, OH, OW, B).
+
+    A NaN in a max-pooling window wins, as in torch. Batch 1 keeps each window's result in
+    a register (unsigned indices); larger batches run each window over the batch.
+    """
+    if B == 1:
+        uWp = np.uintp(Wp)
+        zero = np.zeros(1, dtype=x.dtype)[0]
+        for c in range(C):
+            for oy in range(OH):
+                o = np.uintp((c * OH + oy) * OW)
+                for ox in range(OW):
+                    base = np.uintp((c * Hp + oy * sh) * Wp + ox * sw)
+                    m = x[base] if is_max else zero
+                    for ky in range(np.uintp(kh)):
+                        row = base + ky * uWp
+                        for kx in range(np.uintp(kw)):
+                            v = x[row + kx]
                             if is_max:
-                                if v > y[o + b] or v != v:
-                                    y[o + b] = v
+                                if v > m or v != v:
+                                    m = v
                             else:
-                                y[o + b] += v
-                if not is_max:
+                                m += v
+                    y[o + np.uintp(ox)] = m if is_max else m / divisor
+    else:
+        for c in range(C):
+            for oy in range(OH):
+                for ox in range(OW):
+                    o = ((c * OH + oy) * OW + ox) * B
                     for b in range(B):
-                        y[o + b] /= divisor
+                        y[o + b] = -np.inf if is_max else 0.0
+                    for ky in range(kh):
+                        row = ((c * Hp + oy * sh + ky) * Wp + ox * sw) * B
+                        for kx in range(kw):
+                            xo = row + kx * B
+                            for b in range(B):
+                                v = x[xo + b]
+                                if is_max:
+                                    if v > y[o + b] or v != v:
+                                        y[o + b] = v
+                                else:
+                                    y[o + b] += v
+                    if not is_max:
+                        for b in range(B):
+                            y[o + b] /= divisor
     if act:
         finish(y, 0, y, 0, y.shape[0], 0, y[:0], y[:0], act)
 
