@@ -158,20 +158,41 @@ def test_random_bit_flips_are_corrupt(tiny_file):
 
 
 def test_rechecksummed_bit_flips_load_or_raise_corrupt(tiny_file):
-    """A hostile writer fixes every CRC: each flip must still load or raise CorruptFileError."""
+    """A hostile writer fixes every CRC: each flip must raise CorruptFileError or load a
+    well-formed model (the original's tensors, shapes and output shape).
+
+    The CRCs cannot catch these flips; the deflated header's own Adler-32 (which the writer
+    does not fix) catches every flip in the prefix or header, and the section validators
+    most flips in the coded body. Measured with this seed: 575 of 600 raise; of the 25 that
+    load, 6 give the identical model and 19 changed weights.
+    """
+    from sparsenet.coding.container import _PRE
+
+    header_end = _PRE.size + _PRE.unpack_from(tiny_file, 0)[3]
+    ref = parse(tiny_file).state_dict()
+    x = torch.rand(16, 12, generator=torch.Generator().manual_seed(0))
     rng = np.random.default_rng(1)
-    outcomes = {"ok": 0, "corrupt": 0}
+    outcomes = {"corrupt": 0, "identical": 0, "changed": 0}
     for _ in range(600):
         b = bytearray(tiny_file)
+        flipped = []
         for _ in range(int(rng.integers(1, 4))):
             i = int(rng.integers(len(b)))
             b[i] ^= 1 << int(rng.integers(8))
+            flipped.append(i)
         try:
-            parse(rechecksum(bytes(b)))
-            outcomes["ok"] += 1
+            model = parse(rechecksum(bytes(b)))
         except CorruptFileError:
             outcomes["corrupt"] += 1
-    assert outcomes["corrupt"] > 0
+            continue
+        assert min(flipped) >= header_end, f"a flip at {min(flipped)} in the header loaded"
+        sd = model.state_dict()
+        assert sd.keys() == ref.keys() and all(sd[k].shape == ref[k].shape for k in sd)
+        with torch.no_grad():
+            assert model(x).shape == (16, 3)
+        same = all(torch.equal(sd[k], ref[k]) for k in sd)
+        outcomes["identical" if same else "changed"] += 1
+    assert outcomes["corrupt"] >= 540, outcomes  # at least 90% detected (measured 575)
 
 
 @pytest.mark.parametrize(

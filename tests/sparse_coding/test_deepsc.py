@@ -99,7 +99,7 @@ def test_bad_input_names_the_argument(params, X, y, name):
         DeepSC(**{**TINY, **params}).fit(x, labels)
 
 
-def test_cli_writes_results_and_atoms_png(tmp_path, capsys):
+def test_cli_writes_results_and_atoms_png(tmp_path, capsys, digits_data):
     import json
 
     from sparsenet.cli import main
@@ -113,7 +113,16 @@ def test_cli_writes_results_and_atoms_png(tmp_path, capsys):
     assert res["test_accuracy"] > 0.8 and res["n_test"] == 360
     assert json.loads((out / "results.json").read_text())["test_accuracy"] == res["test_accuracy"]
     assert (out / "atoms.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert (out / "deepsc-model.npz").stat().st_size > 0
+    # The file restores the fitted model: its predictions score the reported accuracy, and a
+    # fresh fit with the file's parameters (same random_state) predicts exactly the same.
+    loaded = DeepSC.load(out / "deepsc-model.npz")
+    assert loaded.dataset_ == "digits"
+    x_test, y_test = digits_data.test
+    pred = loaded.predict(x_test)
+    assert float((pred == y_test.numpy()).mean()) == res["test_accuracy"]
+    params = {**loaded.get_params(), "verbose": False}
+    fresh = DeepSC(**params).fit(digits_data.x_train, digits_data.y_train.numpy())
+    np.testing.assert_array_equal(pred, fresh.predict(x_test))
 
 
 def test_cli_rejects_mismatched_layer_lists(tmp_path, capsys):
