@@ -34,8 +34,8 @@ class RecipeError(SparsenetError):
     """A recipe has an unknown key, a missing key or a bad value (the message names its path)."""
 
 
-# Seeds feed torch.manual_seed after (seed * 1000 + stage) * 1_000_003 + epoch * 1009, which
-# must stay below 2**64: seeds are 32-bit.
+# Seeds feed torch.manual_seed after (seed * STAGE_SEED_STRIDE + stage) * 1_000_003 + epoch *
+# 1009 (stages.STAGE_SEED_STRIDE = 1000), which must stay below 2**64: seeds are 32-bit.
 MAX_SEED = 2**32 - 1
 
 Check = Callable[[Any, str], Any]  # (value, key path) -> normalised value, or raise RecipeError

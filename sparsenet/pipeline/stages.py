@@ -29,16 +29,26 @@ from ..layers import compressible_tensors
 from ..lowrank import factorize
 from ..models import arch_of
 from ..progress import log
-from ..prune import prune_iterative, sensitivity
+from ..prune import DEFAULT_GRID, prune_iterative, sensitivity
 from ..regularize import WeightPenalty
 from ..share import share_weights
 from ..training import Callback, TrainConfig, default_config, evaluate, fit
 from .recipe import Recipe, Stage
 
-__all__ = ["StageContext", "STAGES", "stage", "base_config", "retrain_config", "config_facts"]
+__all__ = ["StageContext", "STAGES", "stage", "base_config", "retrain_config", "config_facts",
+           "STAGE_SEED_STRIDE", "SENSITIVITY_SAMPLES"]
 
 StageFn = Callable[[nn.Module, "StageContext"], nn.Module]
 STAGES: dict[str, StageFn] = {}
+
+# A stage's seed is recipe seed * STAGE_SEED_STRIDE + stage index: distinct for every (seed,
+# stage) pair of recipes with fewer stages than this (checks.MAX_SEED keeps fit's seeds below
+# 2**64 with it), and fixed by index so a resumed run replays the same stage seeds.
+STAGE_SEED_STRIDE = 1000
+# The prune stage's sensitivity scan evaluates every layer at every grid point, so it caps the
+# test images it scores (and the training images OBD/calibrated criteria see) at this many, to
+# keep the scan short on a CPU; the curves are for the report, not for pruning decisions.
+SENSITIVITY_SAMPLES = 2000
 
 
 def stage(kind: str) -> Callable[[StageFn], StageFn]:
@@ -81,7 +91,7 @@ class StageContext:
     @property
     def seed(self) -> int:
         """Seed of this stage: the recipe's seed and the stage index, so a resumed run replays."""
-        return self.recipe.seed * 1000 + self.index
+        return self.recipe.seed * STAGE_SEED_STRIDE + self.index
 
     @property
     def name(self) -> str:
@@ -214,12 +224,17 @@ def _per_layer_after_swaps(model: nn.Module, per_layer: dict[str, float]) -> dic
 
 
 def _sensitivity(model: nn.Module, ctx: StageContext) -> dict[str, Any]:
-    """Per-layer accuracy against sparsity without retraining (Han's Figure 6), on the test set."""
-    grid = [0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98]
+    """Per-layer accuracy against sparsity without retraining (Han's Figure 6), on the test set.
+
+    The grid is :data:`sparsenet.prune.DEFAULT_GRID`, as for ``sparsenet sensitivity``. The
+    scan restores every layer and its criterion draws from a private generator only, so the
+    grid changes the report's curves, not the model or the ``.snn`` bytes.
+    """
+    n = SENSITIVITY_SAMPLES
     x, y = ctx.data.test
     xt, yt = ctx.data.train
-    result = sensitivity(model, (x[:2000], y[:2000]), method=ctx.settings["method"],
-                            sparsities=grid, score_data=(xt[:2000], yt[:2000]), seed=ctx.seed)
+    result = sensitivity(model, (x[:n], y[:n]), method=ctx.settings["method"],
+                         sparsities=DEFAULT_GRID, score_data=(xt[:n], yt[:n]), seed=ctx.seed)
     return _jsonable(result)
 
 

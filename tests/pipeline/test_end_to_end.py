@@ -4,6 +4,7 @@ import pytest
 
 from sparsenet import coding
 from sparsenet.pipeline import STAGES, compress, read_manifest
+from sparsenet.prune import DEFAULT_GRID
 from sparsenet.training import evaluate
 
 E2E = {
@@ -36,6 +37,8 @@ def test_digits_end_to_end_file_gives_reported_accuracy(tmp_path, digits_data):
         assert lay["size_coded"] is not None and lay["size_coded"] < lay["size_pq"] + 0.02
     assert rep["final"]["compression"] > 15
     assert set(rep["sensitivity"]) and rep["figures"]["sensitivity"] == "sensitivity.png"
+    # the stage scans the same grid as `sparsenet sensitivity`
+    assert all([p for p, _ in c] == list(DEFAULT_GRID) for c in rep["sensitivity"].values())
     for name in ("report.md", "report.json", "weights_sharing.png", "index_distributions.png",
                  "sensitivity.png", "accuracy_size.png"):
         assert (tmp_path / "run" / "report" / name).is_file()
