@@ -26,9 +26,15 @@ __all__ = [
     "load_dataset",
     "DATASETS",
     "FASHION_MNIST_DIR",
+    "INPUT_SHAPES",
 ]
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+# Per-sample input shape (C, H, W) of each registered data set, as its loader returns it;
+# lets a file that records only its data set's name say what input it takes.
+INPUT_SHAPES: dict[str, tuple[int, ...]] = {
+    "fashion-mnist": (1, 28, 28), "mnist": (1, 28, 28), "digits": (1, 8, 8),
+}
 _INSTALL_HINT = (
     "install it with `apt-get update && apt-get install -y dataset-fashion-mnist`, "
     "or point SPARSENET_DATA (or --data) at a directory holding the four IDX files"

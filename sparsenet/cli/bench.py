@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from ..errors import SparsenetError
-from .common import add_output_args, emit
+from .common import add_output_args, emit, input_shape
 
 __all__ = ["register"]
 
@@ -18,16 +18,6 @@ def _batches(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"bad --batch {text!r}; expected e.g. 1,16,64") from None
     if not out or any(b < 1 for b in out):
         raise argparse.ArgumentTypeError(f"bad --batch {text!r}; expected positive sizes")
-    return out
-
-
-def _shape(text: str) -> tuple[int, ...]:
-    try:
-        out = tuple(int(t) for t in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bad --input-shape {text!r}; expected e.g. 1,28,28") from None
-    if not out or any(s < 1 for s in out):
-        raise argparse.ArgumentTypeError(f"bad --input-shape {text!r}; expected positive sizes")
     return out
 
 
@@ -48,7 +38,7 @@ def register(sub: Any) -> None:
     p.add_argument("--batch", type=_batches, default=(1, 16, 64), help="batch sizes (1,16,64)")
     p.add_argument("--threads", type=_threads, default=1, help="threads for every runtime (1)")
     p.add_argument("--rounds", type=_threads, default=30, help="interleaved timing rounds (30)")
-    p.add_argument("--input-shape", type=_shape, default=None,
+    p.add_argument("--input-shape", type=input_shape, default=None,
                    help="per-sample input shape C,H,W for custom models")
     add_output_args(p)
     p.set_defaults(func=cmd_bench)

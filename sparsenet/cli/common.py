@@ -26,6 +26,7 @@ __all__ = [
     "seed_int",
     "positive_float",
     "nonneg_float",
+    "input_shape",
 ]
 
 
@@ -139,3 +140,14 @@ def load_any_model(
     from ..sources import load_model_source
 
     return load_model_source(path, weights)
+
+
+def input_shape(text: str) -> tuple[int, ...]:
+    """argparse type of ``--input-shape C,H,W``: positive sizes, one-line error otherwise."""
+    try:
+        out = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad --input-shape {text!r}; expected e.g. 1,28,28") from None
+    if not out or any(s < 1 for s in out):
+        raise argparse.ArgumentTypeError(f"bad --input-shape {text!r}; expected positive sizes")
+    return out

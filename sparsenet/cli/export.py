@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .bench import _shape
-from .common import add_output_args, emit
+from .common import add_output_args, emit, input_shape
 
 __all__ = ["register"]
 
@@ -17,7 +16,7 @@ def register(sub: Any) -> None:
     p.add_argument("--format", choices=["onnx"], default="onnx")
     p.add_argument("--out", required=True, help="output path (.onnx)")
     p.add_argument("--opset", type=int, default=17)
-    p.add_argument("--input-shape", type=_shape, default=None,
+    p.add_argument("--input-shape", type=input_shape, default=None,
                    help="per-sample input shape C,H,W for custom models")
     add_output_args(p)
     p.set_defaults(func=cmd_export)

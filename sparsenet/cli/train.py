@@ -23,6 +23,7 @@ from .common import (
     add_output_args,
     add_weights_arg,
     emit,
+    input_shape,
     load_any_model,
     nonneg_float,
     nonneg_int,
@@ -83,6 +84,14 @@ def register(sub: Any) -> None:
         default=None,
         help="also count weights with |w| < EPS (and Hoyer)",
     )
+    p.add_argument(
+        "--plan",
+        action="store_true",
+        help="a .snn: load it on the sparse runtime and say what its compiled plan covers "
+        "and what falls back to per-module execution",
+    )
+    p.add_argument("--input-shape", type=input_shape, default=None,
+                   help="with --plan: per-sample input shape C,H,W when the file does not record it")
     add_output_args(p)
     p.set_defaults(func=cmd_info)
 
@@ -321,7 +330,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     summary["file_bytes"] = os.path.getsize(args.model_path) if is_file else None
     summary["arch"] = getattr(model, "arch", None)
     summary["metadata"] = {k: v for k, v in meta.items() if k not in ("history", "config")}
-    extra = _sparsity_info(args, model, summary)
+    extra = _sparsity_info(args, model, summary) + _plan_info(args, summary)
     text = lambda: (  # noqa: E731
         f"{args.model_path}: {summary['arch']['name'] if summary['arch'] else type(model).__name__}, "
         + (f"file {summary['file_bytes']:,} bytes\n" if is_file else "not a file\n")
@@ -329,6 +338,30 @@ def cmd_info(args: argparse.Namespace) -> int:
     )
     emit(args, summary, text)
     return 0
+
+
+def _plan_info(args: argparse.Namespace, summary: dict[str, Any]) -> str:
+    """With ``--plan``: the sparse runtime's plan description (``summary["plan"]``). Returns text."""
+    if not getattr(args, "plan", False):
+        return ""
+    from ..coding.container import read_snn
+    from ..inference import build_model_from_snn
+    from ..runtime.plan import guess_input_shape, plan_of
+    from ..sources import source_kind
+
+    if source_kind(args.model_path) != "snn":
+        raise SparsenetError(f"--plan needs a .snn file, got {args.model_path}")
+    snn = read_snn(args.model_path)
+    model = build_model_from_snn(snn, "sparse", source=os.fspath(args.model_path))
+    planned = plan_of(model)
+    shape = args.input_shape or guess_input_shape(model, snn.metadata)
+    if planned is not None and shape is not None and (args.input_shape or not planned.plans):
+        planned.prepare(tuple(shape))
+    text = planned.describe() if planned is not None else "sparse runtime: no plan"
+    if planned is not None and shape is None and not planned.plans:
+        text += "; pass --input-shape C,H,W to build it"
+    summary["plan"] = text
+    return f"\n{text}\n"
 
 
 def _header_only(args: argparse.Namespace) -> bool:

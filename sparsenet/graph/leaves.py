@@ -43,7 +43,9 @@ def _params(cls: type[nn.Module]) -> list[str]:
     import inspect
 
     sig = inspect.signature(cls.__init__)
-    return [p for p in list(sig.parameters)[1:] if p not in _SKIP]
+    # ``*args``/``**kwargs`` (``nn.Identity``'s whole signature) are no attributes to record
+    variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    return [n for n, p in list(sig.parameters.items())[1:] if n not in _SKIP and p.kind not in variadic]
 
 
 def leaf_type(module: nn.Module) -> str | None:

@@ -117,6 +117,8 @@ class SparseLinear(_CompactLayer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
+        if x.shape[-1] != self.in_features:  # as F.linear would; the kernel must never see it
+            raise RuntimeError(f"SparseLinear: input has {x.shape[-1]} features, expected {self.in_features}")
         if self._kernel_ok(x):
             x2 = x.reshape(-1, self.in_features)  # (B, in)
             b = x2.shape[0]
@@ -167,6 +169,12 @@ class SparseConv2d(_CompactLayer):
         return (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() not in (3, 4) or x.shape[-3] != self.in_channels:  # the kernel must never see it
+            raise RuntimeError(f"SparseConv2d: input of shape {tuple(x.shape)}, expected "
+                               f"(B, {self.in_channels}, H, W)")
+        oh, ow = self.out_size(x.shape[-2], x.shape[-1])
+        if oh < 1 or ow < 1:
+            raise RuntimeError(f"SparseConv2d: input {tuple(x.shape[-2:])} is smaller than the kernel")
         if x.dim() == 4 and self._kernel_ok(x):
             b, c, h, w = x.shape
             (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation

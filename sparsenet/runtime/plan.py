@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from ..data import INPUT_SHAPES
 from . import kernels as K
 from .layers import SPARSE_LAYERS, SparseConv2d, SparseLinear
 
@@ -609,7 +610,11 @@ class Planned:
             plan: _Compiled | None = _Compiled(self.gm, shape, dtype)
             plan.finish()  # type: ignore[union-attr]
         except (_Unsupported, RuntimeError, ValueError, TypeError, AttributeError, IndexError) as exc:
-            self.reason = f"no plan for input {shape} {dtype} ({str(exc)[:120]})"
+            root: BaseException = exc
+            while root.__cause__ is not None:  # ShapeProp wraps the module's own error
+                root = root.__cause__
+            why = " ".join(str(root).split())[:160]  # one line
+            self.reason = f"no plan for input {shape} {dtype} ({why})"
             plan = None
         self.plans[key] = plan
         return plan
@@ -670,22 +675,24 @@ def detach_plan(model: nn.Module) -> nn.Module:
 
 
 def guess_input_shape(model: nn.Module, metadata: dict[str, Any] | None = None) -> tuple[int, ...] | None:
-    """The per-sample input shape, where the file tells it (``metadata["input_shape"]`` or a
-    registry architecture's sizes); None when unknown (the plan is then built on first call).
+    """The per-sample input shape, where the file tells it: ``metadata["input_shape"]``, a
+    registry architecture's sizes, or the registered data set the file records
+    (``metadata["dataset"]``, :data:`sparsenet.data.INPUT_SHAPES`); None when unknown (the
+    plan is then built on the first call).
     """
-    shape = (metadata or {}).get("input_shape")
+    meta = metadata or {}
+    shape = meta.get("input_shape")
     if isinstance(shape, (list, tuple)) and shape and all(isinstance(s, int) and 0 < s < 1 << 16 for s in shape):
         return tuple(shape)
     arch = getattr(model, "arch", None)
-    if not isinstance(arch, dict):
-        return None
-    kw = arch.get("kwargs") or {}
+    kw = (arch.get("kwargs") or {}) if isinstance(arch, dict) else {}
     try:
-        if arch.get("name") == "lenet300":
+        if isinstance(arch, dict) and arch.get("name") == "lenet300":
             return (int(kw.get("in_features", 784)),)
-        if arch.get("name") == "lenet5":
+        if isinstance(arch, dict) and arch.get("name") == "lenet5":
             side = int(kw.get("input_size", 28))
             return (int(kw.get("in_channels", 1)), side, side)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, AttributeError):
         return None
-    return None
+    dataset = meta.get("dataset")
+    return INPUT_SHAPES.get(dataset) if isinstance(dataset, str) else None

@@ -69,3 +69,25 @@ def test_bench_bad_args_exit_2(snn, tmp_path, capsys):
     bad.write_bytes(snn.read_bytes()[:-5])
     assert main(["bench", str(bad)]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_info_plan_says_what_is_compiled(tmp_path, snn, capsys):
+    """``info --plan`` prints the plan once; a custom model's file recording only its data
+    set still gets a plan (shape from sparsenet.data.INPUT_SHAPES); bad uses exit 2."""
+    assert main(["info", str(snn), "--plan", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)["plan"]
+    assert plan.startswith("sparse runtime: one compiled plan of 6 steps") and "fallback" not in plan
+    from test_plan import resbn
+
+    path = tmp_path / "res.snn"
+    save_snn(resbn(), path, metadata={"dataset": "digits"})  # a custom model; digits are (1, 8, 8)
+    assert main(["info", str(path), "--plan"]) == 0
+    out = capsys.readouterr().out
+    # (1, 8, 8) from the digits data set does not fit this 3-channel model: no plan, and why
+    assert "plan not built yet (no plan for input (1, 8, 8)" in out and "expected (B, 3, H, W)" in out
+    assert main(["info", str(path), "--plan", "--input-shape", "3,8,8", "--json"]) == 0
+    assert "+bn" in json.loads(capsys.readouterr().out)["plan"]
+    assert main(["info", str(snn).replace(".snn", ".pt"), "--plan"]) == 2
+    with pytest.raises(SystemExit) as e:
+        main(["info", str(snn), "--plan", "--input-shape", "0,2"])
+    assert e.value.code == 2

@@ -115,3 +115,14 @@ def test_sparse_conv_multi_segment_codebook(batch):
     x = torch.randn(batch, 40, 7, 6)
     with torch.no_grad():
         assert_rel_close(sc(x), conv(x))
+
+
+def test_wrong_input_sizes_raise_not_crash():
+    """The numba kernels do no bounds checks: a mismatched input must be refused first."""
+    sl = SparseLinear.from_dense(torch.eye(4), None)
+    sc = SparseConv2d.from_conv(nn.Conv2d(3, 2, 3))
+    with torch.no_grad():
+        for bad in (lambda: sl(torch.rand(2, 5)), lambda: sc(torch.rand(1, 1, 8, 8)),
+                    lambda: sc(torch.rand(1, 3, 2, 8))):
+            with pytest.raises(RuntimeError):
+                bad()
