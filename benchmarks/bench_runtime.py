@@ -71,9 +71,10 @@ def fresh_process(path: Path, cache_dir: str) -> dict:
         m = sparsenet.load({str(path)!r}, runtime="sparse")
         t2 = time.perf_counter()
         from sparsenet.runtime import plan_of
-        shape = next(iter(plan_of(m).plans))[:-1] if plan_of(m).plans else None
-        p = plan_of(m); c = next(iter(p.plans.values()))
-        x = torch.rand(1, c.in_features)
+        p = plan_of(m)
+        if not p.input_shapes:
+            raise SystemExit("no compiled plan: " + p.describe())
+        x = torch.rand(1, *p.input_shapes[0])
         with torch.no_grad():
             t3 = time.perf_counter(); m(x); first = time.perf_counter() - t3
             later = []
@@ -84,7 +85,9 @@ def fresh_process(path: Path, cache_dir: str) -> dict:
                            "later_call_us": later[len(later) // 2] * 1e6}}))
     """)
     env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir, PYTHONPATH=str(ROOT))
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    if out.returncode:
+        return {"error": (out.stderr.strip().splitlines() or ["?"])[-1]}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -107,7 +110,8 @@ def main() -> None:
         cache = tempfile.mkdtemp(prefix="numba-cache-")
         cold = fresh_process(path, cache)  # compiles into the empty cache
         warm = fresh_process(path, cache)  # loads the cached machine code
-        entry["numba_compile_s"] = cold["load_s"] - warm["load_s"]
+        if "error" not in cold and "error" not in warm:
+            entry["numba_compile_s"] = cold["load_s"] - warm["load_s"]
         entry["cold_process"], entry["warm_process"] = cold, warm
         for t in (int(s) for s in args.threads.split(",")):
             entry["threads"][str(t)] = bench_file(path, batches=(1, 16, 64), threads=t, rounds=args.rounds)
@@ -136,6 +140,9 @@ def format_table(results: dict) -> str:
                      f"{sp['weight_bytes'] / r1['file_bytes']:.2f}x file ({r1['file_bytes']:,} B); dense "
                      f"{r1['runtimes']['dense']['weight_bytes']:,} B  [{e['source']}]")
         w = e["warm_process"]
+        if "error" in w:
+            lines.append(f"{model:<9} fresh process: {w['error']}")
+            continue
         lines.append(f"{model:<9} numba compile {e['numba_compile_s']:.1f} s (once); warm load "
                      f"{w['load_s'] * 1e3:.0f} ms; first call {w['first_call_us']:.0f} µs vs later "
                      f"{w['later_call_us']:.0f} µs ({w['first_call_us'] / w['later_call_us']:.2f}x)")

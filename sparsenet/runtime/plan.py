@@ -489,6 +489,7 @@ class Planned:
         self.plans: dict[tuple[Any, ...], _Compiled | None] = {}
         # input shape (batch included) -> (dtype, plan, threads): the fast path's one lookup
         self._exact: dict[torch.Size, tuple[torch.dtype, _Compiled, int]] = {}
+        self.input_shapes: list[tuple[int, ...]] = []  # per-sample shapes prepared so far
         self.reason: str | None = None
         self.gm: fx.GraphModule | None = None
         self.flat_input = False
@@ -527,6 +528,8 @@ class Planned:
         dtype = dtype or _model_dtype(self.model)
         key = self._key(input_shape, dtype)
         plan = self._build(key, input_shape, dtype)
+        if plan is not None and tuple(input_shape) not in self.input_shapes:
+            self.input_shapes.append(tuple(input_shape))
         if plan is not None and warm:
             # Through the model's own call path, a few times: the kernels are loaded, the
             # fast path knows the shape, and the first call after loading costs what later
