@@ -6,19 +6,12 @@ import argparse
 from typing import Any
 
 from ..errors import SparsenetError
-from .common import add_output_args, emit, input_shape
+from .common import add_output_args, emit, input_shape, positive_ints
 
 __all__ = ["register"]
 
 
-def _batches(text: str) -> tuple[int, ...]:
-    try:
-        out = tuple(int(t) for t in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bad --batch {text!r}; expected e.g. 1,16,64") from None
-    if not out or any(b < 1 for b in out):
-        raise argparse.ArgumentTypeError(f"bad --batch {text!r}; expected positive sizes")
-    return out
+_batches = positive_ints("--batch", "1,16,64")
 
 
 def _threads(text: str) -> int:

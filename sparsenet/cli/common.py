@@ -27,6 +27,7 @@ __all__ = [
     "positive_float",
     "nonneg_float",
     "input_shape",
+    "positive_ints",
 ]
 
 
@@ -142,12 +143,21 @@ def load_any_model(
     return load_model_source(path, weights)
 
 
-def input_shape(text: str) -> tuple[int, ...]:
-    """argparse type of ``--input-shape C,H,W``: positive sizes, one-line error otherwise."""
-    try:
-        out = tuple(int(t) for t in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bad --input-shape {text!r}; expected e.g. 1,28,28") from None
-    if not out or any(s < 1 for s in out):
-        raise argparse.ArgumentTypeError(f"bad --input-shape {text!r}; expected positive sizes")
-    return out
+def positive_ints(flag: str, example: str) -> Callable[[str], tuple[int, ...]]:
+    """An argparse type for ``flag`` taking comma-separated positive integers (e.g.
+    ``example``); a bad value gets one line naming it and what was expected."""
+
+    def parse(text: str) -> tuple[int, ...]:
+        try:
+            out = tuple(int(t) for t in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"bad {flag} {text!r}; expected e.g. {example}") from None
+        if not out or any(s < 1 for s in out):
+            raise argparse.ArgumentTypeError(f"bad {flag} {text!r}; expected positive sizes")
+        return out
+
+    return parse
+
+
+# argparse type of ``--input-shape C,H,W``
+input_shape = positive_ints("--input-shape", "1,28,28")
