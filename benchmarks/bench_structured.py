@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="resnet")
     ap.add_argument("--data", default="fashion-mnist")
     ap.add_argument("--run-dir", help="resume this run directory of the built-in recipe")
+    ap.add_argument("--report", help="take sparsenet's row from this finished run's report.json "
+                    "(run with the built-in recipe) instead of running or resuming it")
     ap.add_argument("--step", type=float, default=0.1, help="channel fraction pruned per round")
     ap.add_argument("--max-drop", type=float, default=0.5, help="accuracy budget, points")
     ap.add_argument("--skip-unstructured", action="store_true")
@@ -119,13 +121,18 @@ def main(argv: list[str] | None = None) -> int:
 
     seed_everything(0)
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        run_dir = args.run_dir or tmp
-        _, rep = compress(copy.deepcopy(dense), data, recipe, run_dir=run_dir,
-                          out=os.path.join(run_dir, "model.snn"), quiet=True, report=False,
-                          resume=bool(args.run_dir))
-    ours = {"accuracy": rep["final"]["accuracy"], "bytes": rep["final"]["file_bytes"],
-            "seconds": time.perf_counter() - t0, "reused_run_dir": bool(args.run_dir)}
+    if args.report:
+        rep = json.loads(Path(args.report).read_text())
+        ours = {"accuracy": rep["final"]["accuracy"], "bytes": rep["final"]["file_bytes"],
+                "seconds": rep.get("seconds"), "report": args.report}
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            run_dir = args.run_dir or tmp
+            _, rep = compress(copy.deepcopy(dense), data, recipe, run_dir=run_dir,
+                              out=os.path.join(run_dir, "model.snn"), quiet=True, report=False,
+                              resume=bool(args.run_dir))
+        ours = {"accuracy": rep["final"]["accuracy"], "bytes": rep["final"]["file_bytes"],
+                "seconds": time.perf_counter() - t0, "reused_run_dir": bool(args.run_dir)}
     seed_everything(0)
     tpr = torch_pruning_peer(copy.deepcopy(dense), data, recipe, step=args.step,
                              max_drop=args.max_drop, dense_acc=dense_acc)
