@@ -53,6 +53,28 @@ def _sparse_module(original: nn.Module, lc: Any, bias: torch.Tensor | None) -> n
     return None
 
 
+def _sparse_attention(model: nn.Module, mname: str, lc: Any, by_name: dict[str, Any],
+                      state: dict[str, torch.Tensor]) -> bool:
+    """Swap the ``nn.MultiheadAttention`` at ``mname`` (its ``in_proj_weight`` is ``lc``) for
+    :class:`~sparsenet.runtime.attention.SparseMultiheadAttention`; False when it cannot be."""
+    from .runtime.attention import SparseMultiheadAttention
+    from .runtime.compact import compact_from_dense, from_layer_code
+
+    mha = model.get_submodule(mname)
+    out_lc = by_name.get(f"{mname}.out_proj.weight")
+    out_w = state.get(f"{mname}.out_proj.weight")
+    if (not isinstance(mha, nn.MultiheadAttention) or not SparseMultiheadAttention.supports(mha)
+            or (out_lc is None and out_w is None)):
+        return False
+    e = int(mha.embed_dim)
+    in_proj = SparseLinear(e, 3 * e, from_layer_code(lc), state.pop(f"{mname}.in_proj_bias", None))
+    out_cw = from_layer_code(out_lc) if out_lc is not None else compact_from_dense(out_w)  # type: ignore[arg-type]
+    state.pop(f"{mname}.out_proj.weight", None)
+    out_proj = SparseLinear(e, e, out_cw, state.pop(f"{mname}.out_proj.bias", None))
+    _replace(model, mname, SparseMultiheadAttention(mha, in_proj, out_proj))
+    return True
+
+
 def _wants_sparse(lc: Any) -> bool:
     """Compact form for layers with a codebook (2 bytes a weight) or density <= 50 %."""
     shared = lc.codebook is not None and lc.codebook.size <= 256 and lc.mode != "dense"
@@ -74,9 +96,17 @@ def build_model_from_snn(
     }
     model = snn_architecture(snn.header, declared, source, model)
     state: dict[str, torch.Tensor] = dict(snn.tensors)
+    by_name = {lc.name: lc for lc in snn.layers}
+    swapped_attention: set[str] = set()  # their out_proj.weight is inside the swap already
     for lc in snn.layers:
         mname, _, tname = lc.name.rpartition(".")
+        if mname.rpartition(".")[0] in swapped_attention and mname.endswith("out_proj"):
+            continue
         module = model.get_submodule(mname)
+        if (runtime == "sparse" and tname == "in_proj_weight" and _wants_sparse(lc)
+                and _sparse_attention(model, mname, lc, by_name, state)):
+            swapped_attention.add(mname)
+            continue
         if runtime == "sparse" and tname == "weight" and _wants_sparse(lc):
             bias = (
                 state.pop(f"{mname}.bias", None)
@@ -168,8 +198,10 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def _is_sparse_buffer(model: nn.Module, key: str) -> bool:
+    from .runtime.attention import SparseMultiheadAttention
+
     mname = key.rpartition(".")[0]
-    return isinstance(model.get_submodule(mname), SPARSE_LAYERS)
+    return isinstance(model.get_submodule(mname), (*SPARSE_LAYERS, SparseMultiheadAttention))
 
 
 def _materialise(model: nn.Module) -> None:

@@ -37,6 +37,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from ..data import INPUT_SHAPES
 from . import kernels as K
+from .attention import SparseMultiheadAttention
 from .layers import SPARSE_LAYERS, SparseConv2d, SparseLinear
 
 __all__ = [
@@ -63,7 +64,7 @@ def default_threads() -> int:
 
 class _Tracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, SPARSE_LAYERS) or super().is_leaf_module(m, qualname)
+        return isinstance(m, (*SPARSE_LAYERS, SparseMultiheadAttention)) or super().is_leaf_module(m, qualname)
 
 
 class _Unsupported(Exception):
