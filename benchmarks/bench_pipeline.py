@@ -46,6 +46,7 @@ from _common import git_commit, load_baseline  # noqa: E402  (benchmarks/_common
 
 from sparsenet.checkpoint import load_model  # noqa: E402
 from sparsenet.data import Dataset, load_dataset  # noqa: E402
+from sparsenet.layers import resolve_table  # noqa: E402
 from sparsenet.pipeline import compress, load_recipe  # noqa: E402
 from sparsenet.pipeline.stages import _jsonable  # noqa: E402
 from sparsenet.training import default_config, evaluate, fit, seed_everything  # noqa: E402
@@ -68,7 +69,12 @@ def peer_pipeline(model: nn.Module, data: Dataset, recipe: Any) -> dict[str, Any
     pr, sh = stages["prune"], stages["share"]
     layers = _layers(model)
     global_target = pr.get("sparsity")  # one threshold over all layers, like sparsenet's default
-    targets = pr["per_layer"] if "per_layer" in pr else dict.fromkeys(layers, global_target)
+    if "per_layer" in pr:  # names, kinds ("conv") or globs, resolved as sparsenet resolves them
+        targets = {n: v for n, v in resolve_table(model, pr["per_layer"], what="per_layer").items()
+                   if n in layers}
+    else:
+        targets = dict.fromkeys(layers, global_target)
+    bits_of = resolve_table(model, sh["bits"], what="bits")
     base = default_config(model.arch["name"], data.name).replace(quiet=True)  # type: ignore[union-attr]
     n = pr["iterations"]
     done = dict.fromkeys(targets, 0.0)
@@ -97,8 +103,7 @@ def peer_pipeline(model: nn.Module, data: Dataset, recipe: Any) -> dict[str, Any
     streams: dict[str, bytes] = {}
     tables = 0
     for name, m in layers.items():
-        kind = "fc" if isinstance(m, nn.Linear) else "conv"
-        bits = sh["bits"].get(name, sh["bits"].get(kind, 32))
+        bits = bits_of.get(name, 32)
         w = m.weight.detach().numpy().reshape(m.weight.shape[0], -1)  # (out, in·kh·kw)
         nz = w[w != 0].reshape(-1, 1).astype(np.float64)
         k = min(2**bits, len(nz))

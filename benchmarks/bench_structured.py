@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--step", type=float, default=0.1, help="channel fraction pruned per round")
     ap.add_argument("--max-drop", type=float, default=0.5, help="accuracy budget, points")
     ap.add_argument("--skip-unstructured", action="store_true")
+    ap.add_argument("--skip-structured", action="store_true", help="no Torch-Pruning run")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "structured"))
     args = ap.parse_args(argv)
@@ -134,8 +135,10 @@ def main(argv: list[str] | None = None) -> int:
         ours = {"accuracy": rep["final"]["accuracy"], "bytes": rep["final"]["file_bytes"],
                 "seconds": time.perf_counter() - t0, "reused_run_dir": bool(args.run_dir)}
     seed_everything(0)
-    tpr = torch_pruning_peer(copy.deepcopy(dense), data, recipe, step=args.step,
-                             max_drop=args.max_drop, dense_acc=dense_acc)
+    tpr: dict[str, Any] = {"best": None, "history": [], "seconds": 0.0}
+    if not args.skip_structured:
+        tpr = torch_pruning_peer(copy.deepcopy(dense), data, recipe, step=args.step,
+                                 max_drop=args.max_drop, dense_acc=dense_acc)
     unstructured = None
     if not args.skip_unstructured:
         seed_everything(0)
