@@ -413,9 +413,7 @@ class _Compiled:
             x = x.contiguous()
         out = torch.from_numpy(np.empty((b, *self.out_shape), dtype=self.np_dtype))
         locked = self.lock.acquire(False)
-        arena = self.arenas.get(b) if locked else None
-        if arena is None:
-            arena = self.arena(b) if locked else np.empty(max(1, self.size) * b, dtype=self.np_dtype)
+        arena = self.arena(b) if locked else np.empty(max(1, self.size) * b, dtype=self.np_dtype)
         old = numba.get_num_threads() if nt > 1 else 0
         try:
             if old:
@@ -488,8 +486,8 @@ class Planned:
         self.model = model
         self.threads = threads
         self.plans: dict[tuple[Any, ...], _Compiled | None] = {}
-        # input shape (batch included) -> (dtype, plan, threads): the fast path's one lookup
-        self._exact: dict[torch.Size, tuple[torch.dtype, _Compiled, int]] = {}
+        # input shape (batch included) -> (dtype, plan): the fast path's one lookup
+        self._exact: dict[torch.Size, tuple[torch.dtype, _Compiled]] = {}
         self.input_shapes: list[tuple[int, ...]] = []  # per-sample shapes prepared so far
         self.reason: str | None = None
         self.gm: fx.GraphModule | None = None
@@ -539,7 +537,10 @@ class Planned:
                 for b in (1, PARALLEL_MIN_BATCH) if self._threads(PARALLEL_MIN_BATCH) > 1 else (1,):
                     x = torch.zeros((b, *input_shape), dtype=dtype)
                     for _ in range(_WARM_CALLS):
-                        self.model(x) if not self.model.training else plan.run(x, self._threads(b))
+                        if self.model.training:
+                            plan.run(x, self._threads(b))
+                        else:
+                            self.model(x)
         return plan
 
     def describe(self) -> str:
@@ -566,7 +567,7 @@ class Planned:
                 hit = self._exact.get(x.shape)
                 if (hit is not None and hit[0] is x.dtype and x.is_cpu and hit[1].valid()
                         and not (torch.is_grad_enabled() and (x.requires_grad or self._wants_grad()))):
-                    return hit[1].run(x, hit[2])
+                    return hit[1].run(x, self._threads(x.shape[0]))
             return self._slow(x)
         return type(self.model).forward(self.model, *args, **kwargs)
 
@@ -582,10 +583,9 @@ class Planned:
             if plan is not None and (plan is False or not plan.valid()):
                 plan = self._build(key, tuple(x.shape[1:]), x.dtype)
             if plan is not None:
-                nt = self._threads(x.shape[0])
                 if len(self._exact) < _EXACT_MAX:
-                    self._exact[x.shape] = (x.dtype, plan, nt)
-                return plan.run(x, nt)
+                    self._exact[x.shape] = (x.dtype, plan)
+                return plan.run(x, self._threads(x.shape[0]))
         return type(self.model).forward(self.model, x)
 
     # ------------------------------------------------------------------ internals
@@ -689,11 +689,11 @@ def guess_input_shape(model: nn.Module, metadata: dict[str, Any] | None = None) 
     if isinstance(shape, (list, tuple)) and shape and all(isinstance(s, int) and 0 < s < 1 << 16 for s in shape):
         return tuple(shape)
     arch = getattr(model, "arch", None)
-    kw = (arch.get("kwargs") or {}) if isinstance(arch, dict) else {}
+    name, kw = (arch.get("name"), arch.get("kwargs") or {}) if isinstance(arch, dict) else (None, {})
     try:
-        if isinstance(arch, dict) and arch.get("name") == "lenet300":
+        if name == "lenet300":
             return (int(kw.get("in_features", 784)),)
-        if isinstance(arch, dict) and arch.get("name") == "lenet5":
+        if name == "lenet5":
             side = int(kw.get("input_size", 28))
             return (int(kw.get("in_channels", 1)), side, side)
     except (TypeError, ValueError, AttributeError):

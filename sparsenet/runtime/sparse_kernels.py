@@ -13,10 +13,10 @@ value per entry in ``vals``, 2: dense row-major ``vals`` (N·K, for layers kept 
   decodes on its own (shift and mask), so the loads of consecutive entries overlap.
 * Linear, batch > 1: per row, ``acc[0:B] += w · x[col, 0:B]`` for each entry: a contiguous,
   vectorised run over the batch.
-* Conv2d: direct sparse convolution. For stride 1 each non-zero ``(c, ky, kx)`` adds
-  ``w ·`` one contiguous slice of the padded input to a "wide" accumulator whose rows have
-  the padded input's width (the extra columns are discarded); other strides loop over
-  output rows.
+* Conv2d: direct sparse convolution. Each non-zero ``(c, ky, kx)`` adds ``w ·`` one
+  contiguous slice of the padded input to a "wide" accumulator whose rows have the padded
+  input's width (the extra columns are discarded); a strided convolution first splits its
+  input into phase planes so that this holds for every stride.
 """
 
 from __future__ import annotations

@@ -179,6 +179,27 @@ def test_threads_option_same_output(tmp_path):
     assert torch.equal(a, b)  # rows are split over threads, each summed in the same order
 
 
+def test_threads_set_after_first_call_take_effect(tmp_path, monkeypatch):
+    """``plan_of(model).threads = N`` after the fast path knows the shape still applies."""
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba has one thread on this machine")
+    torch.manual_seed(3)
+    save_snn(prune_share(sparsenet.build_model("lenet300", in_features=64), 0.1), tmp_path / "m.snn")
+    m = sparsenet.load(tmp_path / "m.snn", runtime="sparse", threads=1)
+    x = torch.rand(32, 64)
+    seen: list[int] = []
+    real = numba.set_num_threads
+    monkeypatch.setattr(numba, "set_num_threads", lambda n: (seen.append(n), real(n)))
+    with torch.no_grad():
+        a = m(x)
+        assert seen == []  # one thread: numba's count untouched
+        plan_of(m).threads = 2
+        b = m(x)
+    assert seen and seen[0] == 2 and torch.equal(a, b)
+
+
 def test_corrupt_file_fails_before_any_kernel(tmp_path, monkeypatch):
     torch.manual_seed(4)
     m = prune_share(sparsenet.build_model("lenet300", in_features=64), 0.1)
