@@ -73,7 +73,8 @@ class SparseMultiheadAttention(nn.Module):
         e = self.embed_dim
         if self_attention:
             q, k, v = self.in_proj(query).split(e, dim=-1)  # each (B, T, E)
-        else:
+        else:  # cross-attention: each input through the whole (3E, E) projection, one third
+            # kept (3x the projection work of self-attention; kept simple, not measured as a cost)
             q = self.in_proj(query)[..., :e]
             k = self.in_proj(key)[..., e:2 * e]
             v = self.in_proj(value)[..., 2 * e:]

@@ -100,7 +100,8 @@ def _axpy(e: int, end: int, ent: Any, cb: Any, vals: Any, mode: int, x: Any, acc
     """``acc[0:B] += Σ_e w_e · x[(base + col_e)·B : … + B]`` over entries ``e..end``.
 
     Four entries per pass over ``acc`` (a quarter of the accumulator loads and stores: 2.1×
-    faster than one entry per pass on LeNet-300's fc1 at batch 64); unsigned indices, as
+    faster than one entry per pass on a random layer of LeNet-300 fc1's shape at batch 64,
+    ``docs/runtime.md``); unsigned indices, as
     in :func:`_dot_codes`.
     """
     s, one, ub, uB = np.uintp(sh), np.uintp(1), np.uintp(base), np.uintp(B)
