@@ -27,6 +27,9 @@ __all__ = [
     "DATASETS",
     "FASHION_MNIST_DIR",
     "INPUT_SHAPES",
+    "VALIDATION_SHARE",
+    "validation_size",
+    "holdout",
 ]
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -280,3 +283,40 @@ def load_dataset(name: str) -> Dataset:
     raise DataError(
         f"unknown dataset {name!r}; expected one of {sorted(DATASETS)} or a directory of IDX files"
     )
+
+
+# A validation split carved from the training images for decisions that must not see the
+# test set (sparsenet compress --max-drop): 5,000 of Fashion-MNIST's 60,000, and the same
+# share (1/12) of smaller sets.
+VALIDATION_SHARE = 5000 / 60000
+
+
+def validation_size(n_train: int, n_classes: int) -> int:
+    """Held-out images for a training set of ``n_train``: ``n_train / 12``, at least 2 per class."""
+    return min(n_train - n_classes, max(2 * n_classes, round(VALIDATION_SHARE * n_train)))
+
+
+def holdout(data: Dataset, n: int, seed: int = 0) -> Dataset:
+    """``data`` with ``n`` training images held out as its test split (stratified, deterministic).
+
+    The result's ``train`` is the rest of the training images (in their original order) and
+    its ``test`` the held-out ones; the real test images are not in it. The split depends only
+    on the labels, ``n`` and ``seed`` (scikit-learn's stratified ``train_test_split``).
+
+    Raises
+    ------
+    DataError if ``n`` is not in ``[n_classes, n_train - n_classes]``.
+    """
+    from sklearn.model_selection import train_test_split
+
+    y = data.y_train.numpy()
+    classes = int(np.unique(y).size)
+    if not classes <= n <= len(y) - classes:
+        raise DataError(
+            f"validation split of {n} images out of {len(y)} training images with {classes} "
+            f"classes; expected between {classes} and {len(y) - classes}"
+        )
+    keep, held = train_test_split(np.arange(len(y)), test_size=n, stratify=y, random_state=seed)
+    keep_t, held_t = torch.from_numpy(np.sort(keep)), torch.from_numpy(np.sort(held))
+    return Dataset(data.name, data.x_train[keep_t], data.y_train[keep_t],
+                   data.x_train[held_t], data.y_train[held_t])

@@ -26,6 +26,7 @@ __all__ = [
     "seed_int",
     "positive_float",
     "nonneg_float",
+    "duration",
     "input_shape",
     "positive_ints",
 ]
@@ -122,6 +123,17 @@ seed_int = _typed(
 nonneg_float = _typed(
     float, lambda v: v >= 0 and v == v and v != float("inf"), "a finite number >= 0"
 )
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _seconds(text: str) -> float:
+    t = text.strip().lower()
+    unit = _UNITS.get(t[-1:], None)
+    return float(t[:-1] if unit else t) * (unit or 1.0)
+
+
+duration = _typed(_seconds, lambda v: v > 0 and v == v and v != float("inf"),
+                  "a duration > 0 such as 90s, 30m, 1.5h or 600 (seconds)")
 
 
 def add_weights_arg(p: argparse.ArgumentParser) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 from ..distributed import is_main
 from ..errors import SparsenetError
 from ..sources import load_model_source, source_kind
-from .common import add_output_args, emit, nonneg_int, seed_int
+from .common import add_output_args, duration, emit, nonneg_float, nonneg_int, seed_int
 
 __all__ = ["register", "cmd_run", "cmd_compress_recipe", "cmd_report"]
 
@@ -51,15 +51,16 @@ def register(sub: Any) -> None:
     existing = sub.choices.get("compress")
     if existing is None:
         p = sub.add_parser("compress", help="compress a model with a recipe (Deep Compression)")
-        p.add_argument("--recipe", required=True, help="built-in name or .toml file")
+        p.add_argument("--recipe", help="built-in name or .toml file")
         p.add_argument("--model", help="registry name (trained first) or model file "
                        "(default: the recipe's `model`)")
         p.add_argument("--data", help="data set name or IDX directory (default: the recipe's "
                        "`data`, else fashion-mnist)")
         p.add_argument("--out", help="the .snn file (default: RUN_DIR/model.snn)")
         _run_args(p)
+        _search_args(p)
         add_output_args(p)
-        p.set_defaults(func=cmd_compress_recipe)
+        p.set_defaults(func=_dispatch_standalone)
     else:  # the coding command owns `compress`: add --recipe and dispatch on it
         _extend_compress(existing)
 
@@ -93,8 +94,11 @@ def _extend_compress(existing: argparse.ArgumentParser) -> None:
                               help="with --recipe: data set (default: the recipe's `data`, "
                               "else fashion-mnist)")
     _run_args(existing, have)
+    _search_args(existing)
 
     def dispatch(args: argparse.Namespace) -> int:
+        if getattr(args, "max_drop", None) is not None or getattr(args, "time_budget", None):
+            return cmd_compress_search(args)
         if getattr(args, "recipe", None):
             return cmd_compress_recipe(args)
         missing = [a.metavar or a.dest for a in positional if getattr(args, a.dest) is None]
@@ -107,6 +111,61 @@ def _extend_compress(existing: argparse.ArgumentParser) -> None:
         return int(single(args) or 0)
 
     existing.set_defaults(func=dispatch)
+
+
+def _search_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-drop", type=nonneg_float, metavar="POINTS",
+                   help="search for the smallest file whose validation accuracy is within "
+                   "POINTS accuracy points of dense (instead of --recipe)")
+    p.add_argument("--time-budget", type=duration, metavar="T",
+                   help="with --max-drop: stop searching after T (90s, 30m, 1.5h), then finish")
+
+
+def _dispatch_standalone(args: argparse.Namespace) -> int:
+    if args.max_drop is not None or args.time_budget is not None:
+        return cmd_compress_search(args)
+    if not args.recipe:
+        raise SparsenetError("compress: pass --recipe NAME|FILE, or --max-drop POINTS to search")
+    return cmd_compress_recipe(args)
+
+
+def cmd_compress_search(args: argparse.Namespace) -> int:
+    """``sparsenet compress --model M --data D --max-drop 0.3 --out F.snn [--time-budget 30m]``."""
+    from ..pipeline import compress
+
+    if getattr(args, "recipe", None):
+        raise SparsenetError(f"--max-drop searches for its own recipe; it cannot be combined "
+                             f"with --recipe {args.recipe!r}")
+    if args.max_drop is None:
+        raise SparsenetError("--time-budget goes with --max-drop POINTS")
+    if getattr(args, "check", False) or getattr(args, "seed", None) is not None:
+        raise SparsenetError("--check and --seed go with --recipe, not --max-drop")
+    model = getattr(args, "model", None) or getattr(args, "model_path", None)
+    if not model:
+        raise SparsenetError("no model: pass --model NAME|FILE")
+    data = getattr(args, "data", None) or "fashion-mnist"
+    if getattr(args, "threads", 0):
+        import torch
+
+        torch.set_num_threads(args.threads)
+    stem = Path(model).stem if os.path.exists(model) else model.replace(":", "-")
+    run_dir = args.run_dir or os.path.join("runs", f"smallest-{stem}")
+    source: Any = model
+    if getattr(args, "weights", None) or source_kind(model) in ("factory", "pt2"):
+        source = load_model_source(model, args.weights)[0]
+    _model, rep = compress(source, data, "smallest", run_dir=run_dir, out=getattr(args, "out", None),
+                           resume=args.resume, force=args.force, quiet=args.quiet,
+                           max_drop=args.max_drop, time_budget=args.time_budget)
+    f, b = rep["final"], rep["baseline"]
+    text = (
+        f"validation accuracy {b['accuracy']:.4f} -> {f['accuracy']:.4f}; test accuracy "
+        f"{b['test_accuracy']:.4f} -> {f['test_accuracy']:.4f}; {f['compression']:.1f}x smaller, "
+        f"{f['file_bytes']:,} bytes -> {f['file']}; recipe: {rep['search']['recipe']}; "
+        f"report: {os.path.join(run_dir, 'report', 'report.md')}"
+    )
+    if is_main():
+        emit(args, rep, text)
+    return 0
 
 
 def _model_name(model: str) -> str | None:

@@ -10,6 +10,7 @@ See :mod:`sparsenet.pipeline.recipe` for the recipe format and
 :mod:`sparsenet.pipeline.runner` for the run directory, checkpoints and resume.
 """
 
+from .entry import SEARCH, compress
 from .recipe import (
     STAGE_KINDS,
     Recipe,
@@ -20,11 +21,16 @@ from .recipe import (
     parse_recipe,
     validate_recipe,
 )
-from .runner import RunError, compress, read_manifest
+from .runner import RunError, read_manifest
+from .search import BudgetError, SearchSettings, smallest
 from .stages import STAGES, StageContext
 
 __all__ = [
     "compress",
+    "smallest",
+    "SearchSettings",
+    "BudgetError",
+    "SEARCH",
     "Recipe",
     "Stage",
     "RecipeError",

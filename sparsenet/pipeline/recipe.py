@@ -168,6 +168,9 @@ _TOP: dict[str, tuple[Check, Any]] = {
     "model": (string, None),
     "data": (string, None),
     "lr": (number(0, lo_open=True), None),
+    # Training images held out as the validation split that every stage scores on (the test
+    # set is then scored once, at the end); 0 = none, stages score on the test set.
+    "holdout": (integer(0), None),
 }
 
 
@@ -194,6 +197,7 @@ class Recipe:
     model: str | None = None
     data: str | None = None
     lr: float | None = None
+    holdout: int | None = None
     source: str | None = None
 
     def to_dict(self) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from typing import Any
 from torch import nn
 
 from ..checkpoint import load_model, save_model
-from ..data import Dataset, load_dataset
+from ..data import Dataset, holdout, load_dataset
 from ..errors import SparsenetError
 from ..fit_check import check_model_fits
 from ..io import atomic_write_text, write_json
@@ -228,6 +228,7 @@ def compress(
     quiet: bool = False,
     report: bool = True,
     config: TrainConfig | None = None,
+    score_test: bool = True,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Run a compression recipe on ``model`` and return ``(compressed model, report)``.
 
@@ -249,6 +250,9 @@ def compress(
         ``lr × lr_factor``; a stage may set its own ``optimizer``, ``lr``, ``batch_size``).
         Default: the registry's :func:`~sparsenet.training.default_config` for the model.
         It is part of every stage's resume digest.
+    score_test : with a recipe ``holdout`` (stages score on validation images held out of
+        the training set), score the dense and the final model on the test set once the
+        last stage is done (``manifest["test"]``); ``False`` for trials that must not see it.
 
     Returns
     -------
@@ -260,6 +264,9 @@ def compress(
         if s.kind not in STAGES:  # pragma: no cover - schema and registry are kept in step
             raise SparsenetError(f"stage {s.kind!r} has no implementation")
     data_obj = load_dataset(data) if isinstance(data, str) else data
+    # With a holdout the stages train on the rest of the training images and score on the
+    # held-out ones; the test set is scored once, after the last stage (_score_test).
+    stage_data = holdout(data_obj, recipe_obj.holdout) if recipe_obj.holdout else data_obj
     # The data set and model source are part of every stage's digest: a resume with other
     # data or another starting model recomputes everything.
     recipe_obj = recipe_obj.with_overrides(
@@ -318,7 +325,7 @@ def compress(
         save_model(module, run.ckpt(None), metadata={"source": source})
         start = 0
         initial = {"source": source, "pretrained": pretrained, "arch": arch_of(module),
-                   "metrics": stage_metrics(module, data_obj)}
+                   "metrics": stage_metrics(module, stage_data)}
     atomic_write_text(rdir / "recipe.toml", _to_toml(recipe_obj))
     manifest: dict[str, Any] = {
         "format": _FORMAT,
@@ -342,7 +349,7 @@ def compress(
     for i in progress(range(start, n), desc=recipe_obj.name, total=n - start, quiet=quiet,
                       unit="stage", position=0):
         st = recipe_obj.stages[i]
-        ctx = StageContext(recipe=recipe_obj, index=i, stage=st, data=data_obj,
+        ctx = StageContext(recipe=recipe_obj, index=i, stage=st, data=stage_data,
                            pretrained=pretrained, quiet=quiet, work_dir=rdir,
                            out=run.encode_out(i) if st.kind == "encode" else None,
                            config=config, bare=run.custom_bare())
@@ -362,7 +369,7 @@ def compress(
             raise
         if st.kind == "encode" and ctx.out is not None:
             ctx.record["sha256"] = _sha256(ctx.out)
-        metrics = stage_metrics(current, data_obj)
+        metrics = stage_metrics(current, stage_data)
         if "file_bytes" in ctx.record:
             metrics["bytes"] = ctx.record["file_bytes"]
         # against the dense starting model (a factorised model's own dense size is smaller)
@@ -375,6 +382,9 @@ def compress(
         log(f"[{i + 1}/{n}] {st.kind} done: accuracy {metrics['accuracy']:.4f}, "
             f"{metrics['compression']:.1f}x ({entry['seconds']:.1f}s)", quiet)
 
+    if recipe_obj.holdout and score_test:
+        manifest["test"] = _score_test(run, current, data_obj, recipe_obj.holdout)
+        run.write(manifest)
     result: dict[str, Any]
     if report:
         from ..report import write_report
@@ -385,6 +395,16 @@ def compress(
 
         result = build_report(rdir)
     return current, result
+
+
+def _score_test(run: _Run, final: nn.Module, data: Dataset, held: int) -> dict[str, Any]:
+    """Test-set accuracy of the dense reference (after the train stage if it ran, else the
+    starting model) and of the final model: the one look at the test set of a holdout run."""
+    trained = bool(run.recipe.stages) and run.recipe.stages[0].kind == "train"
+    dense = run.load(0 if trained else None)
+    return {"validation_images": held,
+            "dense": evaluate(dense, *data.test)["accuracy"],
+            "final": evaluate(final, *data.test)["accuracy"]}
 
 
 _STAGE_FILE = re.compile(r"^(initial|\d{2}-(" + "|".join(map(re.escape, STAGES)) + r"))\.pt$")

@@ -16,6 +16,7 @@ from torch import nn
 from ..checkpoint import load_model
 from ..errors import CheckpointError
 from ..io import atomic_write_text, write_json
+from .search import plot_tradeoff, read_search, search_markdown
 from .sizes import model_size
 
 __all__ = ["build_report", "write_report", "format_markdown", "model_size"]
@@ -147,6 +148,16 @@ def _build_report(rdir: Path, man: dict[str, Any]) -> dict[str, Any]:
             # against the dense starting model
             bits = total["total_bits_after"] + total.get("other_tensor_bits", 0)
             final["compression_tensors"] = 8 * dense / max(bits, 1)
+    baseline: dict[str, Any] = {"accuracy": base_acc, "dense_bytes": dense}
+    test = man.get("test")
+    if isinstance(test, dict) and all(
+            isinstance(test.get(k), (int, float)) and not isinstance(test.get(k), bool)
+            for k in ("validation_images", "dense", "final")):
+        # a holdout run: the accuracies above are on validation images; the test set once
+        baseline["validation_images"] = int(test["validation_images"])
+        baseline["test_accuracy"] = float(test["dense"])
+        final["test_accuracy"] = float(test["final"])
+        final["test_drop"] = float(test["dense"]) - float(test["final"])
     return {
         "run_dir": str(rdir),
         "recipe": man["recipe"].get("name"),
@@ -154,7 +165,7 @@ def _build_report(rdir: Path, man: dict[str, Any]) -> dict[str, Any]:
         "data": man.get("data"),
         "seed": man["recipe"].get("seed"),
         "model": man["initial"].get("source"),
-        "baseline": {"accuracy": base_acc, "dense_bytes": dense},
+        "baseline": baseline,
         "final": final,
         "stages": stages,
         "layers": layers,
@@ -223,6 +234,10 @@ def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
         figures["sensitivity"] = plots.plot_sensitivity(curves, odir / "sensitivity.png").name  # type: ignore[arg-type]
     pts = [s for s in rep["stages"] if s.get("accuracy") is not None]
     figures["accuracy_size"] = plots.plot_accuracy_size(pts, odir / "accuracy_size.png").name
+    searched = read_search(rdir)
+    if searched is not None:  # a budget search (sparsenet compress --max-drop)
+        figures["tradeoff"] = plot_tradeoff(searched, odir / "tradeoff.png").name
+        rep["search_section"] = search_markdown(searched, rep["layers"], figures["tradeoff"])
     rep["figures"] = figures
     write_json(odir / "report.json", rep)
     atomic_write_text(odir / "report.md", format_markdown(rep))
@@ -248,6 +263,11 @@ def format_markdown(rep: dict[str, Any]) -> str:
         f"- Size: {b['dense_bytes'] / 1024:,.1f} KB dense → {f['bytes'] / 1024:,.1f} KB, "
         f"**{f['compression']:.1f}×** smaller",
     ]
+    if "test_accuracy" in f:
+        lines[-2] = lines[-2].replace("- Accuracy:", f"- Validation accuracy ({b['validation_images']:,} "
+                                      "training images held out; every stage below):")
+        lines.insert(-1, f"- Test accuracy, scored once at the end: {_pct(b['test_accuracy'], 2)} "
+                     f"dense → {_pct(f['test_accuracy'], 2)} (drop {100 * f['test_drop']:+.2f} points)")
     if f.get("file"):
         lines.append(f"- File: `{f['file']}` ({f['file_bytes']:,} bytes)")
     if f.get("compression_tensors"):
@@ -283,5 +303,7 @@ def format_markdown(rep: dict[str, Any]) -> str:
               "symbols": "Distribution of sparse-index gaps and shared-weight indices",
               "sensitivity": "Per-layer sensitivity", "accuracy_size": "Accuracy against size"}
     for key, name in rep.get("figures", {}).items():
-        lines += ["", f"## {titles.get(key, key)}", "", f"![{key}]({name})"]
+        if key != "tradeoff":  # drawn inside the search section
+            lines += ["", f"## {titles.get(key, key)}", "", f"![{key}]({name})"]
+    lines += rep.get("search_section", [])
     return "\n".join(lines) + "\n"

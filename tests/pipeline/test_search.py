@@ -1,0 +1,120 @@
+"""The budget search (compress(..., "smallest", max_drop=...)): budget, reproducibility, resume."""
+
+import hashlib
+import json
+
+import pytest
+import torch
+
+import sparsenet.pipeline.search as search_mod
+from sparsenet.data import holdout
+from sparsenet.errors import SpecError
+from sparsenet.models import model_for_dataset
+from sparsenet.pipeline import BudgetError, SearchSettings, compress, read_manifest
+from sparsenet.training import TrainConfig, evaluate, fit
+
+# Small and quick: one retraining epoch per move, big steps, few moves.
+QUICK = dict(warmup_sparsity=0.5, warmup_iterations=1, prune_step=0.5, min_step=0.25,
+             retrain_epochs=1, final_epochs=1, finetune_epochs=1, min_bits=3)
+
+
+@pytest.fixture(scope="module")
+def trained(digits_data):
+    """LeNet-300 trained on digits' training images minus the search's validation split."""
+    torch.manual_seed(0)
+    model = model_for_dataset("lenet300", digits_data.input_shape, digits_data.num_classes)
+    part = holdout(digits_data, 120)
+    fit(model, part.train, TrainConfig(epochs=8, lr=0.05, batch_size=64, quiet=True))
+    return model
+
+
+def _sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _search(model, data, run_dir, max_drop=2.0, **kw):
+    settings = SearchSettings(max_drop=max_drop, **{**QUICK, **kw})
+    return compress(model, data, "smallest", run_dir=run_dir, quiet=True, max_drop=max_drop,
+                    settings=settings)
+
+
+def test_budget_met_on_validation_and_recipe_reproduces_the_bytes(tmp_path, trained, digits_data):
+    model, rep = _search(trained, digits_data, tmp_path / "run")
+    s = rep["search"]
+    # the final file's validation accuracy is within the budget, measured independently
+    val = holdout(digits_data, s["holdout"]).test
+    assert evaluate(model, *val)["accuracy"] == pytest.approx(rep["final"]["accuracy"])
+    assert rep["final"]["accuracy"] >= s["floor"] - 1e-12
+    # it compressed: moves were accepted, and the file is the encoder's
+    snn = tmp_path / "run" / "model.snn"
+    assert rep["final"]["file_bytes"] == snn.stat().st_size
+    assert rep["final"]["compression"] > 8
+    # the test set was scored once, at the end, and reported beside validation
+    man = read_manifest(tmp_path / "run")
+    assert man["test"]["final"] == evaluate(model, *digits_data.test)["accuracy"]
+    assert rep["final"]["test_accuracy"] == man["test"]["final"]
+    # the chosen recipe, run as an ordinary recipe, writes the same bytes
+    again = tmp_path / "again.snn"
+    compress(trained, digits_data, str(tmp_path / "run" / "recipe.toml"),
+             run_dir=tmp_path / "rerun", out=again, quiet=True)
+    assert _sha(again) == _sha(snn)
+    # the report has the trade-off figure and the per-layer table
+    md = (tmp_path / "run" / "report" / "report.md").read_text()
+    assert "## Search for the smallest file" in md and "tradeoff.png" in md
+    assert (tmp_path / "run" / "report" / "tradeoff.png").is_file()
+    for name, bits in s["bits"].items():
+        assert f"| {name} |" in md and 3 <= bits <= 8
+    assert not (tmp_path / "run" / "search-probe.snn").exists()
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_resume_after_a_kill_gives_the_same_file(tmp_path, trained, digits_data, monkeypatch):
+    _model, rep = _search(trained, digits_data, tmp_path / "whole")
+    calls = {"n": 0}
+    real = search_mod.run_recipe
+
+    def dying(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 4:  # the third move's retraining
+            raise _Killed()
+        return real(*a, **kw)
+
+    monkeypatch.setattr(search_mod, "run_recipe", dying)
+    with pytest.raises(_Killed):
+        _search(trained, digits_data, tmp_path / "cut")
+    monkeypatch.setattr(search_mod, "run_recipe", real)
+    settings = SearchSettings(max_drop=2.0, **QUICK)
+    _m, rep2 = compress(trained, digits_data, "smallest", run_dir=tmp_path / "cut", quiet=True,
+                        max_drop=2.0, settings=settings, resume=True)
+    assert _sha(tmp_path / "cut" / "model.snn") == _sha(tmp_path / "whole" / "model.snn")
+    assert rep2["search"]["bits"] == rep["search"]["bits"]
+    steps = json.loads((tmp_path / "cut" / "search.json").read_text())["steps"]
+    assert [s["move"] for s in steps] == [
+        s["move"] for s in json.loads((tmp_path / "whole" / "search.json").read_text())["steps"]]
+
+
+def test_a_budget_no_setting_meets_leaves_no_file(tmp_path, trained, digits_data):
+    out = tmp_path / "x.snn"
+    with pytest.raises(BudgetError, match="no setting meets --max-drop 0"):
+        compress(trained, digits_data, "smallest", run_dir=tmp_path / "run", out=out, quiet=True,
+                 max_drop=0.0, settings=SearchSettings(
+                     max_drop=0.0, warmup_sparsity=0.0, start_bits={"fc": 1}, min_bits=1,
+                     final_epochs=0, finetune_epochs=0))
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf"), "0.3", 101])
+def test_bad_max_drop_is_refused(bad):
+    with pytest.raises(SpecError, match="max_drop"):
+        SearchSettings(max_drop=bad)
+
+
+def test_max_drop_goes_with_the_search_only(tmp_path, digits_data):
+    with pytest.raises(SpecError, match="max_drop"):
+        compress("lenet300", digits_data, "deep-compression", run_dir=tmp_path, max_drop=0.3)
+    with pytest.raises(SpecError, match="needs max_drop"):
+        compress("lenet300", digits_data, "smallest", run_dir=tmp_path)
+    assert not any(tmp_path.iterdir())
