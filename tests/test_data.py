@@ -140,3 +140,25 @@ def test_missing_dataset_says_how_to_install(tmp_path):
 def test_load_dataset_unknown():
     with pytest.raises(DataError, match="unknown dataset 'nope'"):
         load_dataset("nope")
+
+
+def test_holdout_is_stratified_deterministic_and_disjoint():
+    from sparsenet.data import digits, holdout, validation_size
+
+    data = digits()
+    assert validation_size(60000, 10) == 5000 and validation_size(4000, 10) == 333
+    a, b = holdout(data, 120), holdout(data, 120)
+    assert torch.equal(a.y_test, b.y_test) and torch.equal(a.x_train, b.x_train)
+    assert len(a.y_test) == 120 and len(a.y_train) == len(data.y_train) - 120
+    # every held-out image is a training image, and none is kept for training too
+    rows = {tuple(r.tolist()) for r in data.x_train.reshape(len(data.x_train), -1)}
+    kept = {tuple(r.tolist()) for r in a.x_train.reshape(len(a.x_train), -1)}
+    held = [tuple(r.tolist()) for r in a.x_test.reshape(len(a.x_test), -1)]
+    assert all(h in rows for h in held)
+    assert sum(h in kept for h in held) <= 1  # digits has one duplicated image at most
+    # stratified: each class's share within one image of the training set's
+    for c in range(10):
+        share = float((data.y_train == c).double().mean())
+        assert abs(int((a.y_test == c).sum()) - share * 120) <= 1
+    with pytest.raises(DataError, match="validation split of 5"):
+        holdout(data, 5)

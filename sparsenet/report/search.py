@@ -56,7 +56,7 @@ def plot_tradeoff(search: dict[str, Any], path: Path) -> Path:
         b, a = zip(*search["probes"], strict=True)
         ax.scatter([x / 1024 for x in b], [100 * y for y in a], s=10, color="0.7",
                    label="probed (no retraining)")
-    steps = [s for s in search["steps"] if s.get("move") != "final"]
+    steps = [s for s in search["steps"] if not str(s.get("move")).startswith("final")]
     ok = [s for s in steps if s.get("accepted")]
     bad = [s for s in steps if not s.get("accepted")]
     if ok:
@@ -65,10 +65,9 @@ def plot_tradeoff(search: dict[str, Any], path: Path) -> Path:
     if bad:
         ax.scatter([s["bytes"] / 1024 for s in bad], [100 * s["accuracy"] for s in bad],
                    marker="x", color="tab:red", label="rejected moves")
-    finals = [s for s in search["steps"] if s.get("move") == "final" and s.get("accepted")]
-    if finals:
-        f = finals[-1]
-        ax.scatter([f["bytes"] / 1024], [100 * f["accuracy"]], marker="*", s=220,
+    chosen = search["facts"].get("result")
+    if isinstance(chosen, dict) and _num(chosen.get("file_bytes")) and _num(chosen.get("validation")):
+        ax.scatter([chosen["file_bytes"] / 1024], [100 * chosen["validation"]], marker="*", s=220,
                    color="tab:green", zorder=5, label="chosen file (fine-tuned)")
     floor = search["facts"].get("floor")
     if _num(floor):

@@ -118,3 +118,17 @@ def test_max_drop_goes_with_the_search_only(tmp_path, digits_data):
     with pytest.raises(SpecError, match="needs max_drop"):
         compress("lenet300", digits_data, "smallest", run_dir=tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_greedy_allocation_keeps_the_budget(tmp_path, trained, digits_data):
+    model, rep = _search(trained, digits_data, tmp_path / "g", allocation="greedy")
+    assert rep["final"]["accuracy"] >= rep["search"]["floor"] - 1e-12
+    steps = json.loads((tmp_path / "g" / "search.json").read_text())["steps"]
+    assert any(s["move"].startswith("prune ") for s in steps)  # per-layer moves, priced
+
+
+def test_isotonic_fit_is_non_increasing_and_pools_violators():
+    fit = search_mod._non_increasing([0.90, 0.91, 0.89, 0.895, 0.88])
+    assert all(a >= b - 1e-12 for a, b in zip(fit, fit[1:]))
+    assert fit[0] == pytest.approx(0.905) and fit[1] == pytest.approx(0.905)
+    assert fit[2] == pytest.approx(0.8925) and fit[4] == pytest.approx(0.88)
