@@ -216,6 +216,19 @@ class _Search:
             model, _ = self.run(stages)
             sparsity = {t.name: _zeros(t) for t in compressible_tensors(model)}
             q = self.float_probe(_State(stages, sparsity, st.bits, model), sparsity, st.bits)
+            for _ in range(self.s.recover_rounds):  # retrain more while below and gaining
+                if q.accuracy >= self.prune_floor:
+                    break
+                more = [*stages, {"prune": {"method": "magnitude", "per_layer": sparsity,
+                                            "iterations": 1, "retrain_epochs": self.s.retrain_epochs,
+                                            "lr_factor": self.s.lr_factor}}]
+                m2, _ = self.run(more)
+                q2 = self.float_probe(_State(more, sparsity, st.bits, m2), sparsity, st.bits)
+                log(f"search: rung {target:g}: recovery round, validation {q.accuracy:.4f} -> "
+                    f"{q2.accuracy:.4f}", self.quiet)
+                if q2.accuracy <= q.accuracy:
+                    break
+                stages, model, q = more, m2, q2
             path.append((stages, sparsity, model))
             accs.append(q.accuracy)
             self.note({"move": f"rung {target:g}", "bytes": q.bytes, "accuracy": q.accuracy,

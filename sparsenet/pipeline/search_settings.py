@@ -41,8 +41,8 @@ class SearchSettings:
     prune_step, min_step : fraction of a layer's remaining weights one prune move removes,
         and the smallest step tried after rejections halve it.
     retrain_epochs, lr_factor : retraining after each prune move, at the training lr × factor.
-    recover_rounds : a prune move that misses the budget after its retraining gets up to
-        this many more rounds of ``retrain_epochs`` while each one gains accuracy.
+    recover_rounds : a rung (or prune move) that misses the budget after its retraining gets
+        up to this many more rounds of ``retrain_epochs`` while each one gains accuracy.
     verify_epochs : a move whose probe misses the budget is judged again after this many
         epochs of centroid fine-tuning (what the final share stage does at more length).
     bits_reserve : the share of the budget pruning leaves to the bits phase: a prune move
@@ -61,8 +61,8 @@ class SearchSettings:
     warmup_iterations: int = 2
     prune_step: float = 0.25
     min_step: float = 0.06
-    retrain_epochs: int = 3
-    recover_rounds: int = 2
+    retrain_epochs: int = 4
+    recover_rounds: int = 3
     verify_epochs: int = 0
     lr_factor: float = 0.1
     bits_reserve: float = 0.1
