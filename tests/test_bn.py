@@ -178,7 +178,7 @@ def test_recalibration_restores_accuracy_after_pruning(digits_data):
                         recalibrate_bn=flag, val=digits_data.test, history=hist,
                         config=TrainConfig(quiet=True))
     assert "bn_recalibrated" not in hist_stale[0] and hist_recal[0]["bn_recalibrated"] == 3
-    acc_stale = evaluate(stale, *digits_data.test)["accuracy"]
-    acc_recal = evaluate(recal, *digits_data.test)["accuracy"]
+    acc_stale = evaluate(stale, digits_data.test)["accuracy"]
+    acc_recal = evaluate(recal, digits_data.test)["accuracy"]
     assert acc_recal == hist_recal[0]["pruned_acc"]  # recalibrated before evaluation
     assert acc_recal > acc_stale + 0.05, (acc_stale, acc_recal)

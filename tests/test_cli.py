@@ -41,7 +41,7 @@ def test_train_eval_info_json(tmp_path, capsys):
     cfg = default_config("lenet300", "digits").replace(epochs=2, seed=0, quiet=True)
     fit(ref, data.train, cfg, val=data.test)
     assert res["epochs"] == 2
-    assert res["test_accuracy"] == evaluate(ref, *data.test)["accuracy"]
+    assert res["test_accuracy"] == evaluate(ref, data.test)["accuracy"]
     rc, out, _ = run(capsys, "eval", out_path, "--json")
     assert rc == 0 and json.loads(out)["test_accuracy"] == res["test_accuracy"]
     rc, out, _ = run(capsys, "info", out_path, "--json")

@@ -11,14 +11,15 @@ from torch import nn
 from ..checkpoint import save_model
 from ..coding.accounting import format_report
 from ..coding.codec import CODERS, LAYOUTS
-from ..coding.container import read_snn
 from ..coding.describe import inspect_snn
 from ..coding.save import DEFAULT_BITS, bits_for, codebook_of, parse_bits, save_snn
 from ..errors import SparsenetError
 from ..layers import compressible_tensors
+from ..loading import file_kind, load
 from ..progress import log
 from ..share import share_weights
-from .common import add_output_args, add_weights_arg, emit, load_any_model
+from ..sources import load_model_source
+from .common import add_output_args, add_weights_arg, emit
 
 __all__ = ["register", "compress_model_file", "ensure_shared", "is_shared", "check_bits_of_shared"]
 
@@ -108,7 +109,7 @@ def compress_model_file(
     """
     meta: dict[str, Any] = {}
     if model is None:
-        model, meta = load_any_model(os.fspath(model_path), weights)
+        model, meta = load_model_source(os.fspath(model_path), weights)
     meta = {k: v for k, v in meta.items() if k not in ("history", "config")}
     meta.update(metadata or {})
     parse_bits(bits, DEFAULT_BITS)  # fail fast on a bad spec
@@ -137,7 +138,7 @@ def check_bits_of_shared(model: nn.Module, bits: str | dict[str, int]) -> None:
 
 def cmd_compress(args: argparse.Namespace) -> int:
     if args.bits is not None:
-        model, _meta = load_any_model(args.model_path, args.weights)
+        model, _meta = load_model_source(args.model_path, args.weights)
         check_bits_of_shared(model, args.bits)
     report = compress_model_file(
         args.model_path,
@@ -154,13 +155,10 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
 
 def cmd_decompress(args: argparse.Namespace) -> int:
-    from ..inference import build_model_from_snn
-
-    snn = read_snn(args.model_path)
-    model = build_model_from_snn(snn, runtime="dense", source=args.model_path)
-    save_model(
-        model, args.out, metadata={**snn.metadata, "decompressed_from": os.fspath(args.model_path)}
-    )
+    if file_kind(args.model_path) != "snn":
+        raise SparsenetError(f"{args.model_path}: not a .snn file; expected a compressed model")
+    model, meta = load(args.model_path, with_metadata=True)
+    save_model(model, args.out, metadata={**meta, "decompressed_from": os.fspath(args.model_path)})
     result = {
         "model": os.fspath(args.model_path),
         "out": os.fspath(args.out),

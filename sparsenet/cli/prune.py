@@ -12,12 +12,12 @@ from ..errors import SparsenetError, SpecError
 from ..fit_check import check_model_fits
 from ..models import arch_of
 from ..progress import log
+from ..sources import load_model_source
 from ..training import default_config, evaluate, seed_everything
 from .common import (
     add_output_args,
     add_weights_arg,
     emit,
-    load_any_model,
     nonneg_float,
     nonneg_int,
     parse_assignments,
@@ -152,7 +152,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
         PruneSpec(sparsity=args.sparsity, per_layer=dict(per_layer or {}), quality=args.quality,
                   pattern=args.pattern)  # checks the pattern before any work
-    model, meta = load_any_model(args.model_path, args.weights)
+    model, meta = load_model_source(args.model_path, args.weights)
     data = _data(args, meta, needed=args.method in ("obd", *CALIBRATED) or retrain)
     if data is not None:
         check_model_fits(model, data, args.model_path)
@@ -160,7 +160,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     obd = _criterion_options(args)
     target: dict[str, Any] = {"sparsity": args.sparsity, "per_layer": per_layer,
                               "quality": args.quality}
-    before = evaluate(model, *data.test) if data is not None else None
+    before = evaluate(model, data.test) if data is not None else None
     arch = arch_of(model)
     cfg = (default_config(arch["name"], data.name) if arch and data else None)
     if cfg is not None:
@@ -192,7 +192,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         prune(model, args.method, **target, data=obd_data, scope=args.scope,
               pattern=args.pattern, seed=args.seed, **obd)
     report = sparsity_report(model)
-    after = evaluate(model, *data.test) if data is not None else None
+    after = evaluate(model, data.test) if data is not None else None
     pruning = {
         "method": args.method,
         "target": {k: v for k, v in target.items() if v is not None},
@@ -247,7 +247,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
 
     grid = _fractions(args.sparsities)
     layers = [s.strip() for s in args.layers.split(",") if s.strip()] if args.layers else None
-    model, meta = load_any_model(args.model_path, args.weights)
+    model, meta = load_model_source(args.model_path, args.weights)
     data = _data(args, meta, needed=True)
     if data is not None:
         check_model_fits(model, data, args.model_path)

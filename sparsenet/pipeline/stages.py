@@ -20,12 +20,12 @@ import torch
 from torch import nn
 
 from .. import bn
-from ..checkpoint import apply_transforms, describe_transforms, load_model
+from ..checkpoint import apply_transforms, describe_transforms
 from ..coding import save_snn
 from ..data import Dataset
 from ..errors import SparsenetError
-from ..inference import load_snn
 from ..layers import compressible_tensors
+from ..loading import load
 from ..lowrank import factorize
 from ..models import arch_of
 from ..progress import log
@@ -146,7 +146,7 @@ def train_stage(model: nn.Module, ctx: StageContext) -> nn.Module:
     """Load ``load`` if given; else train from the current weights unless already trained."""
     s = ctx.settings
     if "load" in s:
-        loaded, meta = load_model(s["load"], model=ctx.fresh_model())
+        loaded, meta = load(s["load"], model=ctx.fresh_model(), with_metadata=True)
         ctx.record["loaded"] = s["load"]
         ctx.record["loaded_metadata"] = {
             k: v for k, v in meta.items() if isinstance(v, (int, float, str, bool))
@@ -262,7 +262,7 @@ def share_stage(model: nn.Module, ctx: StageContext) -> nn.Module:
         **({"batch_size": s["batch_size"]} if "batch_size" in s else {}),
     )
     _recalibrate(model, ctx, cfg, "after_sharing")
-    ctx.record["accuracy_before_finetune"] = evaluate(model, *ctx.data.test)["accuracy"]
+    ctx.record["accuracy_before_finetune"] = evaluate(model, ctx.data.test)["accuracy"]
     _train(model, ctx, cfg, tag="finetune")
     if cfg.epochs:
         _recalibrate(model, ctx, cfg, "after_finetune")
@@ -290,7 +290,7 @@ def encode_stage(model: nn.Module, ctx: StageContext) -> nn.Module:
     ctx.record["out"] = str(out)
     ctx.record["file_bytes"] = out.stat().st_size
     ctx.record["size_report"] = _jsonable(size)
-    loaded: nn.Module = load_snn(out, model=_snn_target(model, ctx))
+    loaded: nn.Module = load(out, model=_snn_target(model, ctx))
     return loaded
 
 

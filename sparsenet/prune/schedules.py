@@ -118,11 +118,11 @@ def prune_iterative(
             rec["bn_recalibrated"] = bn.recalibrate_bn(
                 model, train, batches=bn_batches, batch_size=cfg.batch_size, seed=seed + k)
         if val is not None:
-            rec["pruned_acc"] = evaluate(model, *val, device=cfg.device)["accuracy"]
+            rec["pruned_acc"] = evaluate(model, val, device=cfg.device)["accuracy"]
         if retrain_epochs:
             rec["fit"] = fit(model, train, cfg, callbacks=[SparsityMonitor(), *callbacks])
         if val is not None:
-            rec["retrained_acc"] = evaluate(model, *val, device=cfg.device)["accuracy"]
+            rec["retrained_acc"] = evaluate(model, val, device=cfg.device)["accuracy"]
         log(
             f"round {k}/{steps}: sparsity {rec['sparsity']:.4f}"
             + (f", acc {rec['pruned_acc']:.4f} -> {rec['retrained_acc']:.4f}" if val else ""),
@@ -270,5 +270,5 @@ def prune_gradual(
     if recalibrate_bn and bn.has_batchnorm(model):
         bn.recalibrate_bn(model, train, batch_size=cfg.batch_size, seed=seed)
         if val is not None and history:
-            history[-1]["val_acc_recalibrated"] = evaluate(model, *val, device=cfg.device)["accuracy"]
+            history[-1]["val_acc_recalibrated"] = evaluate(model, val, device=cfg.device)["accuracy"]
     return history

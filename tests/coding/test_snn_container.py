@@ -7,9 +7,10 @@ from torch import nn
 import sparsenet
 from sparsenet.checkpoint import register_transform
 from sparsenet.coding import read_snn, save_snn
-from sparsenet.coding.container import MAGIC, is_snn_header, load_with_metadata
+from sparsenet.coding.container import MAGIC, is_snn_header
 from sparsenet.errors import CorruptFileError
-from sparsenet.inference import SparseConv2d, SparseLinear, load_snn
+from sparsenet.inference import SparseConv2d, SparseLinear
+from sparsenet.loading import load as load_snn
 from sparsenet.share import share_weights
 
 
@@ -36,8 +37,9 @@ def test_lenet300_roundtrip_bit_exact(tmp_path, lenet300_digits, digits_data, co
     # the sparse runtime never holds a dense weight
     assert not any(p.dim() == 2 and p.numel() >= 64 * 100 for p in sparse.parameters())
     torch.testing.assert_close(logits(sparse, x), logits(lenet300_digits, x), rtol=1e-5, atol=1e-5)
-    _, meta = load_with_metadata(path)
-    assert meta == {"dataset": "digits"}
+    back, meta = sparsenet.load(path, with_metadata=True)
+    assert meta == {"dataset": "digits"} and back.sparsenet_meta == meta
+    assert dense.sparsenet_meta == {"dataset": "digits"}
 
 
 @pytest.mark.parametrize("coder", ["huffman", "ans"])

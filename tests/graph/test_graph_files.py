@@ -69,7 +69,7 @@ def test_custom_checkpoint_loads_without_its_class(tmp_path, digits_data):
     torch.manual_seed(0)
     m = prune(TinyViT(), sparsity=0.5)
     sparsenet.save_model(m, tmp_path / "m.pt", metadata={"k": 1})
-    back, meta = sparsenet.load_model(tmp_path / "m.pt")
+    back, meta = sparsenet.load(tmp_path / "m.pt", with_metadata=True)
     assert meta == {"k": 1}
     x = digits_data.test[0][:16]
     assert torch.equal(back(x), m.eval()(x))
@@ -99,7 +99,7 @@ def test_compress_pipeline_on_a_custom_module(tmp_path, digits_data):
 # ---------------------------------------------------------------- files already written
 def test_old_files_still_load_with_the_same_logits():
     ref = torch.load(FIXTURES / "lenet300-v1-logits.pt", weights_only=True)
-    pt, meta = sparsenet.load_model(FIXTURES / "lenet300-v1.pt")
+    pt, meta = sparsenet.load(FIXTURES / "lenet300-v1.pt", with_metadata=True)
     assert meta == {"dataset": "digits", "note": "fixture"}
     # The logits were written on another machine: torch's CPU kernels differ by ISA (AVX2 /
     # AVX-512) in summation order, 1.5e-8 here, so "the same" is to float32 rounding.

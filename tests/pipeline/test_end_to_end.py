@@ -2,7 +2,7 @@
 
 import pytest
 
-from sparsenet import coding
+import sparsenet
 from sparsenet.pipeline import STAGES, compress, read_manifest
 from sparsenet.prune import DEFAULT_GRID
 from sparsenet.training import evaluate
@@ -25,8 +25,8 @@ def test_digits_end_to_end_file_gives_reported_accuracy(tmp_path, digits_data):
     model, rep = compress("lenet300", digits_data, E2E, run_dir=tmp_path / "run", out=out,
                           quiet=True)
     assert out.is_file() and rep["final"]["file_bytes"] == out.stat().st_size
-    loaded = coding.load_snn(out)
-    acc = evaluate(loaded, *digits_data.test)["accuracy"]
+    loaded = sparsenet.load(out)
+    acc = evaluate(loaded, digits_data.test)["accuracy"]
     assert acc == rep["final"]["accuracy"]  # exactly what the pipeline reported
     share = next(s for s in rep["stages"] if s["kind"] == "share")
     assert acc == share["accuracy"]  # encoding is lossless
@@ -101,8 +101,8 @@ def test_every_stage_kind_composes(tmp_path, digits_data):
     assert factorized["compression"] > 1.3  # measured against the dense model it started from
     assert rep["final"]["compression"] == pytest.approx(
         rep["baseline"]["dense_bytes"] / out.stat().st_size)
-    loaded = coding.load_snn(out)
-    assert evaluate(loaded, *digits_data.test)["accuracy"] == rep["final"]["accuracy"]
+    loaded = sparsenet.load(out)
+    assert evaluate(loaded, digits_data.test)["accuracy"] == rep["final"]["accuracy"]
 
 
 def test_per_layer_targets_follow_a_factorized_layer(tmp_path, digits_data):

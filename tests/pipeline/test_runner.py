@@ -42,7 +42,7 @@ def test_run_dir_layout_manifest_and_report(tmp_path, digits_data):
 
     loaded, _ = load_model(tmp_path / "stages" / "01-share.pt")
     _same_state(_state(model), _state(loaded))
-    assert rep["final"]["accuracy"] == evaluate(loaded, *digits_data.test)["accuracy"]
+    assert rep["final"]["accuracy"] == evaluate(loaded, digits_data.test)["accuracy"]
     assert [s["kind"] for s in rep["stages"]] == ["initial", "train", "share"]
     # 4-bit sharing of a dense fc model: 32 → ~4 bits per weight
     assert 6 < rep["final"]["compression"] < 8

@@ -49,7 +49,7 @@ def test_iterative_reaches_target_and_retraining_helps(trained, digits_data):
     from sparsenet.prune import prune
 
     prune(oneshot, "magnitude", sparsity=0.9)
-    acc_oneshot = evaluate(oneshot, *digits_data.test)["accuracy"]
+    acc_oneshot = evaluate(oneshot, digits_data.test)["accuracy"]
     assert hist[-1]["retrained_acc"] >= acc_oneshot
 
 
