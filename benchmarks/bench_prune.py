@@ -40,6 +40,7 @@ from sparsenet.io import write_json  # noqa: E402
 from sparsenet.prune import (  # noqa: E402
     OBD,
     Criterion,
+    PruneSchedule,
     bake,
     hessian_diagonal,
     prunable_targets,
@@ -173,10 +174,10 @@ def retrain(model: nn.Module, name: str, data: Any, final: float, steps: int, ep
 
     # ours
     ours = copy.deepcopy(model)
-    hist: list[dict[str, Any]] = []
     t0 = time.perf_counter()
-    prune_iterative(ours, train, "magnitude", sparsity=final, steps=steps, retrain_epochs=epochs,
-                    config=cfg, lr=retrain_cfg.lr, val=data.test, history=hist)
+    hist = prune_iterative(ours, train, "magnitude", sparsity=final, config=cfg, val=data.test,
+                           schedule=PruneSchedule(steps=steps, retrain_epochs=epochs,
+                                                  lr=retrain_cfg.lr)).history
     out["ours"] = {
         "seconds": time.perf_counter() - t0,
         "accuracy": evaluate(ours, data.test)["accuracy"],

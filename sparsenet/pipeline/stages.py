@@ -29,7 +29,7 @@ from ..loading import load
 from ..lowrank import factorize
 from ..models import arch_of
 from ..progress import log
-from ..prune import DEFAULT_GRID, prune_iterative, sensitivity
+from ..prune import DEFAULT_GRID, PruneSchedule, make_criterion, prune_iterative, sensitivity
 from ..regularize import WeightPenalty
 from ..share import share_weights
 from ..training import Callback, TrainConfig, default_config, evaluate, fit
@@ -191,18 +191,18 @@ def prune_stage(model: nn.Module, ctx: StageContext) -> nn.Module:
         target["per_layer"] = _per_layer_after_swaps(model, target["per_layer"])
     cfg = retrain_config(model, ctx, s["retrain_epochs"])
     ctx.record["retrain_config"] = config_facts(cfg)
-    history: list[dict[str, Any]] = []
-    model = prune_iterative(
-        model, ctx.data.train, method=s["method"], **target, steps=s["iterations"],
-        retrain_epochs=s["retrain_epochs"], config=cfg, lr=cfg.lr,
-        val=ctx.data.test, seed=ctx.seed, history=history,
-        recalibrate_bn=s.get("recalibrate_bn", True),
-        pattern=s.get("pattern"), **{k: s[k] for k in ("calibration", "blocksize", "damp") if k in s},
+    options = {k: s[k] for k in ("calibration", "blocksize", "damp") if k in s}
+    crit = make_criterion(s["method"], data=ctx.data.train, seed=ctx.seed, **options)
+    schedule = PruneSchedule(
+        steps=s["iterations"], retrain_epochs=s["retrain_epochs"], lr=cfg.lr,
+        recalibrate_bn=s.get("recalibrate_bn", True), pattern=s.get("pattern"),
     )
+    result = prune_iterative(model, ctx.data.train, crit, **target, schedule=schedule,
+                             config=cfg, val=ctx.data.test, seed=ctx.seed)
     ctx.record["iterations"] = _jsonable(
-        [{k: v for k, v in h.items() if k != "fit"} for h in history]
+        [{k: v for k, v in h.items() if k != "fit"} for h in result.history]
     )
-    return model
+    return result.model
 
 
 def _per_layer_after_swaps(model: nn.Module, per_layer: dict[str, float]) -> dict[str, float]:
