@@ -59,7 +59,7 @@ def compressed(name: str, density: dict[str, float] | None = None) -> tuple[nn.M
     density = density or DENSITY[name]
     # sparsenet.prune takes per-layer *sparsity* (the fraction removed)
     prune(model, method="magnitude", per_layer={k: 1.0 - v for k, v in density.items()})
-    share_weights(model, bits=BITS, init="linear")
+    share_weights(model, weight_bits=BITS, init="linear")
     how = ["sparsenet.prune (magnitude)", "sparsenet.share (linear init)"]
     return model, " + ".join(how) + ", no retraining"
 

@@ -74,7 +74,7 @@ def peer_pipeline(model: nn.Module, data: Dataset, recipe: Any) -> dict[str, Any
                    if n in layers}
     else:
         targets = dict.fromkeys(layers, global_target)
-    bits_of = resolve_table(model, sh["bits"], what="bits")
+    bits_of = resolve_table(model, sh["weight_bits"], what="weight_bits")
     base = default_config(model.arch["name"], data.name).replace(quiet=True)  # type: ignore[union-attr]
     n = pr["iterations"]
     done = dict.fromkeys(targets, 0.0)

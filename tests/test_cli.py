@@ -125,7 +125,7 @@ def test_info_names_parametrised_layer_by_its_base_type(tmp_path, capsys):
     from sparsenet.models import build_model
     from sparsenet.share import share_weights
 
-    m = share_weights(build_model("lenet300", seed=0, in_features=64), bits="fc=3")
+    m = share_weights(build_model("lenet300", seed=0, in_features=64), weight_bits="fc=3")
     save_model(m, tmp_path / "s.pt")
     rc, out, _ = run(capsys, "info", str(tmp_path / "s.pt"), "--json")
     assert rc == 0

@@ -37,15 +37,18 @@ from .common import (
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
-        "share", help="k-means weight sharing per layer (codebook of 2**bits centroids)"
+        "share", help="k-means weight sharing per layer (codebook of 2**weight-bits centroids)"
     )
     p.add_argument("model_path", metavar="MODEL", help="checkpoint (.pt) to share")
     add_weights_arg(p)
     p.add_argument(
-        "--bits",
+        "--weight-bits",
         default="conv=8,fc=5",
-        help="bits per layer by type (conv=8,fc=5) and/or name (fc3=6); default conv=8,fc=5",
+        help="shared-weight index width per layer by type (conv=8,fc=5) and/or name (fc3=6); "
+        "default conv=8,fc=5",
     )
+    p.add_argument("--bits", dest="weight_bits", default="conv=8,fc=5",
+                   help=argparse.SUPPRESS)  # the old name
     p.add_argument("--init", choices=list(INITS), default="linear", help="centroid initialisation")
     p.add_argument("--max-iter", type=nonneg_int, default=300, help="most Lloyd iterations")
     p.add_argument(
@@ -65,7 +68,7 @@ def register(sub: Any) -> None:
 
 
 def cmd_share(args: argparse.Namespace) -> int:
-    parse_bits_spec(args.bits)  # malformed specs fail before the model is read
+    parse_bits_spec(args.weight_bits)  # malformed specs fail before the model is read
     model, meta = load_model_source(args.model_path, args.weights)
     data_name = args.data or meta.get("dataset")
     if args.finetune_epochs and not data_name:
@@ -79,7 +82,7 @@ def cmd_share(args: argparse.Namespace) -> int:
     if data is not None:
         acc["unshared"] = evaluate(model, data.test)["accuracy"]
     share_weights(
-        model, args.bits, init=args.init, max_iter=args.max_iter, tol=args.tol, seed=args.seed
+        model, args.weight_bits, init=args.init, max_iter=args.max_iter, tol=args.tol, seed=args.seed
     )
     shared_report = quantization_report(model)
     before = snapshot_codebooks(model)
@@ -102,7 +105,7 @@ def cmd_share(args: argparse.Namespace) -> int:
     plots = [os.fspath(p) for p in plot_histograms(model, args.plots, before)] if args.plots else []
 
     share_meta = {
-        "bits": args.bits,
+        "weight_bits": args.weight_bits,
         "init": args.init,
         "finetune_epochs": args.finetune_epochs,
         "accuracy": acc,
@@ -119,7 +122,7 @@ def cmd_share(args: argparse.Namespace) -> int:
     result = {
         "model": os.fspath(args.model_path),
         "out": os.fspath(args.out),
-        "bits": args.bits,
+        "weight_bits": args.weight_bits,
         "init": args.init,
         "accuracy": acc,
         "layers": report["layers"],

@@ -123,7 +123,8 @@ def check_layer_names(recipe: Recipe, model: nn.Module) -> None:
         elif st.kind == "prune" and "per_layer" in st.settings:
             names, key = st.settings["per_layer"], "per_layer"
         elif st.kind == "share":
-            names, key = {k: v for k, v in st.settings["bits"].items() if k not in GROUPS}, "bits"
+            bits = st.settings["weight_bits"]
+            names, key = {k: v for k, v in bits.items() if k not in GROUPS}, "weight_bits"
         else:
             names, key = {}, ""
         for name in names:

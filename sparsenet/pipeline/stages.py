@@ -256,7 +256,7 @@ def share_stage(model: nn.Module, ctx: StageContext) -> nn.Module:
         folded: dict[str, Any] = {}
         model = bn.fold_bn(model, report=folded)  # shared weights are then the deployed ones
         ctx.record["fold_bn"] = folded
-    model = share_weights(model, bits=dict(s["bits"]), init=s["init"], seed=ctx.seed)
+    model = share_weights(model, dict(s["weight_bits"]), init=s["init"], seed=ctx.seed)
     cfg = base_config(model, ctx).replace(
         epochs=s["finetune_epochs"], lr=s["lr"], optimizer=s["optimizer"], seed=ctx.seed,
         **({"batch_size": s["batch_size"]} if "batch_size" in s else {}),
@@ -284,7 +284,7 @@ def encode_stage(model: nn.Module, ctx: StageContext) -> nn.Module:
         raise SparsenetError(f"{ctx.name}: no output path for the .snn file")
     meta = {"dataset": ctx.data.name, "recipe": ctx.recipe.name}
     size = save_snn(
-        model, out, coder=ctx.settings["coder"], index_bits=ctx.settings["index_bits"],
+        model, out, coder=ctx.settings["coder"], gap_bits=ctx.settings["gap_bits"],
         metadata=meta,
     )
     ctx.record["out"] = str(out)

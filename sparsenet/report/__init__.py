@@ -266,7 +266,7 @@ def format_markdown(rep: dict[str, Any]) -> str:
               "Sizes are % of the dense float32 layer (weights and biases). P+Q: pruning and "
               "sharing at fixed width; coded: the .snn sections; entropy: the order-0 bound of "
               "the stored streams.", "",
-              "| layer | #W | W% | weight bits (P+Q → coded) | index bits (P+Q → coded) "
+              "| layer | #W | W% | weight bits (P+Q → coded) | gap bits (P+Q → coded) "
               "| size P+Q | size coded | entropy bound |",
               "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for lay in rep["layers"]:

@@ -66,8 +66,8 @@ def test_compress_unshared_model_shares_it_first(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, needle",
     [
-        (["compress", "{pt}", "--bits", "fc=99", "--out", "{snn}"], "1..15"),
-        (["compress", "{pt}", "--bits", "fc", "--out", "{snn}"], "NAME=BITS"),
+        (["compress", "{pt}", "--weight-bits", "fc=99", "--out", "{snn}"], "1..15"),
+        (["compress", "{pt}", "--weight-bits", "fc", "--out", "{snn}"], "NAME=BITS"),
         (["inspect", "{junk}"], "magic"),
         (["decompress", "{junk}", "--out", "{pt}.out.pt"], "magic"),
     ],

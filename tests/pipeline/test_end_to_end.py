@@ -14,7 +14,7 @@ E2E = {
         {"train": {"epochs": 3, "batch_size": 64}},
         {"prune": {"per_layer": {"fc1": 0.9, "fc2": 0.8, "fc3": 0.5}, "iterations": 2,
                    "retrain_epochs": 1, "sensitivity": True}},
-        {"share": {"bits": 4, "finetune_epochs": 1}},
+        {"share": {"weight_bits": 4, "finetune_epochs": 1}},
         {"encode": {"coder": "huffman"}},
     ],
 }
@@ -85,7 +85,7 @@ def test_every_stage_kind_composes(tmp_path, digits_data):
             {"regularize": {"l1": 1e-4, "epochs": 1}},
             {"factorize": {"rank": {"fc1": 16, "fc2": 16}, "finetune_epochs": 1}},
             {"prune": {"sparsity": 0.5, "retrain_epochs": 1, "lr_factor": 0.5}},
-            {"share": {"bits": 4, "finetune_epochs": 1}},
+            {"share": {"weight_bits": 4, "finetune_epochs": 1}},
             {"encode": {"coder": "ans"}},
         ],
     }
