@@ -38,7 +38,7 @@ def baseline_path(model: str, data: str = "fashion-mnist", seed: int = 0) -> Pat
     cfg = default_config(model, ds.name).replace(seed=seed, quiet=True)
     print(f"[bench] training baseline {model} on {ds.name} ({cfg.epochs} epochs) -> {path}")
     history = fit(net, ds.train, cfg, val=ds.test)
-    ev = evaluate(net, *ds.test)
+    ev = evaluate(net, ds.test)
     save_model(net, path, metadata={"dataset": ds.name, "complete": True, "test_accuracy": ev["accuracy"], "history": history})
     return path
 

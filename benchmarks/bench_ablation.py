@@ -6,7 +6,7 @@ stages before the change are reused bit for bit and only the changed stage and t
 after it re-run (same seed):
 
 * ``ans``: the ANS coder instead of Huffman (encode only);
-* ``fixed-gaps``: Han's fixed gap widths (8 bits conv, 5 fc) instead of ``index_bits="auto"``;
+* ``fixed-gaps``: Han's fixed gap widths (8 bits conv, 5 fc) instead of ``gap_bits="auto"``;
 * ``optimal``: optimal 1-D k-means (``ckwrap``) instead of linear initialisation (share + encode);
 * ``obd``: Optimal Brain Damage instead of magnitude pruning (prune + share + encode);
 * ``lowrank``: a truncated-SVD stage (energy 0.95, 4 fine-tuning epochs) before pruning.
@@ -62,7 +62,7 @@ VARIANTS: dict[str, tuple[str, Edit]] = {
     "ans": ("ANS instead of Huffman", _setting("encode", "coder", "ans")),
     "fixed-gaps": (
         "fixed gap widths (conv 8, fc 5 bits) instead of auto",
-        _setting("encode", "index_bits", {"conv": 8, "fc": 5}),
+        _setting("encode", "gap_bits", {"conv": 8, "fc": 5}),
     ),
     "optimal": ("optimal 1-D k-means instead of linear init", _setting("share", "init", "optimal")),
     "obd": ("OBD instead of magnitude pruning", _setting("prune", "method", "obd")),

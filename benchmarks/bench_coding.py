@@ -37,10 +37,10 @@ sys.path.insert(0, str(ROOT))
 
 from _common import git_commit, load_baseline  # noqa: E402  (benchmarks/_common.py)
 
+from sparsenet import load  # noqa: E402
 from sparsenet.checkpoint import save_model  # noqa: E402
 from sparsenet.coding import huffman, read_snn, save_snn  # noqa: E402
 from sparsenet.coding.accounting import format_report  # noqa: E402
-from sparsenet.inference import load_snn  # noqa: E402
 from sparsenet.prune import prune  # noqa: E402
 from sparsenet.share import share_weights  # noqa: E402
 
@@ -59,7 +59,7 @@ def compressed(name: str, density: dict[str, float] | None = None) -> tuple[nn.M
     density = density or DENSITY[name]
     # sparsenet.prune takes per-layer *sparsity* (the fraction removed)
     prune(model, method="magnitude", per_layer={k: 1.0 - v for k, v in density.items()})
-    share_weights(model, bits=BITS, init="linear")
+    share_weights(model, weight_bits=BITS, init="linear")
     how = ["sparsenet.prune (magnitude)", "sparsenet.share (linear init)"]
     return model, " + ".join(how) + ", no retraining"
 
@@ -67,7 +67,7 @@ def compressed(name: str, density: dict[str, float] | None = None) -> tuple[nn.M
 def accuracy(model: nn.Module, data: Any) -> float:
     from sparsenet.training import evaluate
 
-    return float(evaluate(model, *data.test)["accuracy"])
+    return float(evaluate(model, data.test)["accuracy"])
 
 
 def stream_table(rep_h: dict, rep_a: dict, model_name: str) -> list[dict[str, Any]]:
@@ -157,7 +157,7 @@ def latency(model: nn.Module, tmp: Path, reps: int) -> list[dict[str, Any]]:
 
     path = tmp / "lat.snn"
     save_snn(model, path)
-    dense, sparse = load_snn(path), load_snn(path, runtime="sparse")
+    dense, sparse = load(path), load(path, runtime="sparse")
     layers = (model.fc1, model.fc2, model.fc3)
     mats = [(sp.csr_matrix(m.weight.detach().numpy()), m.bias.detach().numpy()) for m in layers]
     with warnings.catch_warnings():
@@ -228,9 +228,9 @@ open("/proc/self/clear_refs", "w").write("5")  # reset the peak-RSS mark (VmHWM)
 base = status("VmRSS:")
 t = time.perf_counter()
 if {kind!r} == "pt":
-    model = sparsenet.load_model({path!r})[0]
+    model = sparsenet.load({path!r})
 else:
-    model = sparsenet.inference.load_snn({path!r}, runtime={kind!r})
+    model = sparsenet.load({path!r}, runtime={kind!r})
 dt = time.perf_counter() - t
 print(json.dumps({{"seconds": dt, "peak_rss_delta_kib": status("VmHWM:") - base,
                    "resident_delta_kib": status("VmRSS:") - base}}))
@@ -320,7 +320,7 @@ def main() -> None:
                     p = tmp / f"{name}-{coder}-{layout}.snn"
                     rep = save_snn(model, p, coder=coder, layout=layout)
                     reps_by[(coder, layout)] = rep
-                    loaded = load_snn(p)
+                    loaded = load(p)
                     x = data.x_test[:256]
                     with torch.no_grad():
                         assert torch.equal(loaded(x), model.eval()(x)), "round trip not bit-exact"

@@ -53,7 +53,7 @@ def work_retrain(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     fit(model, (x, y), cfg)
     seconds = time.perf_counter() - t0
-    acc = evaluate(model, data.x_test[:2000], data.y_test[:2000])["accuracy"]
+    acc = evaluate(model, (data.x_test[:2000], data.y_test[:2000]))["accuracy"]
     return {"seconds": seconds, "accuracy": acc, "steps": -(-len(x) // args.batch) * args.epochs}
 
 

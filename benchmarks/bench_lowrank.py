@@ -123,7 +123,7 @@ def bench_model(name: str, args: argparse.Namespace, data: Any, out: Path) -> di
         g = torch.Generator().manual_seed(0)
         idx = torch.randperm(len(train[0]), generator=g)[: args.train_subset]
         train = (train[0][idx], train[1][idx])
-    dense_acc = evaluate(dense, x_test, y_test)["accuracy"]
+    dense_acc = evaluate(dense, (x_test, y_test))["accuracy"]
     base = default_config(name, "fashion-mnist")
     epochs = args.epochs if args.epochs is not None else EPOCHS[name]
     cfg = base.replace(epochs=epochs, lr=base.lr * args.lr_scale, quiet=True, seed=0)
@@ -139,12 +139,12 @@ def bench_model(name: str, args: argparse.Namespace, data: Any, out: Path) -> di
         plan = plan_ranks(model, **{kind: value})
         factorize(model, plan=plan)
         fact = [p for p in plan if p.rank is not None]
-        acc_svd = evaluate(model, x_test, y_test)["accuracy"]
+        acc_svd = evaluate(model, (x_test, y_test))["accuracy"]
         seed_everything(0)
         t0 = time.perf_counter()
         finetune(model, train, cfg)
         ft_s = time.perf_counter() - t0
-        acc_ft = evaluate(model, x_test, y_test)["accuracy"]
+        acc_ft = evaluate(model, (x_test, y_test))["accuracy"]
         # Extra shuffling seeds for the low-rank fine-tuning (seed 0 above is the reported one).
         acc_seeds = [acc_ft]
         for seed in args.seeds[1:]:
@@ -152,16 +152,16 @@ def bench_model(name: str, args: argparse.Namespace, data: Any, out: Path) -> di
             factorize(again, plan=plan)
             seed_everything(seed)
             finetune(again, train, cfg.replace(seed=seed))
-            acc_seeds.append(evaluate(again, x_test, y_test)["accuracy"])
+            acc_seeds.append(evaluate(again, (x_test, y_test))["accuracy"])
         # Peer: magnitude pruning of the same layers to the same parameter count.
         peer = copy.deepcopy(dense)
         names = [p.name for p in plan]
         table = plan_table(plan)
         magnitude_prune_to(peer, names, table["params_after"])
-        p_acc = evaluate(peer, x_test, y_test)["accuracy"]
+        p_acc = evaluate(peer, (x_test, y_test))["accuracy"]
         seed_everything(0)
         fit(peer, train, cfg)
-        p_acc_ft = evaluate(peer, x_test, y_test)["accuracy"]
+        p_acc_ft = evaluate(peer, (x_test, y_test))["accuracy"]
         row = {
             "rule": f"{kind}={value:g}",
             "ranks": {p.name: p.rank for p in plan},

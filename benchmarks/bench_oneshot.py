@@ -66,7 +66,7 @@ def criterion(method: str, cal: tuple[torch.Tensor, torch.Tensor]) -> Any:
 
 
 def acc(model: nn.Module, data: Any) -> float:
-    return float(evaluate(model, *data.test)["accuracy"])
+    return float(evaluate(model, data.test)["accuracy"])
 
 
 def sweep(base: nn.Module, data: Any, cal: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]:

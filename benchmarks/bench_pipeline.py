@@ -74,7 +74,7 @@ def peer_pipeline(model: nn.Module, data: Dataset, recipe: Any) -> dict[str, Any
                    if n in layers}
     else:
         targets = dict.fromkeys(layers, global_target)
-    bits_of = resolve_table(model, sh["bits"], what="bits")
+    bits_of = resolve_table(model, sh["weight_bits"], what="weight_bits")
     base = default_config(model.arch["name"], data.name).replace(quiet=True)  # type: ignore[union-attr]
     n = pr["iterations"]
     done = dict.fromkeys(targets, 0.0)
@@ -97,7 +97,7 @@ def peer_pipeline(model: nn.Module, data: Dataset, recipe: Any) -> dict[str, Any
     for name in targets:
         tprune.remove(layers[name], "weight")
     times["prune"] = time.perf_counter() - t0
-    acc_pruned = evaluate(model, *data.test)["accuracy"]
+    acc_pruned = evaluate(model, data.test)["accuracy"]
 
     t0 = time.perf_counter()
     streams: dict[str, bytes] = {}
@@ -132,7 +132,7 @@ def peer_pipeline(model: nn.Module, data: Dataset, recipe: Any) -> dict[str, Any
                           for m in layers.values())
     return {
         "accuracy_pruned": acc_pruned,
-        "accuracy": evaluate(model, *data.test)["accuracy"],
+        "accuracy": evaluate(model, data.test)["accuracy"],
         "bytes": size,
         "table_bytes": tables,
         "compression": dense_bytes / size,
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                 st["share"]["finetune_epochs"] = 1
         recipe = load_recipe(d)
     dense, _ = (load_model(args.checkpoint) if args.checkpoint else load_baseline(args.model))
-    dense_acc = evaluate(dense, *data.test)["accuracy"]
+    dense_acc = evaluate(dense, data.test)["accuracy"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tag = f"{args.model}-{'quick' if args.quick else 'full'}"

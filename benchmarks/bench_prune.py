@@ -40,6 +40,7 @@ from sparsenet.io import write_json  # noqa: E402
 from sparsenet.prune import (  # noqa: E402
     OBD,
     Criterion,
+    PruneSchedule,
     bake,
     hessian_diagonal,
     prunable_targets,
@@ -82,7 +83,7 @@ def sweep(model: nn.Module, data: Any, obd_samples: int) -> dict[str, Any]:
         for name, scores in crits.items():
             m = copy.deepcopy(model)
             prune(m, Fixed(name, scores), sparsity=s)
-            ev = evaluate(m, *data.test)
+            ev = evaluate(m, data.test)
             rows.append({"method": name, "sparsity": s, "loss": ev["loss"], "accuracy": ev["accuracy"],
                          "layers": {r["name"]: r["sparsity"] for r in sparsity_report(m)["layers"]}})
         # OBD's ranking *within* layers, given global magnitude's per-layer budget: separates
@@ -90,7 +91,7 @@ def sweep(model: nn.Module, data: Any, obd_samples: int) -> dict[str, Any]:
         budget = next(r["layers"] for r in rows if r["method"] == "magnitude" and r["sparsity"] == s)
         m = copy.deepcopy(model)
         prune(m, Fixed("obd", obd_scores), per_layer=budget)
-        ev = evaluate(m, *data.test)
+        ev = evaluate(m, data.test)
         rows.append({"method": "obd@magnitude-budget", "sparsity": s, "loss": ev["loss"],
                      "accuracy": ev["accuracy"], "layers": budget})
     return {"rows": rows, "obd_hessian_seconds": obd_seconds, "obd_samples": obd_samples}
@@ -173,13 +174,13 @@ def retrain(model: nn.Module, name: str, data: Any, final: float, steps: int, ep
 
     # ours
     ours = copy.deepcopy(model)
-    hist: list[dict[str, Any]] = []
     t0 = time.perf_counter()
-    prune_iterative(ours, train, "magnitude", sparsity=final, steps=steps, retrain_epochs=epochs,
-                    config=cfg, lr=retrain_cfg.lr, val=data.test, history=hist)
+    hist = prune_iterative(ours, train, "magnitude", sparsity=final, config=cfg, val=data.test,
+                           schedule=PruneSchedule(steps=steps, retrain_epochs=epochs,
+                                                  lr=retrain_cfg.lr)).history
     out["ours"] = {
         "seconds": time.perf_counter() - t0,
-        "accuracy": evaluate(ours, *data.test)["accuracy"],
+        "accuracy": evaluate(ours, data.test)["accuracy"],
         "sparsity": sparsity_report(ours)["sparsity"],
         "rounds": [{k: v for k, v in h.items() if k != "fit"} for h in hist],
         "checkpoint_bytes": nbytes(model_payload(ours)),
@@ -201,15 +202,15 @@ def retrain(model: nn.Module, name: str, data: Any, final: float, steps: int, ep
         k = round(s * total) - done  # torch's int amount counts among the still-unpruned weights
         tprune.global_unstructured(params, pruning_method=tprune.L1Unstructured, amount=k)
         done += k
-        pruned_acc = evaluate(peer, *data.test)["accuracy"]
+        pruned_acc = evaluate(peer, data.test)["accuracy"]
         if epochs:
             fit(peer, train, retrain_cfg)
         rounds.append({"sparsity": done / total, "pruned_acc": pruned_acc,
-                       "retrained_acc": evaluate(peer, *data.test)["accuracy"]})
+                       "retrained_acc": evaluate(peer, data.test)["accuracy"]})
     zeros = sum(int((m.weight == 0).sum()) for m, _ in params)
     out["peer"] = {
         "seconds": time.perf_counter() - t0,
-        "accuracy": evaluate(peer, *data.test)["accuracy"],
+        "accuracy": evaluate(peer, data.test)["accuracy"],
         "sparsity": zeros / total,
         "rounds": rounds,
         "state_dict_bytes": nbytes(peer.state_dict()),  # weight_orig + float weight_mask
@@ -298,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         seed_everything(0)
         model, _ = load_baseline(net)
         res: dict[str, Any] = report["nets"].get(net, {})
-        res["dense"] = evaluate(model, *data.test)
+        res["dense"] = evaluate(model, data.test)
         print(f"\n== {net}: dense test accuracy {res['dense']['accuracy']:.4f}", flush=True)
         if "sweep" not in skip:
             res["sweep"] = sweep(model, data, args.obd_samples)

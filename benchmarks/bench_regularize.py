@@ -128,7 +128,7 @@ def train_model(
 
 
 def acc(model: nn.Module, data: Any) -> float:
-    return evaluate(model, *data.test)["accuracy"]
+    return evaluate(model, data.test)["accuracy"]
 
 
 # ---------------------------------------------------------------- 1. Han's finding

@@ -54,9 +54,9 @@ def snn_for(model: str, work: Path) -> tuple[Path, str]:
 
     m, _ = load_model(baseline_path(model))
     prune(m, "magnitude", per_layer={k: 1 - v for k, v in HAN[model].items()})
-    share_weights(m, bits="conv=8,fc=5")
+    share_weights(m, weight_bits="conv=8,fc=5")
     out = work / f"{model}-oneshot.snn"
-    save_snn(m, out, index_bits="auto")
+    save_snn(m, out, gap_bits="auto")
     return out, "one-shot stand-in at Han's densities"
 
 

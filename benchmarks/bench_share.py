@@ -79,7 +79,7 @@ def pruned_model(name: str, data: Any, cache: Path, retrain_n: int, epochs: int)
 
 
 def acc(model: nn.Module, test: tuple[torch.Tensor, torch.Tensor]) -> float:
-    return evaluate(model, *test)["accuracy"]
+    return evaluate(model, test)["accuracy"]
 
 
 def model_mse(report: dict[str, Any]) -> float:

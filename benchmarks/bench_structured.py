@@ -83,7 +83,7 @@ def torch_pruning_peer(
         pruner.step()
         if cfg.epochs:
             fit(model, data.train, cfg)
-        acc = evaluate(model, *data.test)["accuracy"]
+        acc = evaluate(model, data.test)["accuracy"]
         row = {"round": k, "channel_ratio": step * k, "accuracy": acc,
                "params": sum(p.numel() for p in model.parameters()),
                "bytes": state_dict_bytes(model), "seconds": time.perf_counter() - t0}
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     data = load_dataset(args.data)
     recipe = load_recipe("deep-compression", model=args.model)
     dense, _ = load_baseline(args.model, args.data)
-    dense_acc = evaluate(dense, *data.test)["accuracy"]
+    dense_acc = evaluate(dense, data.test)["accuracy"]
     size0 = dense_bytes(dense)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

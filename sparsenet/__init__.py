@@ -6,11 +6,11 @@ sparseness (activation penalties, truncated activations) and deep sparse coding,
 """
 
 from .bn import fold_bn, recalibrate_bn
-from .checkpoint import load_model, save_model
+from .checkpoint import save_model
 from .coding import save_snn
 from .data import Dataset, digits, fashion_mnist, idx_dir, load_dataset, mnist, read_idx
 from .errors import CheckpointError, CorruptFileError, DataError, SparsenetError, SpecError
-from .inference import load_snn as load
+from .loading import load, load_model
 from .lowrank import factorize
 from .models import LeNet5, LeNet300, build_model, model_for_dataset
 from .pipeline import compress
@@ -25,6 +25,7 @@ from .training import (
     default_config,
     evaluate,
     fit,
+    logits,
     predict,
     seed_everything,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "default_config",
     "evaluate",
     "fit",
+    "logits",
     "predict",
     "seed_everything",
     # regularize
@@ -72,7 +74,7 @@ __all__ = [
     "ActivationPenalty",
     "replace_activations",
     # files
-    "load_model",
+    "load_model",  # deprecated: load(path, with_metadata=True)
     "save_model",
     "model_summary",
     # weight sharing

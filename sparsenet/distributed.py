@@ -34,7 +34,6 @@ __all__ = [
     "all_gather_rows",
     "map_rows",
     "all_reduce_dict",
-    "sharded_evaluate",
 ]
 
 
@@ -234,26 +233,3 @@ def all_reduce_dict(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
         for key in sorted(tensors):
             dist.all_reduce(tensors[key], op=dist.ReduceOp.SUM)
     return tensors
-
-
-def sharded_evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs: Any
-) -> dict[str, float]:
-    """:func:`sparsenet.training.evaluate` with each rank scoring its shard of ``(x, y)``.
-
-    The per-shard mean loss times the shard size and the number correct are summed over
-    ranks, so accuracy is exactly the single-process one and the loss equal to float
-    rounding (for a mean-reduced ``loss_fn``, the default cross-entropy).
-    """
-    from .training import evaluate
-
-    n = len(x)
-    if not is_distributed() or n < world_size():
-        return evaluate(model, x, y, **kwargs)
-    lo, hi = shard_bounds(n)
-    ev = evaluate(model, x[lo:hi], y[lo:hi], **kwargs)
-    sums = torch.tensor(
-        [ev["loss"] * (hi - lo), round(ev["accuracy"] * (hi - lo))], dtype=torch.float64
-    )
-    all_reduce_sum(sums)
-    return {"loss": float(sums[0] / n), "accuracy": float(sums[1] / n), "n": n}

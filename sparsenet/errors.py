@@ -8,6 +8,7 @@ __all__ = [
     "CheckpointError",
     "SpecError",
     "CorruptFileError",
+    "ModelSourceError",
 ]
 
 
@@ -29,3 +30,7 @@ class SpecError(SparsenetError, ValueError):
 
 class CorruptFileError(SparsenetError):
     """A compressed ``.snn`` file is truncated, corrupt, of another version, or hostile."""
+
+
+class ModelSourceError(SparsenetError):
+    """A ``--model`` / ``--weights`` source that cannot be resolved or does not fit."""

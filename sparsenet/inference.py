@@ -6,12 +6,15 @@ straight from the compressed representation.
 which hold codebook indices plus column deltas (see :mod:`sparsenet.runtime`), and runs the
 model through one compiled plan. The dense weight is never materialised, not even while
 loading (the architecture is first built on the ``meta`` device). ``runtime="dense"``
-decodes every weight into ordinary ``nn.Linear``/``nn.Conv2d``.
+decodes every weight into ordinary ``nn.Linear``/``nn.Conv2d``. The entry point is
+:func:`sparsenet.load` (:mod:`sparsenet.loading`); this module builds the module from a
+parsed file (:func:`build_model_from_snn`) or describes it from its header.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,7 +91,27 @@ def build_model_from_snn(
     source: str = "snn",
     threads: int | None = None,
 ) -> nn.Module:
-    """Build the runnable module for a parsed file (see :func:`load_snn`)."""
+    """The runnable module, in eval mode, for a parsed file (what :func:`sparsenet.load` returns).
+
+    Parameters
+    ----------
+    snn : the parsed file (:func:`sparsenet.coding.container.read_snn`).
+    runtime : "dense" or "sparse"
+        ``"dense"``: ordinary layers whose logits are bit-identical (float32) to the model
+        that was saved. ``"sparse"``: layers compute from codebook indices plus column
+        deltas, the whole model as one compiled plan (equal up to float summation order;
+        parameters are frozen, see docs/runtime.md).
+    model : nn.Module, optional
+        A bare model to fill, for architectures outside the registry.
+    source : the file name, for messages.
+    threads : int, optional
+        ``runtime="sparse"``: threads for batches >= 16 (default ``torch.get_num_threads()``).
+
+    Raises
+    ------
+    CorruptFileError
+        Truncated, corrupted, wrong-version or hostile files.
+    """
     if runtime not in RUNTIMES:
         raise SparsenetError(f"runtime={runtime!r}; expected one of {RUNTIMES}")
     declared = {lc.name: lc.shape for lc in snn.layers} | {
@@ -233,26 +256,15 @@ def load_snn(
     model: nn.Module | None = None,
     threads: int | None = None,
 ) -> nn.Module:
-    """Load a ``.snn`` file as a runnable module in eval mode.
+    """Deprecated: ``sparsenet.load(path, model, runtime, threads=threads)``.
 
-    Parameters
-    ----------
-    path : path of a file written by :func:`sparsenet.coding.save_snn`
-    runtime : "dense" or "sparse"
-        ``"dense"``: ordinary layers whose logits are bit-identical (float32) to the model
-        that was saved. ``"sparse"``: layers compute from codebook indices plus column
-        deltas, the whole model as one compiled plan (equal up to float summation order;
-        parameters are frozen, see docs/runtime.md).
-    model : nn.Module, optional
-        A bare model to fill, for architectures outside the registry.
-    threads : int, optional
-        ``runtime="sparse"``: threads for batches >= 16 (default ``torch.get_num_threads()``).
-
-    Raises
-    ------
-    CorruptFileError
-        Truncated, corrupted, wrong-version or hostile files.
+    Reads a ``.snn`` file as :func:`sparsenet.load` does, without ``sparsenet_meta``.
     """
+    warnings.warn(
+        "sparsenet.inference.load_snn is deprecated; use sparsenet.load(path, runtime=...)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
     return build_model_from_snn(
         read_snn(path), runtime=runtime, model=model, source=os.fspath(path), threads=threads
     )

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import SparsenetError
+from .errors import ModelSourceError, SparsenetError
 
 __all__ = ["ATEN", "load_pt2", "pt2_record"]
 
@@ -54,8 +54,6 @@ _MAX_JSON = 64 << 20
 
 
 def _error(path: str, msg: str) -> SparsenetError:
-    from .sources import ModelSourceError
-
     return ModelSourceError(f"{path}: {msg}")
 
 

@@ -3,9 +3,9 @@
 A *model source* is one of
 
 - a registry name (``lenet300``, ``lenet5``): a freshly built model;
-- a sparsenet checkpoint (``.pt``, :func:`sparsenet.checkpoint.load_model`);
-- a compressed model (``.snn``, recognised by its magic bytes);
-- a ``torch.export`` archive (``.pt2``), read by :mod:`sparsenet.pt2` without unpickling;
+- a model file, read by :func:`sparsenet.load`: a sparsenet checkpoint (``.pt``), a
+  compressed model (``.snn``, recognised by its magic bytes) or a ``torch.export`` archive
+  (``.pt2``, read by :mod:`sparsenet.pt2` without unpickling);
 - ``package.module:factory``: the factory is imported and called with no arguments.
 
 ``weights`` (``--weights state_dict.pt``) goes with a registry name or a factory: a
@@ -27,32 +27,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import SparsenetError
+from .errors import ModelSourceError
+from .loading import file_kind, load
+from .models import MODELS, build_model
 
 __all__ = ["ModelSourceError", "load_model_source", "load_weights", "source_kind"]
 
 _FACTORY = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
 
 
-class ModelSourceError(SparsenetError):
-    """A ``--model`` / ``--weights`` source that cannot be resolved or does not fit."""
-
-
 def source_kind(spec: str) -> str:
     """``"snn"``, ``"pt2"``, ``"checkpoint"``, ``"factory"`` or ``"registry"`` (or raise)."""
-    from .models import MODELS
-
     p = Path(spec)
     if p.is_file():
-        with open(p, "rb") as fh:
-            head = fh.read(16)
-        from .coding.container import is_snn_header
-
-        if is_snn_header(head) or p.suffix == ".snn":  # a bad .snn gets the .snn checks' error
-            return "snn"
-        if p.suffix == ".pt2":
-            return "pt2"
-        return "checkpoint"
+        return file_kind(p)
     if p.is_dir():
         raise ModelSourceError(f"{spec}: is a directory, expected a model file")
     if spec in MODELS:
@@ -158,21 +146,9 @@ def load_model_source(
             f"file ({spec} holds its own weights)"
         )
     meta: dict[str, Any] = {}
-    if kind == "snn":
-        from .coding.container import load_with_metadata
-
-        return load_with_metadata(spec)
-    if kind == "checkpoint":
-        from .checkpoint import load_model
-
-        return load_model(spec)
-    if kind == "pt2":
-        from .pt2 import load_pt2
-
-        return load_pt2(spec), {"source": spec}
+    if kind in ("snn", "checkpoint", "pt2"):
+        return load(spec, with_metadata=True)
     if kind == "registry":
-        from .models import build_model
-
         model = build_model(spec)
     else:
         model = _factory(spec)

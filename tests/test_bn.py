@@ -7,7 +7,7 @@ from torch import nn
 from sparsenet.bn import FoldedBatchNorm, fold_bn, has_batchnorm, recalibrate_bn
 from sparsenet.checkpoint import load_model, save_model
 from sparsenet.errors import SparsenetError
-from sparsenet.prune import prune, prune_iterative
+from sparsenet.prune import PruneSchedule, prune, prune_iterative
 from sparsenet.training import TrainConfig, evaluate, fit
 
 
@@ -172,13 +172,14 @@ def test_recalibration_restores_accuracy_after_pruning(digits_data):
     model = _bn_net()
     fit(model, digits_data.train, TrainConfig(epochs=2, lr=0.05, quiet=True))
     stale, recal = copy.deepcopy(model), copy.deepcopy(model)
-    hist_stale, hist_recal = [], []
-    for m, flag, hist in ((stale, False, hist_stale), (recal, True, hist_recal)):
-        prune_iterative(m, digits_data.train, sparsity=0.9, steps=1, retrain_epochs=0,
-                        recalibrate_bn=flag, val=digits_data.test, history=hist,
-                        config=TrainConfig(quiet=True))
+    hist_stale, hist_recal = (
+        prune_iterative(m, digits_data.train, sparsity=0.9, val=digits_data.test,
+                        schedule=PruneSchedule(steps=1, retrain_epochs=0, recalibrate_bn=flag),
+                        config=TrainConfig(quiet=True)).history
+        for m, flag in ((stale, False), (recal, True))
+    )
     assert "bn_recalibrated" not in hist_stale[0] and hist_recal[0]["bn_recalibrated"] == 3
-    acc_stale = evaluate(stale, *digits_data.test)["accuracy"]
-    acc_recal = evaluate(recal, *digits_data.test)["accuracy"]
+    acc_stale = evaluate(stale, digits_data.test)["accuracy"]
+    acc_recal = evaluate(recal, digits_data.test)["accuracy"]
     assert acc_recal == hist_recal[0]["pruned_acc"]  # recalibrated before evaluation
     assert acc_recal > acc_stale + 0.05, (acc_stale, acc_recal)

@@ -41,7 +41,7 @@ def test_train_eval_info_json(tmp_path, capsys):
     cfg = default_config("lenet300", "digits").replace(epochs=2, seed=0, quiet=True)
     fit(ref, data.train, cfg, val=data.test)
     assert res["epochs"] == 2
-    assert res["test_accuracy"] == evaluate(ref, *data.test)["accuracy"]
+    assert res["test_accuracy"] == evaluate(ref, data.test)["accuracy"]
     rc, out, _ = run(capsys, "eval", out_path, "--json")
     assert rc == 0 and json.loads(out)["test_accuracy"] == res["test_accuracy"]
     rc, out, _ = run(capsys, "info", out_path, "--json")
@@ -125,7 +125,7 @@ def test_info_names_parametrised_layer_by_its_base_type(tmp_path, capsys):
     from sparsenet.models import build_model
     from sparsenet.share import share_weights
 
-    m = share_weights(build_model("lenet300", seed=0, in_features=64), bits="fc=3")
+    m = share_weights(build_model("lenet300", seed=0, in_features=64), weight_bits="fc=3")
     save_model(m, tmp_path / "s.pt")
     rc, out, _ = run(capsys, "info", str(tmp_path / "s.pt"), "--json")
     assert rc == 0

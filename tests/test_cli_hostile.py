@@ -25,7 +25,7 @@ def work(tmp_path_factory, digits_data):
     from sparsenet.checkpoint import load_model
 
     model, meta = load_model(d)
-    shared = share_weights(model, bits={"conv": 8, "fc": 5})
+    shared = share_weights(model, weight_bits={"conv": 8, "fc": 5})
     save_model(shared, root / "s.pt", metadata=meta)
     save_snn(shared, root / "d.snn", metadata={"dataset": "digits"})
     return root
@@ -90,7 +90,7 @@ def test_item_14_deepsc_atoms_bounded(tmp_path, capsys):
 
 
 def test_item_17_bits_on_shared_model_refused(work, capsys):
-    rc, _, err = cli(capsys, "compress", work / "s.pt", "--bits", "fc=2", "--out", work / "t.snn")
+    rc, _, err = cli(capsys, "compress", work / "s.pt", "--weight-bits", "fc=2", "--out", work / "t.snn")
     assert_one_line_error(rc, err, "already shared with 5 bits")
     assert not (work / "t.snn").exists()
     rc, _, err = cli(capsys, "compress", work / "s.pt", "--out", work / "t.snn", "-q")

@@ -117,7 +117,7 @@ def test_attention_and_depthwise_weights_are_shared(separate):
     m = AttnNet(separate=separate)
     prune(m, "magnitude", sparsity=0.5, scope="layer")
     zeros = {t.name: (t.value == 0).clone() for t in compressible_tensors(m)}
-    share_weights(m, bits={"conv": 3, "fc": 2})  # attention and embedding take fc's 2 bits
+    share_weights(m, weight_bits={"conv": 3, "fc": 2})  # attention and embedding take fc's 2 bits
     for t in compressible_tensors(m):
         p = _codebook(t)
         assert p is not None, t.name
@@ -142,7 +142,7 @@ def test_share_bits_glob_and_attention_group():
 
 def _compress(model):
     prune(model, "magnitude", sparsity=0.6, scope="layer")
-    share_weights(model, bits={"conv": 4, "fc": 3})
+    share_weights(model, weight_bits={"conv": 4, "fc": 3})
     return model
 
 
@@ -188,7 +188,7 @@ def test_zoo_encoded_and_loaded_back_equal(tmp_path):
     torch.manual_seed(0)
     m = _compress(Zoo())
     path = tmp_path / "zoo.snn"
-    save_snn(m, path, bits="attention=3", index_bits="auto", record_arch=False)  # Zoo has no forward
+    save_snn(m, path, weight_bits="attention=3", gap_bits="auto", record_arch=False)  # Zoo has no forward
     coded = {lc.name for lc in read_snn(path).layers}
     assert coded == {t.key for t in compressible_tensors(m)}
     loaded = sparsenet.load(path, model=Zoo())

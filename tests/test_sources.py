@@ -218,7 +218,7 @@ def test_every_bad_source_is_exit_2_and_one_line(user_dir, capsys, case):
 
 @pytest.mark.parametrize("command", [
     ["eval", "--data", "digits"], ["info"], ["inspect"], ["prune", "--sparsity", "0.5", "--out", "o.pt"],
-    ["share", "--bits", "fc=4", "--out", "o.pt"], ["compress", "--out", "o.snn"],
+    ["share", "--weight-bits", "fc=4", "--out", "o.pt"], ["compress", "--out", "o.snn"],
     ["factorize", "--rank", "4", "--out", "o.pt"],
 ])
 def test_commands_take_a_factory_and_weights(user_dir, weights, capsys, command):
@@ -247,7 +247,7 @@ def test_run_with_a_factory_source(user_dir, weights, capsys):
     _, name = user_dir
     wpath, _ = weights
     recipe = Path("r.toml")
-    recipe.write_text('seed = 0\n[[stages]]\nshare = { bits = 4, finetune_epochs = 0 }\n'
+    recipe.write_text('seed = 0\n[[stages]]\nshare = { weight_bits = 4, finetune_epochs = 0 }\n'
                       '[[stages]]\nencode = { coder = "huffman" }\n')
     rc, _, err = _cli(capsys, "run", str(recipe), "--model", f"{name}:make", "--weights",
                       str(wpath), "--data", "digits", "--run-dir", "run", "--quiet")

@@ -18,7 +18,7 @@ CFG = TrainConfig(epochs=3, batch_size=64, lr=0.05, quiet=True, seed=1)
 
 def test_fit_learns_digits(digits_data):
     m = _model(digits_data)
-    before = evaluate(m, *digits_data.test)["accuracy"]
+    before = evaluate(m, digits_data.test)["accuracy"]
     hist = fit(m, digits_data.train, CFG.replace(epochs=6), val=digits_data.test)
     assert len(hist) == 6 and hist[-1]["val_acc"] > max(0.8, before)
     assert hist[-1]["train_loss"] < hist[0]["train_loss"]

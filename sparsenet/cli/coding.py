@@ -11,14 +11,15 @@ from torch import nn
 from ..checkpoint import save_model
 from ..coding.accounting import format_report
 from ..coding.codec import CODERS, LAYOUTS
-from ..coding.container import read_snn
 from ..coding.describe import inspect_snn
-from ..coding.save import DEFAULT_BITS, bits_for, codebook_of, parse_bits, save_snn
+from ..coding.save import DEFAULT_WEIGHT_BITS, bits_for, codebook_of, parse_bits, save_snn
 from ..errors import SparsenetError
 from ..layers import compressible_tensors
+from ..loading import file_kind, load
 from ..progress import log
 from ..share import share_weights
-from .common import add_output_args, add_weights_arg, emit, load_any_model
+from ..sources import load_model_source
+from .common import add_output_args, add_weights_arg, emit
 
 __all__ = ["register", "compress_model_file", "ensure_shared", "is_shared", "check_bits_of_shared"]
 
@@ -28,16 +29,19 @@ def register(sub: Any) -> None:
     p.add_argument("model_path", metavar="MODEL", help="checkpoint (.pt) or another model source")
     add_weights_arg(p)
     p.add_argument(
-        "--bits", default=None,
-        help="shared-weight index bits (default conv=8,fc=5, or per layer); a model that is "
-        "already shared keeps its codebooks, so other bits are refused",
+        "--weight-bits", default=None,
+        help="shared-weight index width (default conv=8,fc=5, or per layer); a model that is "
+        "already shared keeps its codebooks, so other widths are refused",
     )
+    p.add_argument("--bits", dest="weight_bits", default=None, help=argparse.SUPPRESS)  # old name
     p.add_argument(
-        "--index-bits",
+        "--gap-bits",
         default="conv=8,fc=5",
-        help="sparse-index gap bits (Deep Compression: 8 conv, 5 fc), or auto: the "
+        help="sparse-index gap width (Deep Compression: 8 conv, 5 fc), or auto: the "
         "smallest file per layer",
     )
+    p.add_argument("--index-bits", dest="gap_bits", default="conv=8,fc=5",
+                   help=argparse.SUPPRESS)  # old name
     p.add_argument("--coder", choices=sorted(CODERS), default="huffman")
     p.add_argument(
         "--layout",
@@ -64,14 +68,15 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_inspect)
 
 
-def is_shared(model: nn.Module, bits: str | dict[str, int] | None = None) -> bool:
-    """True if every compressible tensor has a codebook parametrisation or <= 2**bits distinct non-zeros."""
-    b = parse_bits(bits, DEFAULT_BITS)
+def is_shared(model: nn.Module, weight_bits: str | dict[str, int] | None = None) -> bool:
+    """True if every compressible tensor has a codebook parametrisation or at most
+    ``2**weight_bits`` distinct non-zeros."""
+    b = parse_bits(weight_bits, DEFAULT_WEIGHT_BITS)
     for t in compressible_tensors(model):
         if codebook_of(t.module, t.tensor) is not None:
             continue
         w = t.value.detach()
-        if w[w != 0].unique().numel() > 1 << bits_for(t, b, DEFAULT_BITS):
+        if w[w != 0].unique().numel() > 1 << bits_for(t, b, DEFAULT_WEIGHT_BITS):
             return False
     return True
 
@@ -82,20 +87,22 @@ def parametrized_codebook(module: nn.Module) -> bool:
     return codebook_of(module, "weight") is not None
 
 
-def ensure_shared(model: nn.Module, bits: str | dict[str, int], quiet: bool = True) -> nn.Module:
+def ensure_shared(
+    model: nn.Module, weight_bits: str | dict[str, int], quiet: bool = True
+) -> nn.Module:
     """Share weights with :func:`sparsenet.share.share_weights` unless the model already is."""
-    if is_shared(model, bits):
+    if is_shared(model, weight_bits):
         return model
-    log(f"sharing weights ({bits}) before encoding", quiet)
-    return share_weights(model, bits=bits)
+    log(f"sharing weights ({weight_bits}) before encoding", quiet)
+    return share_weights(model, weight_bits=weight_bits)
 
 
 def compress_model_file(
     model_path: str | os.PathLike[str],
     out: str | os.PathLike[str],
-    bits: str | dict[str, int] = "conv=8,fc=5",
+    weight_bits: str | dict[str, int] = "conv=8,fc=5",
     coder: str = "huffman",
-    index_bits: str | dict[str, int] = "conv=8,fc=5",
+    gap_bits: str | dict[str, int] = "conv=8,fc=5",
     layout: str = "auto",
     model: nn.Module | None = None,
     metadata: dict[str, Any] | None = None,
@@ -108,43 +115,45 @@ def compress_model_file(
     """
     meta: dict[str, Any] = {}
     if model is None:
-        model, meta = load_any_model(os.fspath(model_path), weights)
+        model, meta = load_model_source(os.fspath(model_path), weights)
     meta = {k: v for k, v in meta.items() if k not in ("history", "config")}
     meta.update(metadata or {})
-    parse_bits(bits, DEFAULT_BITS)  # fail fast on a bad spec
-    model = ensure_shared(model, bits, quiet)
+    parse_bits(weight_bits, DEFAULT_WEIGHT_BITS)  # fail fast on a bad spec
+    model = ensure_shared(model, weight_bits, quiet)
     report = save_snn(
-        model, out, coder=coder, bits=bits, index_bits=index_bits, metadata=meta, layout=layout
+        model, out, coder=coder, weight_bits=weight_bits, gap_bits=gap_bits, metadata=meta,
+        layout=layout,
     )
     report["out"] = os.fspath(out)
     return report
 
 
-def check_bits_of_shared(model: nn.Module, bits: str | dict[str, int]) -> None:
-    """Refuse ``--bits`` that differ from an already shared tensor's codebook (they would be
-    ignored: the encoder stores the codebook the model has)."""
-    b = parse_bits(bits, DEFAULT_BITS)
+def check_bits_of_shared(model: nn.Module, weight_bits: str | dict[str, int]) -> None:
+    """Refuse ``--weight-bits`` that differ from an already shared tensor's codebook (they
+    would be ignored: the encoder stores the codebook the model has)."""
+    b = parse_bits(weight_bits, DEFAULT_WEIGHT_BITS)
     for t in compressible_tensors(model):
         cb = codebook_of(t.module, t.tensor)
-        want = bits_for(t, b, DEFAULT_BITS)
+        want = bits_for(t, b, DEFAULT_WEIGHT_BITS)
         if cb is not None and cb[1] != want:
             raise SparsenetError(
-                f"--bits {bits}: layer {t.name!r} is already shared with {cb[1]} bits "
-                f"({cb[0].numel()} centroids), not {want}; re-share the unshared checkpoint "
-                f"with `sparsenet share --bits {bits}`, or compress without --bits"
+                f"--weight-bits {weight_bits}: layer {t.name!r} is already shared with {cb[1]} "
+                f"bits ({cb[0].numel()} centroids), not {want}; re-share the unshared checkpoint "
+                f"with `sparsenet share --weight-bits {weight_bits}`, or compress without "
+                "--weight-bits"
             )
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
-    if args.bits is not None:
-        model, _meta = load_any_model(args.model_path, args.weights)
-        check_bits_of_shared(model, args.bits)
+    if args.weight_bits is not None:
+        model, _meta = load_model_source(args.model_path, args.weights)
+        check_bits_of_shared(model, args.weight_bits)
     report = compress_model_file(
         args.model_path,
         args.out,
-        bits=args.bits or "conv=8,fc=5",
+        weight_bits=args.weight_bits or "conv=8,fc=5",
         coder=args.coder,
-        index_bits=args.index_bits,
+        gap_bits=args.gap_bits,
         layout=args.layout,
         quiet=args.quiet or args.json,
         weights=args.weights,
@@ -154,13 +163,10 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
 
 def cmd_decompress(args: argparse.Namespace) -> int:
-    from ..inference import build_model_from_snn
-
-    snn = read_snn(args.model_path)
-    model = build_model_from_snn(snn, runtime="dense", source=args.model_path)
-    save_model(
-        model, args.out, metadata={**snn.metadata, "decompressed_from": os.fspath(args.model_path)}
-    )
+    if file_kind(args.model_path) != "snn":
+        raise SparsenetError(f"{args.model_path}: not a .snn file; expected a compressed model")
+    model, meta = load(args.model_path, with_metadata=True)
+    save_model(model, args.out, metadata={**meta, "decompressed_from": os.fspath(args.model_path)})
     result = {
         "model": os.fspath(args.model_path),
         "out": os.fspath(args.out),

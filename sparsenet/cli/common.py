@@ -1,4 +1,8 @@
-"""Shared CLI plumbing: output (text or ``--json``), spec parsing, loading models and data."""
+"""Shared CLI plumbing: output (text or ``--json``), spec parsing, argparse types.
+
+Models are loaded with :func:`sparsenet.sources.load_model_source` (files through
+:func:`sparsenet.load`).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,6 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from torch import nn
-
 from ..errors import SpecError
 from ..pipeline.checks import MAX_SEED
 
@@ -19,7 +21,6 @@ __all__ = [
     "emit",
     "json_safe",
     "parse_assignments",
-    "load_any_model",
     "add_weights_arg",
     "positive_int",
     "nonneg_int",
@@ -144,15 +145,6 @@ def add_weights_arg(p: argparse.ArgumentParser) -> None:
         help="with MODEL = a registry name or package.module:factory: a torch.save'd state "
         "dict (read weights-only)",
     )
-
-
-def load_any_model(
-    path: str, weights: str | None = None
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Any model source (see :mod:`sparsenet.sources`); returns ``(model, metadata)``."""
-    from ..sources import load_model_source
-
-    return load_model_source(path, weights)
 
 
 def positive_ints(flag: str, example: str) -> Callable[[str], tuple[int, ...]]:

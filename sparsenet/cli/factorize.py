@@ -12,12 +12,12 @@ from ..errors import SparsenetError, SpecError
 from ..fit_check import check_model_fits
 from ..lowrank import factorize, finetune, format_plan, plan_ranks, plan_table, plot_spectra
 from ..progress import log
+from ..sources import load_model_source
 from ..training import default_config, evaluate, seed_everything
 from .common import (
     add_output_args,
     add_weights_arg,
     emit,
-    load_any_model,
     nonneg_int,
     parse_assignments,
     positive_float,
@@ -96,7 +96,7 @@ def cmd_factorize(args: argparse.Namespace) -> int:
             raise SpecError(f"bad --{name} {v!r}; expected a number in (0, 1]")
     rank = parse_rank(args.rank) if args.rank is not None else None
     layers = [s.strip() for s in args.layers.split(",") if s.strip()] if args.layers else None
-    model, meta = load_any_model(args.model_path, args.weights)
+    model, meta = load_model_source(args.model_path, args.weights)
     data_name = args.data or meta.get("dataset")
     if args.finetune_epochs and not data_name:
         raise SparsenetError(f"{args.model_path}: no data set recorded; pass --data to fine-tune")
@@ -112,9 +112,9 @@ def cmd_factorize(args: argparse.Namespace) -> int:
     data = load_dataset(data_name) if data_name else None
     if data is not None:
         check_model_fits(model, data, args.model_path)
-    acc_dense = evaluate(model, *data.test)["accuracy"] if data else None
+    acc_dense = evaluate(model, data.test)["accuracy"] if data else None
     factorize(model, plan=plan)
-    acc_svd = evaluate(model, *data.test)["accuracy"] if data else None
+    acc_svd = evaluate(model, data.test)["accuracy"] if data else None
     history: list[dict[str, Any]] = []
     if data is not None and args.finetune_epochs:
         arch = getattr(model, "arch", None) or {}
@@ -129,7 +129,7 @@ def cmd_factorize(args: argparse.Namespace) -> int:
         seed_everything(args.seed)
         log(f"fine-tuning {args.finetune_epochs} epochs, lr={cfg.lr}", args.quiet)
         history = finetune(model, data.train, cfg, val=data.test)
-    acc_final = evaluate(model, *data.test)["accuracy"] if data else None
+    acc_final = evaluate(model, data.test)["accuracy"] if data else None
     table = plan_table(plan)
     plots = [os.fspath(p) for p in plot_spectra(plan, args.plots)] if args.plots else []
     rule = (

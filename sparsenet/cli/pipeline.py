@@ -1,7 +1,7 @@
 """``sparsenet run RECIPE``, ``sparsenet compress --recipe ...`` and ``sparsenet report RUN_DIR``.
 
 ``compress`` is shared with :mod:`sparsenet.cli.coding` (``sparsenet compress MODEL.pt
---bits ... --coder ...``, the single-step form). Whichever module registers first owns the
+--weight-bits ... --coder ...``, the single-step form). Whichever module registers first owns the
 parser; this one then adds ``--recipe`` and its options to it and dispatches: with
 ``--recipe`` the pipeline runs (:func:`cmd_compress_recipe`), without it the coding
 command's own handler does.

@@ -12,12 +12,12 @@ from ..errors import SparsenetError, SpecError
 from ..fit_check import check_model_fits
 from ..models import arch_of
 from ..progress import log
+from ..sources import load_model_source
 from ..training import default_config, evaluate, seed_everything
 from .common import (
     add_output_args,
     add_weights_arg,
     emit,
-    load_any_model,
     nonneg_float,
     nonneg_int,
     parse_assignments,
@@ -60,8 +60,8 @@ def _add_obd_args(p: argparse.ArgumentParser) -> None:
 
 def _criterion_options(args: argparse.Namespace) -> dict[str, Any]:
     """Settings of every criterion; each takes its own (make_criterion)."""
-    return {"form": args.obd_form, "probes": args.obd_probes, "calibration": args.calibration,
-            "blocksize": args.blocksize, "damp": args.damp}
+    return {"form": args.obd_form, "probes": args.obd_probes, "samples": args.obd_samples,
+            "calibration": args.calibration, "blocksize": args.blocksize, "damp": args.damp}
 
 
 def register(sub: Any) -> None:
@@ -139,7 +139,14 @@ def _fractions(spec: str) -> list[float]:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from ..prune import prune, prune_gradual, prune_iterative, sparsity_report
+    from ..prune import (
+        PruneSchedule,
+        make_criterion,
+        prune,
+        prune_gradual,
+        prune_iterative,
+        sparsity_report,
+    )
 
     per_layer = parse_assignments(args.per_layer, float, "LAYER=FRACTION") if args.per_layer else None
     retrain = args.retrain_epochs > 0 or args.gradual is not None
@@ -152,15 +159,18 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
         PruneSpec(sparsity=args.sparsity, per_layer=dict(per_layer or {}), quality=args.quality,
                   pattern=args.pattern)  # checks the pattern before any work
-    model, meta = load_any_model(args.model_path, args.weights)
+    model, meta = load_model_source(args.model_path, args.weights)
     data = _data(args, meta, needed=args.method in ("obd", *CALIBRATED) or retrain)
     if data is not None:
         check_model_fits(model, data, args.model_path)
     seed_everything(args.seed)
-    obd = _criterion_options(args)
+    # the criterion carries its options; OBD and the calibrated ones take their first
+    # --obd-samples / --calibration training samples
+    crit = make_criterion(args.method, data=data.train if data is not None else None,
+                          seed=args.seed, **_criterion_options(args))
     target: dict[str, Any] = {"sparsity": args.sparsity, "per_layer": per_layer,
                               "quality": args.quality}
-    before = evaluate(model, *data.test) if data is not None else None
+    before = evaluate(model, data.test) if data is not None else None
     arch = arch_of(model)
     cfg = (default_config(arch["name"], data.name) if arch and data else None)
     if cfg is not None:
@@ -172,27 +182,21 @@ def cmd_prune(args: argparse.Namespace) -> int:
         if per_layer is None and args.sparsity is None:
             raise SpecError("--gradual needs --sparsity or --per-layer (not --quality)")
         schedule = f"gradual({args.gradual} epochs)"
-        prune_gradual(model, data.train, args.method, per_layer or args.sparsity,
-                      epochs=args.gradual, scope=args.scope, pattern=args.pattern,
-                      config=cfg, lr=args.lr,
-                      obd_samples=args.obd_samples, seed=args.seed, **obd)
+        plan = PruneSchedule(epochs=args.gradual, scope=args.scope, pattern=args.pattern,
+                             lr=args.lr)
+        prune_gradual(model, data.train, crit, per_layer or args.sparsity, schedule=plan,
+                      config=cfg, seed=args.seed)
     elif args.iterative > 1 or retrain:
         assert data is not None
         schedule = f"iterative({args.iterative} x {args.retrain_epochs} epochs)"
-        prune_iterative(model, data.train, args.method, **target, steps=args.iterative,
-                        retrain_epochs=args.retrain_epochs, scope=args.scope,
-                        pattern=args.pattern, config=cfg,
-                        lr=args.lr, val=data.test, obd_samples=args.obd_samples,
-                        seed=args.seed, history=history, **obd)
+        plan = PruneSchedule(steps=args.iterative, retrain_epochs=args.retrain_epochs,
+                             scope=args.scope, pattern=args.pattern, lr=args.lr)
+        history = prune_iterative(model, data.train, crit, **target, schedule=plan, config=cfg,
+                                  val=data.test, seed=args.seed).history
     else:
-        obd_data = None
-        if data is not None:
-            n = args.calibration if args.method in CALIBRATED else args.obd_samples
-            obd_data = (data.x_train[:n], data.y_train[:n])
-        prune(model, args.method, **target, data=obd_data, scope=args.scope,
-              pattern=args.pattern, seed=args.seed, **obd)
+        prune(model, crit, **target, scope=args.scope, pattern=args.pattern, seed=args.seed)
     report = sparsity_report(model)
-    after = evaluate(model, *data.test) if data is not None else None
+    after = evaluate(model, data.test) if data is not None else None
     pruning = {
         "method": args.method,
         "target": {k: v for k, v in target.items() if v is not None},
@@ -247,7 +251,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
 
     grid = _fractions(args.sparsities)
     layers = [s.strip() for s in args.layers.split(",") if s.strip()] if args.layers else None
-    model, meta = load_any_model(args.model_path, args.weights)
+    model, meta = load_model_source(args.model_path, args.weights)
     data = _data(args, meta, needed=True)
     if data is not None:
         check_model_fits(model, data, args.model_path)

@@ -21,12 +21,12 @@ from ..share import (
     share_weights,
     snapshot_codebooks,
 )
+from ..sources import load_model_source
 from ..training import evaluate, seed_everything
 from .common import (
     add_output_args,
     add_weights_arg,
     emit,
-    load_any_model,
     nonneg_float,
     nonneg_int,
     positive_float,
@@ -37,15 +37,18 @@ from .common import (
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
-        "share", help="k-means weight sharing per layer (codebook of 2**bits centroids)"
+        "share", help="k-means weight sharing per layer (codebook of 2**weight-bits centroids)"
     )
     p.add_argument("model_path", metavar="MODEL", help="checkpoint (.pt) to share")
     add_weights_arg(p)
     p.add_argument(
-        "--bits",
+        "--weight-bits",
         default="conv=8,fc=5",
-        help="bits per layer by type (conv=8,fc=5) and/or name (fc3=6); default conv=8,fc=5",
+        help="shared-weight index width per layer by type (conv=8,fc=5) and/or name (fc3=6); "
+        "default conv=8,fc=5",
     )
+    p.add_argument("--bits", dest="weight_bits", default="conv=8,fc=5",
+                   help=argparse.SUPPRESS)  # the old name
     p.add_argument("--init", choices=list(INITS), default="linear", help="centroid initialisation")
     p.add_argument("--max-iter", type=nonneg_int, default=300, help="most Lloyd iterations")
     p.add_argument(
@@ -65,8 +68,8 @@ def register(sub: Any) -> None:
 
 
 def cmd_share(args: argparse.Namespace) -> int:
-    parse_bits_spec(args.bits)  # malformed specs fail before the model is read
-    model, meta = load_any_model(args.model_path, args.weights)
+    parse_bits_spec(args.weight_bits)  # malformed specs fail before the model is read
+    model, meta = load_model_source(args.model_path, args.weights)
     data_name = args.data or meta.get("dataset")
     if args.finetune_epochs and not data_name:
         raise SparsenetError(f"{args.model_path}: no data set recorded; pass --data to fine-tune")
@@ -77,14 +80,14 @@ def cmd_share(args: argparse.Namespace) -> int:
 
     acc: dict[str, float] = {}
     if data is not None:
-        acc["unshared"] = evaluate(model, *data.test)["accuracy"]
+        acc["unshared"] = evaluate(model, data.test)["accuracy"]
     share_weights(
-        model, args.bits, init=args.init, max_iter=args.max_iter, tol=args.tol, seed=args.seed
+        model, args.weight_bits, init=args.init, max_iter=args.max_iter, tol=args.tol, seed=args.seed
     )
     shared_report = quantization_report(model)
     before = snapshot_codebooks(model)
     if data is not None:
-        acc["shared"] = evaluate(model, *data.test)["accuracy"]
+        acc["shared"] = evaluate(model, data.test)["accuracy"]
     history: list[dict[str, Any]] = []
     if args.finetune_epochs and data is not None:
         log(f"fine-tuning centroids for {args.finetune_epochs} epoch(s) on {data.name}", args.quiet)
@@ -97,12 +100,12 @@ def cmd_share(args: argparse.Namespace) -> int:
             seed=args.seed,
             quiet=args.quiet,
         )
-        acc["finetuned"] = evaluate(model, *data.test)["accuracy"]
+        acc["finetuned"] = evaluate(model, data.test)["accuracy"]
     report = quantization_report(model)
     plots = [os.fspath(p) for p in plot_histograms(model, args.plots, before)] if args.plots else []
 
     share_meta = {
-        "bits": args.bits,
+        "weight_bits": args.weight_bits,
         "init": args.init,
         "finetune_epochs": args.finetune_epochs,
         "accuracy": acc,
@@ -119,7 +122,7 @@ def cmd_share(args: argparse.Namespace) -> int:
     result = {
         "model": os.fspath(args.model_path),
         "out": os.fspath(args.out),
-        "bits": args.bits,
+        "weight_bits": args.weight_bits,
         "init": args.init,
         "accuracy": acc,
         "layers": report["layers"],

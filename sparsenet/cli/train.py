@@ -17,6 +17,7 @@ from ..errors import SparsenetError, SpecError
 from ..fit_check import check_model_fits
 from ..models import MODELS, model_for_dataset
 from ..progress import log
+from ..sources import load_model_source
 from ..summary import format_summary, model_summary
 from ..training import TrainConfig, default_config, evaluate, fit, seed_everything
 from .common import (
@@ -24,7 +25,6 @@ from .common import (
     add_weights_arg,
     emit,
     input_shape,
-    load_any_model,
     nonneg_float,
     nonneg_int,
     positive_float,
@@ -230,7 +230,7 @@ def cmd_train(
         resume=args.resume,
         metadata=meta,
     )
-    ev = evaluate(model, *data.test)
+    ev = evaluate(model, data.test)
     meta.update(
         complete=True,
         test_accuracy=ev["accuracy"],
@@ -282,13 +282,13 @@ def _eval_estimator(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     if _is_npz(args.model_path):
         return _eval_estimator(args)
-    model, meta = load_any_model(args.model_path, args.weights)
+    model, meta = load_model_source(args.model_path, args.weights)
     data_name = args.data or meta.get("dataset")
     if not data_name:
         raise SparsenetError(f"{args.model_path}: no data set recorded; pass --data")
     data = load_dataset(data_name)
     check_model_fits(model, data, args.model_path)
-    ev = evaluate(model, *data.test)
+    ev = evaluate(model, data.test)
 
     result = {
         "model": args.model_path,
@@ -323,7 +323,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         described = describe_snn(args.model_path)
         model, meta, summary = described.model, described.header.metadata, described.summary
     else:
-        model, meta = load_any_model(args.model_path, args.weights)
+        model, meta = load_model_source(args.model_path, args.weights)
         summary = model_summary(model)
     summary["file"] = os.fspath(args.model_path)
     is_file = os.path.isfile(args.model_path)  # or a registry name / module:factory
@@ -344,17 +344,15 @@ def _plan_info(args: argparse.Namespace, summary: dict[str, Any]) -> str:
     """With ``--plan``: the sparse runtime's plan description (``summary["plan"]``). Returns text."""
     if not getattr(args, "plan", False):
         return ""
-    from ..coding.container import read_snn
-    from ..inference import build_model_from_snn
+    from ..loading import load
     from ..runtime.plan import guess_input_shape, plan_of
     from ..sources import source_kind
 
     if source_kind(args.model_path) != "snn":
         raise SparsenetError(f"--plan needs a .snn file, got {args.model_path}")
-    snn = read_snn(args.model_path)
-    model = build_model_from_snn(snn, "sparse", source=os.fspath(args.model_path))
+    model, meta = load(args.model_path, runtime="sparse", with_metadata=True)
     planned = plan_of(model)
-    shape = args.input_shape or guess_input_shape(model, snn.metadata)
+    shape = args.input_shape or guess_input_shape(model, meta)
     if planned is not None and shape is not None and (args.input_shape or not planned.plans):
         planned.prepare(tuple(shape))
     text = planned.describe() if planned is not None else "sparse runtime: no plan"

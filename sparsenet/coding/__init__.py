@@ -2,14 +2,13 @@
 
 Canonical length-limited Huffman and ANS coders over integer symbol arrays, Deep
 Compression's sparse index storage, the checked ``.snn`` container, and Deep Compression
-style size accounting.
+style size accounting. This package reads and writes bytes only: it never builds a model
+(:func:`sparsenet.load` does, through :mod:`sparsenet.inference`).
 """
-
-from typing import Any
 
 from . import ans, huffman
 from .accounting import format_report, header_size_report, size_report
-from .container import CorruptFileError, SnnFile, is_snn_header, load_with_metadata, read_snn
+from .container import CorruptFileError, SnnFile, is_snn_header, read_snn
 from .describe import header_nonzeros, inspect_snn
 from .header import SnnHeader, read_header
 from .save import encode_model, save_snn
@@ -18,7 +17,6 @@ __all__ = [
     "ans",
     "huffman",
     "save_snn",
-    "load_snn",
     "read_snn",
     "read_header",
     "header_nonzeros",
@@ -28,18 +26,8 @@ __all__ = [
     "header_size_report",
     "format_report",
     "is_snn_header",
-    "load_with_metadata",
     "SnnFile",
     "SnnHeader",
     "CorruptFileError",
 ]
 
-
-def __getattr__(
-    name: str,
-) -> Any:  # load_snn lives in sparsenet.inference, which imports this package
-    if name == "load_snn":
-        from ..inference import load_snn
-
-        return load_snn
-    raise AttributeError(name)

@@ -202,7 +202,7 @@ def _kb(bits: float) -> str:
 def format_report(report: dict[str, Any]) -> str:
     """The report as a fixed-width text table (sizes in KiB)."""
     head = (
-        f"{'layer':<10}{'mode':<11}{'#weights':>10}{'density':>8}{'bits':>5}{'gap b':>6}"
+        f"{'layer':<10}{'mode':<11}{'#weights':>10}{'density':>8}{'wt b':>5}{'gap b':>6}"
         f"{'wt KiB':>9}{'->':>3}{'coded':>8}{'idx KiB':>9}{'->':>3}{'coded':>8}"
         f"{'wt/H':>7}{'idx/H':>7}{'ratio':>8}"
     )

@@ -213,7 +213,7 @@ def encode_layer(
         raise SparsenetError(f"unknown coder {coder!r}; expected one of {sorted(CODERS)}")
     widths = [index_bits] if isinstance(index_bits, int) else list(index_bits)
     if not 1 <= bits <= 16 or not widths or not all(1 <= b <= 16 for b in widths):
-        raise SparsenetError(f"{name}: bits={bits}, index_bits={index_bits}; expected 1..16")
+        raise SparsenetError(f"{name}: weight_bits={bits}, gap_bits={index_bits}; expected 1..16")
     w = np.ascontiguousarray(weight, dtype=np.float32)
     flat = w.ravel()
     pos = np.flatnonzero(flat)

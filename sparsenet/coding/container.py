@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from ..errors import CorruptFileError, SparsenetError
 from ..io import atomic_write_bytes
@@ -61,7 +60,6 @@ __all__ = [
     "read_snn",
     "parse_snn",
     "snn_from_header",
-    "load_with_metadata",
     "set_decode_limit",
     "decode_limit",
 ]
@@ -198,13 +196,3 @@ def snn_from_header(hdr: SnnHeader) -> SnnFile:
 def read_snn(path: str | os.PathLike[str]) -> SnnFile:
     """Read and fully validate a ``.snn`` file (header checks, then every stream decoded)."""
     return snn_from_header(read_header(path))
-
-
-def load_with_metadata(
-    path: str | os.PathLike[str], runtime: str = "dense", model: nn.Module | None = None
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Load a ``.snn`` file as ``(model, metadata)``; see :func:`sparsenet.inference.load_snn`."""
-    from ..inference import build_model_from_snn
-
-    snn = read_snn(path)
-    return build_model_from_snn(snn, runtime=runtime, model=model, source=str(path)), snn.metadata

@@ -20,10 +20,14 @@ from ..layers import (
     parse_bits_spec,
     resolve_table,
 )
+from ..renamed import renamed_argument
 from .codec import CODERS, LayerCode, encode_layer
 from .container import write_snn
 
 __all__ = [
+    "DEFAULT_WEIGHT_BITS",
+    "DEFAULT_GAP_BITS",
+    "AUTO_GAP_BITS",
     "DEFAULT_BITS",
     "DEFAULT_INDEX_BITS",
     "AUTO_INDEX_BITS",
@@ -36,12 +40,15 @@ __all__ = [
     "save_snn",
 ]
 
-# Attention and embedding tensors take the fc value (sparsenet.layers.FALLBACK).
-DEFAULT_BITS = {"conv": 8, "fc": 5}
-DEFAULT_INDEX_BITS = {"conv": 8, "fc": 5}
-# index_bits="auto" tries every gap width here per pruned layer and keeps the smallest file:
+# Shared-weight index widths (weight_bits) and sparse-index gap widths (gap_bits) by group;
+# attention and embedding tensors take the fc value (sparsenet.layers.FALLBACK).
+DEFAULT_WEIGHT_BITS = {"conv": 8, "fc": 5}
+DEFAULT_GAP_BITS = {"conv": 8, "fc": 5}
+# gap_bits="auto" tries every gap width here per pruned layer and keeps the smallest file:
 # narrow gaps need filler entries on long runs of zeros, wide ones a larger alphabet.
-AUTO_INDEX_BITS = range(2, 13)
+AUTO_GAP_BITS = range(2, 13)
+# The names before issue 19 (bits -> weight_bits, index_bits -> gap_bits).
+DEFAULT_BITS, DEFAULT_INDEX_BITS, AUTO_INDEX_BITS = DEFAULT_WEIGHT_BITS, DEFAULT_GAP_BITS, AUTO_GAP_BITS
 
 
 def parse_bits(spec: str | int | dict[str, int] | None, default: dict[str, int]) -> dict[str, int]:
@@ -104,21 +111,28 @@ def codebook_of(module: nn.Module, tensor: str) -> tuple[torch.Tensor, int] | No
 def encode_model(
     model: nn.Module,
     coder: str = "huffman",
+    weight_bits: str | dict[str, int] | None = None,
+    gap_bits: str | dict[str, int] | None = None,
+    layout: str = "auto",
+    *,
     bits: str | dict[str, int] | None = None,
     index_bits: str | dict[str, int] | None = None,
-    layout: str = "auto",
 ) -> tuple[list[LayerCode], dict[str, torch.Tensor]]:
     """Encode every compressible tensor (:mod:`sparsenet.layers`); other tensors are kept raw.
 
     The codebook of a layer is its weight-sharing parametrisation's centroids when one is
-    present, else the sorted unique non-zero weights when there are at most ``2**bits``;
-    otherwise the layer is stored raw (float32 at its non-zeros, or fully dense).
+    present, else the sorted unique non-zero weights when there are at most
+    ``2**weight_bits``; otherwise the layer is stored raw (float32 at its non-zeros, or
+    fully dense). ``weight_bits`` and ``gap_bits`` are as for :func:`save_snn`; ``bits``
+    and ``index_bits`` are their deprecated names.
     """
+    bits = renamed_argument("encode_model", "weight_bits", weight_bits, "bits", bits)
+    index_bits = renamed_argument("encode_model", "gap_bits", gap_bits, "index_bits", index_bits)
     if coder not in CODERS:
         raise SparsenetError(f"unknown coder {coder!r}; expected one of {sorted(CODERS)}")
-    wbits = parse_bits(bits, DEFAULT_BITS)
+    wbits = parse_bits(bits, DEFAULT_WEIGHT_BITS)
     auto = index_bits == "auto"
-    ibits = parse_bits(None if auto else index_bits, DEFAULT_INDEX_BITS)
+    ibits = parse_bits(None if auto else index_bits, DEFAULT_GAP_BITS)
     layers: list[LayerCode] = []
     raw: dict[str, torch.Tensor] = {}
     tensors = compressible_tensors(model)
@@ -132,10 +146,10 @@ def encode_model(
             raw[key] = t.clone()
             continue
         cb = codebook_of(module, tname)
-        b = cb[1] if cb is not None else bits_for(lt, wbits, DEFAULT_BITS)
-        ib = bits_for(lt, ibits, DEFAULT_INDEX_BITS)
-        lc = encode_layer(
-            key, lt.kind, t.cpu().numpy(), bits=b, index_bits=AUTO_INDEX_BITS if auto else ib,
+        b = cb[1] if cb is not None else bits_for(lt, wbits, DEFAULT_WEIGHT_BITS)
+        ib = bits_for(lt, ibits, DEFAULT_GAP_BITS)
+        lc = encode_layer(  # the codec and the file header keep the old field names
+            key, lt.kind, t.cpu().numpy(), bits=b, index_bits=AUTO_GAP_BITS if auto else ib,
             coder=coder, centroids=None if cb is None else cb[0].cpu().numpy(), layout=layout,
         )
         layers.append(lc)
@@ -146,11 +160,14 @@ def save_snn(
     model: nn.Module,
     path: str | os.PathLike[str],
     coder: str = "huffman",
-    bits: str | dict[str, int] | None = None,
-    index_bits: str | dict[str, int] | None = None,
+    weight_bits: str | dict[str, int] | None = None,
+    gap_bits: str | dict[str, int] | None = None,
     metadata: dict[str, Any] | None = None,
     layout: str = "auto",
     record_arch: bool = True,
+    *,
+    bits: str | dict[str, int] | None = None,
+    index_bits: str | dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """Write ``model`` as a ``.snn`` file; returns the size report (see :mod:`.accounting`).
 
@@ -162,13 +179,14 @@ def save_snn(
         :mod:`sparsenet.graph`), possibly pruned (zeros), shared (a codebook
         parametrisation or few distinct values) and module-swapped (low rank...).
     coder : "huffman" or "ans"
-    bits : "conv=8,fc=5", an int, or dict
-        Shared-weight index bits per group (fc, conv, embedding, attention, all), tensor
+    weight_bits : "conv=8,fc=5", an int, or dict
+        Shared-weight index width per group (fc, conv, embedding, attention, all), tensor
         name or glob (a parametrisation's own ``bits`` wins); attention and embedding take
-        the fc value unless given their own.
-    index_bits : "conv=8,fc=5", an int, dict or "auto"
-        Gap bits of the sparse index (Deep Compression: 8 for conv, 5 for fc); ``"auto"``
-        picks, per pruned layer, the width in :data:`AUTO_INDEX_BITS` giving the fewest bytes.
+        the fc value unless given their own. (Formerly ``bits``.)
+    gap_bits : "conv=8,fc=5", an int, dict or "auto"
+        Gap width of the sparse index (Deep Compression: 8 for conv, 5 for fc); ``"auto"``
+        picks, per pruned layer, the width in :data:`AUTO_GAP_BITS` giving the fewest bytes.
+        (Formerly ``index_bits``.)
     metadata : dict, optional
         JSON-able; stored in the header (e.g. ``{"dataset": "fashion-mnist"}``).
     layout : "auto" or "sparse"
@@ -178,7 +196,14 @@ def save_snn(
         A custom model that cannot be recorded raises
         :class:`~sparsenet.graph.RecordError` (before any encoding); ``False`` writes it
         without an architecture instead (it then loads only with ``model=``).
+    bits, index_bits :
+        Deprecated names of ``weight_bits`` and ``gap_bits`` (a DeprecationWarning).
+
+    The file's header records each layer's widths under its format's field names,
+    ``bits`` and ``index_bits`` (docs/coding.md).
     """
+    bits = renamed_argument("save_snn", "weight_bits", weight_bits, "bits", bits)
+    index_bits = renamed_argument("save_snn", "gap_bits", gap_bits, "index_bits", index_bits)
     from .accounting import size_report
     from .container import SnnFile
 

@@ -1,20 +1,77 @@
-"""Checking a run directory's ``manifest.json`` before anything trusts it.
+"""The run directory's file names and its ``manifest.json``, checked before anything trusts it.
+
+One module for the naming rules that the runner (which writes a run directory) and
+:mod:`sparsenet.report` (which reads one) share: :data:`MANIFEST`, :func:`stage_checkpoint`
+(``stages/initial.pt``, ``stages/NN-<kind>.pt``), :data:`STAGE_FILE` and :func:`read_manifest`.
 
 The manifest is a file in the user's directory: it can be truncated, edited by hand or
 written by another program. :func:`validate_manifest` checks every field that
-``--resume`` and ``sparsenet report`` read, so a bad one gives one
-:class:`~sparsenet.pipeline.runner.RunError`-style message naming the field, never a
-``KeyError`` or a division by zero later.
+``--resume`` and ``sparsenet report`` read, so a bad one gives one :class:`RunError` /
+:class:`ManifestError` message naming the field, never a ``KeyError`` or a division by
+zero later.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import re
+from pathlib import Path
 from typing import Any
 
+from ..errors import SparsenetError
 from .checks import RecipeError
+from .recipe import STAGE_KINDS
 
-__all__ = ["ManifestError", "validate_manifest"]
+__all__ = [
+    "MANIFEST",
+    "RUN_FORMAT",
+    "STAGE_FILE",
+    "ManifestError",
+    "RunError",
+    "read_manifest",
+    "stage_checkpoint",
+    "validate_manifest",
+]
+
+MANIFEST = "manifest.json"
+RUN_FORMAT = "sparsenet-run"  # the manifest's "format" field
+STAGE_FILE = re.compile(r"^(initial|\d{2}-(" + "|".join(map(re.escape, STAGE_KINDS)) + r"))\.pt$")
+
+
+class RunError(SparsenetError):
+    """A run directory cannot be used as asked (already holds a run, other recipe, corrupt)."""
+
+
+def stage_checkpoint(run_dir: str | os.PathLike[str], index: int | None, kind: str = "") -> Path:
+    """The checkpoint of stage ``index`` (of ``kind``) in ``run_dir``; ``index=None``: the
+    model the run started from (``stages/initial.pt``)."""
+    if index is None:
+        return Path(run_dir) / "stages" / "initial.pt"
+    return Path(run_dir) / "stages" / f"{index:02d}-{kind}.pt"
+
+
+def read_manifest(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The manifest of a run directory, checked for format and every field (see module doc).
+
+    Raises
+    ------
+    RunError
+        No manifest, not JSON, or not a sparsenet run manifest.
+    ManifestError
+        A field that resume or the report reads is missing or of the wrong type.
+    """
+    path = Path(run_dir) / MANIFEST
+    if not path.is_file():
+        raise RunError(f"{run_dir}: not a run directory (no {MANIFEST})")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunError(f"{path}: corrupt manifest ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != RUN_FORMAT:
+        raise RunError(f"{path}: not a sparsenet run manifest")
+    return validate_manifest(manifest, str(path), STAGE_KINDS)
 
 
 class ManifestError(RecipeError):

@@ -81,11 +81,11 @@ def probe(
     _prune_to(m, sparsity)
     if bn.has_batchnorm(m):
         m = bn.fold_bn(m)  # as the share stage does: the shared weights are the deployed ones
-    share_weights(m, bits=dict(bits), init="linear", seed=seed)
+    share_weights(m, weight_bits=dict(bits), init="linear", seed=seed)
     if finetune is not None:
         fit(m, finetune[0], finetune[1])
-    acc = float(evaluate(m, *val)["accuracy"])
-    save_snn(m, scratch, coder="huffman", index_bits="auto", metadata=metadata)
+    acc = float(evaluate(m, val)["accuracy"])
+    save_snn(m, scratch, coder="huffman", gap_bits="auto", metadata=metadata)
     return Probe(acc, scratch.stat().st_size)
 
 

@@ -16,7 +16,7 @@ A recipe file looks like::
     retrain_epochs = 4
 
     [[stages]]
-    share = { bits = "conv=8,fc=5", init = "linear", finetune_epochs = 2 }
+    share = { weight_bits = "conv=8,fc=5", init = "linear", finetune_epochs = 2 }
 
     [[stages]]
     encode = { coder = "huffman" }
@@ -25,7 +25,10 @@ Each entry of ``stages`` is a table with exactly one key, the stage kind. Every 
 checked against the schema below; the first problem raises :class:`RecipeError` naming
 the key path, e.g. ``stages[2].prune.sparsity: expected a number in (0, 1), got 1.5``.
 Defaults are filled in, so :meth:`Recipe.to_dict` is the complete, normalised recipe
-(its hash identifies a run directory's recipe on ``--resume``).
+(its hash identifies a run directory's recipe on ``--resume``). Keys renamed since
+(:data:`RENAMED_KEYS`: ``share.bits`` → ``share.weight_bits``, ``encode.index_bits`` →
+``encode.gap_bits``) are still accepted with a DeprecationWarning and normalised to the
+new name.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -137,7 +141,8 @@ SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
         **_STAGE_TRAINING,
     },
     "share": {
-        "bits": (parse_bits, {"conv": 8, "fc": 5}),
+        # the shared-weight index width (formerly "bits")
+        "weight_bits": (parse_bits, {"conv": 8, "fc": 5}),
         "init": (choice("linear", "density", "random", "kmeans++", "optimal"), "linear"),
         "finetune_epochs": (integer(0), 0),
         # A centroid's gradient sums its whole cluster's, so plain SGD at the training lr
@@ -151,12 +156,19 @@ SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
     },
     "encode": {
         "coder": (choice("huffman", "ans"), "huffman"),
-        # Han: 8 bits for conv gaps, 5 for fc; "auto" picks each layer's smallest file.
-        "index_bits": (index_bits_spec, {"conv": 8, "fc": 5}),
+        # the sparse index's gap width (formerly "index_bits"). Han: 8 bits for conv gaps,
+        # 5 for fc; "auto" picks each layer's smallest file.
+        "gap_bits": (index_bits_spec, {"conv": 8, "fc": 5}),
         "out": (string, None),
     },
 }
 STAGE_KINDS = tuple(SCHEMA)
+
+# Old key -> new key, per stage kind (issue 19): accepted with a DeprecationWarning.
+RENAMED_KEYS: dict[str, dict[str, str]] = {
+    "share": {"bits": "weight_bits"},
+    "encode": {"index_bits": "gap_bits"},
+}
 
 # Stages where exactly one of several keys sets the target.
 _ONE_OF = {"prune": ("sparsity", "per_layer", "quality"), "factorize": ("rank", "energy", "budget")}
@@ -263,6 +275,7 @@ def validate_recipe(data: dict[str, Any], source: str | None = None) -> Recipe:
             raise RecipeError(
                 f"{path}.{kind}: unknown stage; expected one of: {', '.join(STAGE_KINDS)}"
             )
+        table = _renamed_keys(table, kind, f"{path}.{kind}")
         settings = _check_table(table, SCHEMA[kind], f"{path}.{kind}")
         if kind in _ONE_OF:
             given = [k for k in _ONE_OF[kind] if k in settings]
@@ -288,6 +301,23 @@ def validate_recipe(data: dict[str, Any], source: str | None = None) -> Recipe:
         stages.append(Stage(kind, settings))
     top.pop("stages", None)
     return Recipe(stages=stages, source=source, **top)
+
+
+def _renamed_keys(table: Any, kind: str, path: str) -> Any:
+    """``table`` with the old names of :data:`RENAMED_KEYS` replaced by the new ones."""
+    renames = RENAMED_KEYS.get(kind, {})
+    if not isinstance(table, dict) or not any(old in table for old in renames):
+        return table
+    out = dict(table)
+    for old, new in renames.items():
+        if old not in out:
+            continue
+        if new in out:
+            raise RecipeError(f"{path}.{old}: the old name of {new}; expected only {new}")
+        warnings.warn(f"recipe key {path}.{old} is deprecated; it is now {path}.{new}",
+                      DeprecationWarning, stacklevel=4)
+        out[new] = out.pop(old)
+    return out
 
 
 def _check_pattern_floor(settings: dict[str, Any], path: str) -> None:

@@ -24,7 +24,6 @@ import copy
 import hashlib
 import json
 import os
-import re
 import tempfile
 import time
 from pathlib import Path
@@ -41,35 +40,15 @@ from ..layers import GROUPS, compressible_tensors, match
 from ..models import arch_of, model_for_dataset
 from ..paths import check_output
 from ..progress import log, progress
+from ..report import build_report, write_report
+from ..report.sizes import model_size
 from ..training import TrainConfig, evaluate, seed_everything
 from .distributed import rank_zero_writes
-from .manifest import validate_manifest
+from .manifest import MANIFEST, RUN_FORMAT, STAGE_FILE, RunError, read_manifest, stage_checkpoint
 from .recipe import Recipe, RecipeError, load_recipe
 from .stages import STAGES, StageContext, config_facts
 
 __all__ = ["compress", "RunError", "MANIFEST", "read_manifest", "stage_metrics"]
-
-MANIFEST = "manifest.json"
-_FORMAT = "sparsenet-run"
-
-
-class RunError(SparsenetError):
-    """A run directory cannot be used as asked (already holds a run, other recipe, corrupt)."""
-
-
-def read_manifest(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """The manifest of a run directory, checked for format."""
-    path = Path(run_dir) / MANIFEST
-    if not path.is_file():
-        raise RunError(f"{run_dir}: not a run directory (no {MANIFEST})")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RunError(f"{path}: corrupt manifest ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != _FORMAT:
-        raise RunError(f"{path}: not a sparsenet run manifest")
-    return validate_manifest(manifest, str(path), tuple(STAGES))
-
 
 def _prefix_digest(recipe: Recipe, index: int, config: dict[str, Any] | None = None) -> str:
     d = recipe.to_dict()
@@ -91,9 +70,7 @@ def _sha256(path: Path) -> str:
 
 def stage_metrics(model: nn.Module, data: Dataset) -> dict[str, Any]:
     """Test accuracy/loss, weights, non-zeros and estimated storage of ``model``."""
-    from ..report.sizes import model_size
-
-    ev = evaluate(model, *data.test)
+    ev = evaluate(model, data.test)
     size = model_size(model)
     return {
         "accuracy": ev["accuracy"],
@@ -146,7 +123,8 @@ def check_layer_names(recipe: Recipe, model: nn.Module) -> None:
         elif st.kind == "prune" and "per_layer" in st.settings:
             names, key = st.settings["per_layer"], "per_layer"
         elif st.kind == "share":
-            names, key = {k: v for k, v in st.settings["bits"].items() if k not in GROUPS}, "bits"
+            bits = st.settings["weight_bits"]
+            names, key = {k: v for k, v in bits.items() if k not in GROUPS}, "weight_bits"
         else:
             names, key = {}, ""
         for name in names:
@@ -178,9 +156,7 @@ class _Run:
         return self.bare if self.bare is not None and arch_of(self.bare) is None else None
 
     def ckpt(self, index: int | None) -> Path:
-        if index is None:
-            return self.dir / "stages" / "initial.pt"
-        return self.dir / "stages" / f"{index:02d}-{self.recipe.stages[index].kind}.pt"
+        return stage_checkpoint(self.dir, index, "" if index is None else self.recipe.stages[index].kind)
 
     def load(self, index: int | None) -> nn.Module:
         target = copy.deepcopy(self.bare) if self.bare is not None and arch_of(self.bare) is None else None
@@ -328,7 +304,7 @@ def compress(
                    "metrics": stage_metrics(module, stage_data)}
     atomic_write_text(rdir / "recipe.toml", _to_toml(recipe_obj))
     manifest: dict[str, Any] = {
-        "format": _FORMAT,
+        "format": RUN_FORMAT,
         "version": 1,
         "recipe": recipe_obj.to_dict(),
         "recipe_source": recipe_obj.source,
@@ -387,12 +363,8 @@ def compress(
         run.write(manifest)
     result: dict[str, Any]
     if report:
-        from ..report import write_report
-
         result = write_report(rdir, model=run.bare if arch_of(current) is None else None)
     else:
-        from ..report import build_report
-
         result = build_report(rdir)
     return current, result
 
@@ -403,11 +375,8 @@ def _score_test(run: _Run, final: nn.Module, data: Dataset, held: int) -> dict[s
     trained = bool(run.recipe.stages) and run.recipe.stages[0].kind == "train"
     dense = run.load(0 if trained else None)
     return {"validation_images": held,
-            "dense": evaluate(dense, *data.test)["accuracy"],
-            "final": evaluate(final, *data.test)["accuracy"]}
-
-
-_STAGE_FILE = re.compile(r"^(initial|\d{2}-(" + "|".join(map(re.escape, STAGES)) + r"))\.pt$")
+            "dense": evaluate(dense, data.test)["accuracy"],
+            "final": evaluate(final, data.test)["accuracy"]}
 
 
 def _remove_run_files(rdir: Path) -> None:
@@ -422,7 +391,7 @@ def _remove_run_files(rdir: Path) -> None:
     stages = rdir / "stages"
     if stages.is_dir():
         for f in stages.iterdir():
-            if f.is_file() and not f.is_symlink() and _STAGE_FILE.match(f.name):
+            if f.is_file() and not f.is_symlink() and STAGE_FILE.match(f.name):
                 f.unlink()
         if not any(stages.iterdir()):
             stages.rmdir()

@@ -25,7 +25,7 @@ Method (``docs/pipeline.md``, "The smallest file within a budget", says why):
    is spent.
 4. **Final point.** A last retraining of ``final_epochs`` at the chosen sparsities, k-means
    sharing at the chosen bits with ``finetune_epochs`` of centroid fine-tuning, and Huffman
-   coding with per-layer gap widths (``index_bits = "auto"``). If that final model misses
+   coding with per-layer gap widths (``gap_bits = "auto"``). If that final model misses
    the budget on the validation split, the last accepted moves are undone one by one.
 
 Everything resumes after a kill: stages through the runner's checkpoints, probes and
@@ -127,7 +127,7 @@ class _Search:
         key = "float:" + self.digest(st.stages)
         got = self.journal.cached(key)
         if got is None:
-            acc = float(evaluate(st.model, *self.val)["accuracy"])
+            acc = float(evaluate(st.model, self.val)["accuracy"])
             got = Probe(acc, self.probe(st, sparsity, bits).bytes)
             self.journal.remember(key, got)
         return got
@@ -163,7 +163,7 @@ class _Search:
             raise SparsenetError("nothing to compress: the model has no compressible weights")
         bits = {n: self.s.start_bits.get(k, 8) for n, k in names.items()}
         st = _State(stages, dict.fromkeys(names, 0.0), bits, model)
-        dense = float(evaluate(model, *self.val)["accuracy"])
+        dense = float(evaluate(model, self.val)["accuracy"])
         self.dense_val = dense
         self.floor = dense - self.s.max_drop / 100
         # pruning may spend the budget but a reserve, kept for the bits phase
@@ -366,10 +366,10 @@ class _Search:
             tail.append({"prune": {"method": "magnitude", "per_layer": dict(st.sparsity),
                                    "iterations": 1, "retrain_epochs": s.final_epochs,
                                    "lr_factor": s.lr_factor}})
-        tail.append({"share": {"bits": dict(st.bits), "init": "linear",
+        tail.append({"share": {"weight_bits": dict(st.bits), "init": "linear",
                                "finetune_epochs": finetune, "optimizer": "adam",
                                "lr": 1e-3}})
-        tail.append({"encode": {"coder": "huffman", "index_bits": "auto"}})
+        tail.append({"encode": {"coder": "huffman", "gap_bits": "auto"}})
         return [*st.stages, *tail]
 
     def finish(self, st: _State) -> tuple[nn.Module, dict[str, Any]]:

@@ -20,16 +20,16 @@ import torch
 from torch import nn
 
 from .. import bn
-from ..checkpoint import apply_transforms, describe_transforms, load_model
+from ..checkpoint import apply_transforms, describe_transforms
 from ..coding import save_snn
 from ..data import Dataset
 from ..errors import SparsenetError
-from ..inference import load_snn
 from ..layers import compressible_tensors
+from ..loading import load
 from ..lowrank import factorize
 from ..models import arch_of
 from ..progress import log
-from ..prune import DEFAULT_GRID, prune_iterative, sensitivity
+from ..prune import DEFAULT_GRID, PruneSchedule, make_criterion, prune_iterative, sensitivity
 from ..regularize import WeightPenalty
 from ..share import share_weights
 from ..training import Callback, TrainConfig, default_config, evaluate, fit
@@ -146,7 +146,7 @@ def train_stage(model: nn.Module, ctx: StageContext) -> nn.Module:
     """Load ``load`` if given; else train from the current weights unless already trained."""
     s = ctx.settings
     if "load" in s:
-        loaded, meta = load_model(s["load"], model=ctx.fresh_model())
+        loaded, meta = load(s["load"], model=ctx.fresh_model(), with_metadata=True)
         ctx.record["loaded"] = s["load"]
         ctx.record["loaded_metadata"] = {
             k: v for k, v in meta.items() if isinstance(v, (int, float, str, bool))
@@ -191,18 +191,18 @@ def prune_stage(model: nn.Module, ctx: StageContext) -> nn.Module:
         target["per_layer"] = _per_layer_after_swaps(model, target["per_layer"])
     cfg = retrain_config(model, ctx, s["retrain_epochs"])
     ctx.record["retrain_config"] = config_facts(cfg)
-    history: list[dict[str, Any]] = []
-    model = prune_iterative(
-        model, ctx.data.train, method=s["method"], **target, steps=s["iterations"],
-        retrain_epochs=s["retrain_epochs"], config=cfg, lr=cfg.lr,
-        val=ctx.data.test, seed=ctx.seed, history=history,
-        recalibrate_bn=s.get("recalibrate_bn", True),
-        pattern=s.get("pattern"), **{k: s[k] for k in ("calibration", "blocksize", "damp") if k in s},
+    options = {k: s[k] for k in ("calibration", "blocksize", "damp") if k in s}
+    crit = make_criterion(s["method"], data=ctx.data.train, seed=ctx.seed, **options)
+    schedule = PruneSchedule(
+        steps=s["iterations"], retrain_epochs=s["retrain_epochs"], lr=cfg.lr,
+        recalibrate_bn=s.get("recalibrate_bn", True), pattern=s.get("pattern"),
     )
+    result = prune_iterative(model, ctx.data.train, crit, **target, schedule=schedule,
+                             config=cfg, val=ctx.data.test, seed=ctx.seed)
     ctx.record["iterations"] = _jsonable(
-        [{k: v for k, v in h.items() if k != "fit"} for h in history]
+        [{k: v for k, v in h.items() if k != "fit"} for h in result.history]
     )
-    return model
+    return result.model
 
 
 def _per_layer_after_swaps(model: nn.Module, per_layer: dict[str, float]) -> dict[str, float]:
@@ -256,13 +256,13 @@ def share_stage(model: nn.Module, ctx: StageContext) -> nn.Module:
         folded: dict[str, Any] = {}
         model = bn.fold_bn(model, report=folded)  # shared weights are then the deployed ones
         ctx.record["fold_bn"] = folded
-    model = share_weights(model, bits=dict(s["bits"]), init=s["init"], seed=ctx.seed)
+    model = share_weights(model, dict(s["weight_bits"]), init=s["init"], seed=ctx.seed)
     cfg = base_config(model, ctx).replace(
         epochs=s["finetune_epochs"], lr=s["lr"], optimizer=s["optimizer"], seed=ctx.seed,
         **({"batch_size": s["batch_size"]} if "batch_size" in s else {}),
     )
     _recalibrate(model, ctx, cfg, "after_sharing")
-    ctx.record["accuracy_before_finetune"] = evaluate(model, *ctx.data.test)["accuracy"]
+    ctx.record["accuracy_before_finetune"] = evaluate(model, ctx.data.test)["accuracy"]
     _train(model, ctx, cfg, tag="finetune")
     if cfg.epochs:
         _recalibrate(model, ctx, cfg, "after_finetune")
@@ -284,13 +284,13 @@ def encode_stage(model: nn.Module, ctx: StageContext) -> nn.Module:
         raise SparsenetError(f"{ctx.name}: no output path for the .snn file")
     meta = {"dataset": ctx.data.name, "recipe": ctx.recipe.name}
     size = save_snn(
-        model, out, coder=ctx.settings["coder"], index_bits=ctx.settings["index_bits"],
+        model, out, coder=ctx.settings["coder"], gap_bits=ctx.settings["gap_bits"],
         metadata=meta,
     )
     ctx.record["out"] = str(out)
     ctx.record["file_bytes"] = out.stat().st_size
     ctx.record["size_report"] = _jsonable(size)
-    loaded: nn.Module = load_snn(out, model=_snn_target(model, ctx))
+    loaded: nn.Module = load(out, model=_snn_target(model, ctx))
     return loaded
 
 

@@ -13,6 +13,7 @@ from .calibration import LayerView, Stats, layer_view, record, sequential
 from .criteria import (
     CALIBRATED,
     CRITERIA,
+    DEFAULT_OBD_SAMPLES,
     OBD,
     OBS,
     Criterion,
@@ -35,6 +36,7 @@ from .mask import (
 from .obd import hessian_diagonal, module_chain, resolve_form
 from .oneshot import PruneSpec, layer_counts, prune, prune_to, select_masks
 from .patterns import Pattern, parse_pattern, satisfies
+from .schedule_config import PruneResult, PruneSchedule
 from .schedules import (
     GradualPruning,
     SparsityMonitor,
@@ -69,6 +71,7 @@ __all__ = [
     "CALIBRATED",
     "DEFAULT_CALIBRATION",
     "make_criterion",
+    "DEFAULT_OBD_SAMPLES",
     "sparsegpt_matrix",
     "obs_matrix",
     # calibration and patterns
@@ -91,6 +94,8 @@ __all__ = [
     "layer_counts",
     "prune_iterative",
     "prune_gradual",
+    "PruneSchedule",
+    "PruneResult",
     "GradualPruning",
     "SparsityMonitor",
     "cubic_sparsity",

@@ -6,6 +6,7 @@ score (see :mod:`sparsenet.prune.oneshot`), so re-pruning never revives a weight
 
 from __future__ import annotations
 
+import copy
 import inspect
 from typing import Any
 
@@ -31,7 +32,10 @@ __all__ = [
     "CRITERIA",
     "CALIBRATED",
     "make_criterion",
+    "DEFAULT_OBD_SAMPLES",
 ]
+
+DEFAULT_OBD_SAMPLES = 10_000
 
 
 class Magnitude(Criterion):
@@ -66,7 +70,10 @@ class OBD(Criterion):
 
     Parameters
     ----------
-    data : ``(x, y)`` over which the Hessian diagonal is averaged.
+    data : ``(x, y)`` over whose first ``samples`` the Hessian diagonal is averaged; may be
+        left out and given later (:func:`make_criterion` with ``data``, or a pruning
+        schedule, which passes its training data).
+    samples : how many samples of ``data`` to use (default 10,000; ``None``: all).
     loss : ``"ce"`` or ``"mse"``.
     form : ``"auto"`` (LeCun's recursion ``"lm"`` for a chain, ``"gauss-newton"`` for
         any other graph), ``"lm"`` (Levenberg–Marquardt, >= 0, LeCun's choice),
@@ -83,25 +90,38 @@ class OBD(Criterion):
 
     def __init__(
         self,
-        data: tuple[torch.Tensor, torch.Tensor],
+        data: tuple[torch.Tensor, torch.Tensor] | None = None,
+        samples: int | None = DEFAULT_OBD_SAMPLES,
         loss: str = "ce",
         form: str = "auto",
         batch_size: int = 1000,
         probes: int = 32,
         seed: int = 0,
     ) -> None:
+        if samples is not None and (
+            isinstance(samples, bool) or not isinstance(samples, int) or samples < 1
+        ):
+            raise SparsenetError(f"bad OBD samples {samples!r}; expected an integer >= 1 or None")
         self.data = data
+        self.samples = samples
         self.loss = loss
         self.form = form
         self.batch_size = batch_size
         self.probes = probes
         self.seed = seed
 
+    def hessian_data(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``samples`` of ``data``."""
+        if self.data is None:
+            raise SparsenetError("method 'obd' needs data (x, y) to average the Hessian over")
+        x, y = self.data
+        return (x, y) if self.samples is None else (x[: self.samples], y[: self.samples])
+
     def scores(self, model: nn.Module, targets: list[Target]) -> list[torch.Tensor]:
         device = next(model.parameters()).device.type
         self.form_ = resolve_form(model, self.form)
         self.hessian_ = hessian_diagonal(
-            model, self.data, loss=self.loss, form=self.form_, batch_size=self.batch_size,
+            model, self.hessian_data(), loss=self.loss, form=self.form_, batch_size=self.batch_size,
             device=device, probes=self.probes, seed=self.seed,
         )
         out = []
@@ -146,14 +166,21 @@ def make_criterion(
 ) -> Criterion:
     """A criterion by name (see :data:`CRITERIA`) or the instance given.
 
-    ``obd`` needs ``data`` (the Hessian's average); ``sparsegpt``, ``wanda`` and ``obs``
-    need it as calibration inputs (the first ``calibration`` samples). ``options`` are the
-    criteria's settings (``loss``, ``form``, ``batch_size``, ``probes`` for OBD; ``calibration``,
-    ``blocksize``, ``damp``, ``group`` for the calibrated ones); each criterion takes those
-    it has and ignores the others' (so one call site serves every method), and a name no
-    criterion has raises :class:`SpecError`.
+    ``obd`` needs ``data`` (the Hessian's average over its first ``samples``); ``sparsegpt``,
+    ``wanda`` and ``obs`` need it as calibration inputs (the first ``calibration`` samples).
+    ``options`` are the criteria's settings (``samples``, ``loss``, ``form``, ``batch_size``,
+    ``probes`` for OBD; ``calibration``, ``blocksize``, ``damp``, ``group`` for the
+    calibrated ones); each criterion takes those it has and ignores the others' (so one call
+    site serves every method), and a name no criterion has raises :class:`SpecError`.
+
+    A :class:`Criterion` instance is returned as is, its own settings kept; one built
+    without data (``OBD(form="lm")``, ``SparseGPT(calibration=512)``) gets ``data`` as a
+    copy, so the caller's object is not changed.
     """
     if isinstance(method, Criterion):
+        if data is not None and getattr(method, "data", False) is None:
+            method = copy.copy(method)
+            method.data = data  # type: ignore[attr-defined]
         return method
     if method not in CRITERIA:
         raise SpecError(f"unknown pruning method {method!r}; expected one of {sorted(CRITERIA)}")
@@ -166,7 +193,7 @@ def make_criterion(
     if method == "obd":
         if data is None:
             raise SparsenetError("method 'obd' needs data (x, y) to average the Hessian over")
-        return OBD(data, **mine)
+        return OBD(data, **mine)  # an option given as None keeps the default
     if method in CALIBRATED:
         if data is None:
             raise SparsenetError(

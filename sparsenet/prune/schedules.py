@@ -9,6 +9,9 @@ plain ``fit``; the schedules only decide *when* to prune and to *what* sparsity:
 - :class:`GradualPruning`: a :class:`~sparsenet.training.Callback` pruning every
   ``frequency`` steps along Zhu & Gupta's (2017) cubic schedule
   ``s_t = s_f + (s_i − s_f)(1 − (t − t0)/(n Δt))³``; :func:`prune_gradual` runs it.
+
+Both take a :class:`~sparsenet.prune.schedule_config.PruneSchedule` and return a
+:class:`~sparsenet.prune.schedule_config.PruneResult`; the criterion carries its own options.
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ from ..errors import SparsenetError
 from ..models import arch_of
 from ..progress import log
 from ..training import Callback, TrainConfig, TrainState, default_config, evaluate, fit
-from .criteria import CALIBRATED, Criterion, make_criterion
+from .criteria import Criterion, make_criterion
 from .mask import sparsity_report
 from .oneshot import PruneSpec, prune_to
 from .patterns import parse_pattern
+from .schedule_config import PruneResult, PruneSchedule
 
 __all__ = ["SparsityMonitor", "GradualPruning", "prune_iterative", "prune_gradual", "cubic_sparsity",
            "cubic_progress"]
@@ -39,13 +43,6 @@ class SparsityMonitor(Callback):
 
     def on_epoch_end(self, state: TrainState) -> None:
         state.metrics["sparsity"] = sparsity_report(state.model)["sparsity"]
-
-
-def _score_data(train: Data, method: str | Criterion, samples: int | None) -> Data:
-    """OBD's first ``samples``; calibrated criteria cut their own ``calibration`` samples."""
-    if samples is None or (isinstance(method, str) and method in CALIBRATED):
-        return train
-    return train[0][:samples], train[1][:samples]
 
 
 def _training_config(model: nn.Module, config: TrainConfig | None) -> TrainConfig:
@@ -63,74 +60,60 @@ def prune_iterative(
     per_layer: dict[str, float] | None = None,
     quality: float | None = None,
     *,
-    steps: int = 3,
-    retrain_epochs: int = 2,
-    scope: str = "global",
+    schedule: PruneSchedule | None = None,
     config: TrainConfig | None = None,
-    lr: float | None = None,
     val: Data | None = None,
     callbacks: tuple[Callback, ...] | list[Callback] = (),
-    obd_samples: int | None = 10_000,
     seed: int = 0,
-    history: list[dict[str, Any]] | None = None,
-    recalibrate_bn: bool = True,
-    bn_batches: int = 50,
-    pattern: str | None = None,
-    **obd: Any,
-) -> nn.Module:
-    """Prune → retrain ``steps`` times, sparsity growing to the target; in place.
+) -> PruneResult:
+    """Prune → retrain ``schedule.steps`` times, sparsity growing to the target; in place.
 
     Parameters
     ----------
-    model, method, sparsity, per_layer, quality, scope : as :func:`~sparsenet.prune.prune`.
-    train : ``(x, y)`` training data, used to retrain (and for OBD's Hessian).
-    steps : K rounds; round k prunes to ``1 − (1 − s)^(k/K)`` (quality: ``q·k/K``).
-    retrain_epochs : epochs of :func:`~sparsenet.training.fit` after each round (0 = none).
+    model, sparsity, per_layer, quality : as :func:`~sparsenet.prune.prune`.
+    train : ``(x, y)`` training data, used to retrain (and as the criterion's data when it
+        has none: OBD's Hessian samples, the calibrated criteria's inputs).
+    method : a name (built by :func:`~sparsenet.prune.make_criterion` with its defaults) or
+        a :class:`Criterion` carrying its options, e.g. ``OBD(samples=5000, form="lm")``.
+    schedule : rounds, retraining epochs and learning rate, scope, N:M pattern, BatchNorm
+        recalibration (:class:`PruneSchedule`; default ``PruneSchedule()``).
     config : the model's *training* recipe (default: the registry recipe for its
-        architecture); retraining copies it with ``epochs=retrain_epochs`` and
-        ``lr = config.lr / 10`` unless ``lr`` is given.
-    val : evaluated after each pruning and each retraining (accuracies in ``history``).
+        architecture); retraining copies it with ``epochs=schedule.retrain_epochs`` and the
+        schedule's learning rate (``config.lr / 10`` by default).
+    val : evaluated after each pruning and each retraining (accuracies in the history).
     callbacks : passed on to every ``fit``.
-    obd_samples : OBD averages its Hessian over the first this-many training samples
-        (sparsegpt/wanda/obs take their ``calibration`` first samples of the whole set).
-    pattern : ``"2:4"`` or any N:M, imposed from the first round on.
-    obd : the criterion's settings (see :func:`~sparsenet.prune.make_criterion`).
-    history : if a list, one record per round is appended to it (sparsity, accuracy, fit history).
-    recalibrate_bn : after each pruning round, before evaluating and retraining, recompute
-        BatchNorm running statistics from up to ``bn_batches`` training batches
-        (:func:`sparsenet.bn.recalibrate_bn`); the round's record says how many layers.
+    seed : the criterion's (``random``), retraining's and BatchNorm recalibration's seed.
+
+    Returns
+    -------
+    PruneResult
+        ``model`` and one record per round (see :class:`PruneResult`).
     """
-    if steps < 1 or retrain_epochs < 0:
-        raise SparsenetError(
-            f"bad iterative schedule steps={steps}, retrain_epochs={retrain_epochs}; "
-            "expected steps >= 1 and retrain_epochs >= 0"
-        )
-    spec = PruneSpec(sparsity=sparsity, per_layer=dict(per_layer or {}), quality=quality, scope=scope,
-                     pattern=pattern)
-    obd_data = _score_data(train, method, obd_samples)
-    crit = make_criterion(method, data=obd_data, seed=seed, **obd)
-    base = _training_config(model, config)
-    cfg = base.replace(epochs=retrain_epochs, lr=lr if lr is not None else base.lr / 10, seed=seed)
-    for k in range(1, steps + 1):
-        prune_to(model, crit, spec.scaled(k / steps))
+    sch = schedule or PruneSchedule()
+    spec = PruneSpec(sparsity=sparsity, per_layer=dict(per_layer or {}), quality=quality,
+                     scope=sch.scope, pattern=sch.pattern)
+    crit = make_criterion(method, data=train, seed=seed)
+    cfg = sch.retrain_config(_training_config(model, config), sch.retrain_epochs, seed)
+    history: list[dict[str, Any]] = []
+    for k in range(1, sch.steps + 1):
+        prune_to(model, crit, spec.scaled(k / sch.steps))
         rec: dict[str, Any] = {"step": k, "sparsity": sparsity_report(model)["sparsity"]}
-        if recalibrate_bn and bn.has_batchnorm(model):
+        if sch.recalibrate_bn and bn.has_batchnorm(model):
             rec["bn_recalibrated"] = bn.recalibrate_bn(
-                model, train, batches=bn_batches, batch_size=cfg.batch_size, seed=seed + k)
+                model, train, batches=sch.bn_batches, batch_size=cfg.batch_size, seed=seed + k)
         if val is not None:
-            rec["pruned_acc"] = evaluate(model, *val, device=cfg.device)["accuracy"]
-        if retrain_epochs:
+            rec["pruned_acc"] = evaluate(model, val, device=cfg.device)["accuracy"]
+        if sch.retrain_epochs:
             rec["fit"] = fit(model, train, cfg, callbacks=[SparsityMonitor(), *callbacks])
         if val is not None:
-            rec["retrained_acc"] = evaluate(model, *val, device=cfg.device)["accuracy"]
+            rec["retrained_acc"] = evaluate(model, val, device=cfg.device)["accuracy"]
         log(
-            f"round {k}/{steps}: sparsity {rec['sparsity']:.4f}"
+            f"round {k}/{sch.steps}: sparsity {rec['sparsity']:.4f}"
             + (f", acc {rec['pruned_acc']:.4f} -> {rec['retrained_acc']:.4f}" if val else ""),
             cfg.quiet,
         )
-        if history is not None:
-            history.append(rec)
-    return model
+        history.append(rec)
+    return PruneResult(model, history)
 
 
 def cubic_progress(step: int, begin: int, end: int) -> float:
@@ -228,47 +211,43 @@ def prune_gradual(
     method: str | Criterion = "magnitude",
     sparsity: float | dict[str, float] = 0.9,
     *,
-    epochs: int = 4,
-    prune_fraction: float = 0.75,
-    frequency: int | None = None,
-    initial_sparsity: float = 0.0,
-    scope: str = "global",
+    schedule: PruneSchedule | None = None,
     config: TrainConfig | None = None,
-    lr: float | None = None,
     val: Data | None = None,
     callbacks: tuple[Callback, ...] | list[Callback] = (),
-    obd_samples: int | None = 10_000,
     seed: int = 0,
-    recalibrate_bn: bool = True,
-    pattern: str | None = None,
-    **obd: Any,
-) -> list[dict[str, Any]]:
-    """Train ``epochs`` epochs while pruning gradually to ``sparsity``; returns fit's history.
+) -> PruneResult:
+    """Train ``schedule.epochs`` epochs while pruning gradually to ``sparsity``; in place.
 
-    Pruning runs over the first ``prune_fraction`` of the steps (``frequency`` defaults to
-    1/20 of that span), the rest fine-tunes at the final sparsity. ``lr`` defaults to the
-    training recipe's lr / 10 as for :func:`prune_iterative`. With ``recalibrate_bn``,
-    BatchNorm running statistics are recomputed once training ends (the last pruning event
-    happened after most of their updates).
+    Pruning runs over the first ``schedule.prune_fraction`` of the steps (``frequency``
+    defaults to 1/20 of that span), the rest fine-tunes at the final sparsity. The learning
+    rate defaults to the training recipe's lr / 10 as for :func:`prune_iterative`; ``method``,
+    ``config``, ``val``, ``callbacks`` and ``seed`` are as there. With
+    ``schedule.recalibrate_bn``, BatchNorm running statistics are recomputed once training
+    ends (the last pruning event happened after most of their updates).
+
+    Returns
+    -------
+    PruneResult
+        ``model``, :func:`~sparsenet.training.fit`'s per-epoch history and the pruning events.
     """
-    base = _training_config(model, config)
-    cfg = base.replace(epochs=epochs, lr=lr if lr is not None else base.lr / 10, seed=seed)
+    sch = schedule or PruneSchedule()
+    cfg = sch.retrain_config(_training_config(model, config), sch.epochs, seed)
     steps_per_epoch = -(-len(train[0]) // cfg.batch_size)
-    end = max(1, int(prune_fraction * epochs * steps_per_epoch))
-    obd_data = _score_data(train, method, obd_samples)
-    crit = make_criterion(method, data=obd_data, seed=seed, **obd)
+    end = max(1, int(sch.prune_fraction * sch.epochs * steps_per_epoch))
+    crit = make_criterion(method, data=train, seed=seed)
     cb = GradualPruning(
         crit,
         sparsity,
         end_step=end,
-        initial_sparsity=initial_sparsity,
-        frequency=frequency or max(1, end // 20),
-        scope=scope,
-        pattern=pattern,
+        initial_sparsity=sch.initial_sparsity,
+        frequency=sch.frequency or max(1, end // 20),
+        scope=sch.scope,
+        pattern=sch.pattern,
     )
     history = fit(model, train, cfg, callbacks=[cb, *callbacks], val=val)
-    if recalibrate_bn and bn.has_batchnorm(model):
+    if sch.recalibrate_bn and bn.has_batchnorm(model):
         bn.recalibrate_bn(model, train, batch_size=cfg.batch_size, seed=seed)
         if val is not None and history:
-            history[-1]["val_acc_recalibrated"] = evaluate(model, *val, device=cfg.device)["accuracy"]
-    return history
+            history[-1]["val_acc_recalibrated"] = evaluate(model, val, device=cfg.device)["accuracy"]
+    return PruneResult(model, history, list(cb.events))

@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..distributed import sharded_evaluate as evaluate
 from ..io import atomic_write_bytes, write_json
 from ..progress import progress
+from ..training.scoring import sharded_evaluate as evaluate
 from .base import Calibrated
 from .criteria import Criterion, make_criterion
 from .mask import resolve_targets
@@ -66,7 +66,7 @@ def sensitivity(
     for s in sparsities:
         PruneSpec(sparsity=s)  # validates each grid point
     crit = make_criterion(method, data=score_data or data, seed=seed, **obd)
-    dense = evaluate(model, *data)
+    dense = evaluate(model, data)
     result: dict[str, Any] = {
         "method": crit.name,
         "sparsities": [float(s) for s in sparsities],
@@ -84,7 +84,7 @@ def sensitivity(
         param = _raw(t.module, t.tensor)
         saved = param.detach().clone()
         param.mul_(keep.to(param.dtype))
-        ev = evaluate(model, *data)
+        ev = evaluate(model, data)
         param.copy_(saved)
         row["accuracy"].append(ev["accuracy"])
         row["loss"].append(ev["loss"])
@@ -108,7 +108,7 @@ def _reconstructing(
         (t,) = resolve_targets(net, [name])
         row = result["layers"].setdefault(t.name, {"size": t.value.numel(), "accuracy": [], "loss": []})
         crit.apply(net, [t], [round(s * t.value.numel())])
-        ev = evaluate(net, *data)
+        ev = evaluate(net, data)
         row["accuracy"].append(ev["accuracy"])
         row["loss"].append(ev["loss"])
     return result

@@ -16,6 +16,8 @@ from torch import nn
 from ..checkpoint import load_model
 from ..errors import CheckpointError
 from ..io import atomic_write_text, write_json
+from ..paths import check_input_dir, check_output
+from ..pipeline.manifest import ManifestError, read_manifest, stage_checkpoint
 from .search import plot_tradeoff, read_search, search_markdown
 from .sizes import model_size
 
@@ -23,9 +25,9 @@ __all__ = ["build_report", "write_report", "format_markdown", "model_size"]
 
 
 def _ckpt(run_dir: Path, entry: dict[str, Any] | None) -> Path:
-    if entry is None:
-        return run_dir / "stages" / "initial.pt"
-    return run_dir / "stages" / f"{entry['index']:02d}-{entry['kind']}.pt"
+    """The checkpoint of a manifest stage entry (``None``: the initial model)."""
+    return stage_checkpoint(run_dir, None if entry is None else entry["index"],
+                            "" if entry is None else entry["kind"])
 
 
 def _coded_layers(size_report: Any) -> dict[str, dict[str, float]]:
@@ -77,9 +79,6 @@ def build_report(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     ------
     RunError / ManifestError (SparsenetErrors) for a missing or corrupt manifest.
     """
-    from ..pipeline.manifest import ManifestError
-    from ..pipeline.runner import read_manifest
-
     rdir = Path(run_dir)
     man = read_manifest(rdir)  # validated: every field read below has its type
     try:
@@ -206,9 +205,7 @@ def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
     ``model`` is a bare instance of the architecture, needed only for custom (unregistered)
     models, whose checkpoints cannot rebuild themselves.
     """
-    from ..paths import check_input_dir, check_output
-    from ..pipeline.runner import read_manifest
-    from . import plots
+    from . import plots  # matplotlib: imported when a report is drawn, not with sparsenet
 
     rdir = check_input_dir(run_dir, "run directory")
     rep = build_report(rdir)  # a directory without a valid manifest fails here, creating nothing
@@ -289,7 +286,7 @@ def format_markdown(rep: dict[str, Any]) -> str:
               "Sizes are % of the dense float32 layer (weights and biases). P+Q: pruning and "
               "sharing at fixed width; coded: the .snn sections; entropy: the order-0 bound of "
               "the stored streams.", "",
-              "| layer | #W | W% | weight bits (P+Q → coded) | index bits (P+Q → coded) "
+              "| layer | #W | W% | weight bits (P+Q → coded) | gap bits (P+Q → coded) "
               "| size P+Q | size coded | entropy bound |",
               "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for lay in rep["layers"]:

@@ -67,13 +67,11 @@ def export_onnx(
     Returns ``{"model", "out", "bytes", "input_shape"}``.
     """
     require_onnx()
-    from ..inference import load_snn
+    from ..loading import load  # loading -> inference -> runtime: imported when called
     from .plan import guess_input_shape
 
-    model = load_snn(path, runtime="dense")
-    from ..coding.container import read_snn
-
-    shape = input_shape or guess_input_shape(model, read_snn(path).metadata)
+    model, meta = load(path, with_metadata=True)
+    shape = input_shape or guess_input_shape(model, meta)
     if shape is None:
         raise SparsenetError(f"{os.fspath(path)}: input shape unknown; pass --input-shape C,H,W")
     data = onnx_bytes(model, tuple(shape), opset)

@@ -1,11 +1,11 @@
 """Weight sharing: per-layer 1-D k-means on the non-zero weights, a codebook parametrisation.
 
 The review's "cluster & quantization" branch (Deep Compression): each selected layer's
-n non-zero weights are replaced by k = 2**bits shared values, storage n·b → n·log2(k) + k·b,
+n non-zero weights are replaced by k = 2**weight_bits shared values, storage n·b → n·log2(k) + k·b,
 and fine-tuning moves each centroid by the sum of its cluster's gradients::
 
     from sparsenet.share import share_weights, quantization_report, bake
-    share_weights(model, bits="conv=8,fc=5", init="optimal")
+    share_weights(model, weight_bits="conv=8,fc=5", init="optimal")
     finetune(model, data.train, epochs=1)    # Adam on the centroids (and biases)
     print(quantization_report(model)["total"])
     bake(model)                                              # plain weights again

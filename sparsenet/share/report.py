@@ -106,7 +106,7 @@ def quantization_report(model: nn.Module) -> dict[str, Any]:
 def format_report(report: dict[str, Any]) -> str:
     """A fixed-width table of :func:`quantization_report` output."""
     rows = [
-        f"{'layer':<10} {'bits':>4} {'used/k':>9} {'nonzero':>9} {'mse':>10} {'rel.err':>8} "
+        f"{'layer':<10} {'w.b':>4} {'used/k':>9} {'nonzero':>9} {'mse':>10} {'rel.err':>8} "
         f"{'bits before':>12} {'bits after':>11} {'ratio':>6}"
     ]
     for x in report["layers"]:

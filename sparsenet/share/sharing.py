@@ -12,12 +12,15 @@ from torch.nn.utils import parametrize
 
 from ..errors import SparsenetError
 from ..layers import compressible_tensors, tensor_name
+from ..renamed import renamed_argument
 from ..training import TrainConfig, fit
 from .bits import resolve_bits
 from .codebook import SharedWeight, index_dtype, shared_layers
 from .kmeans import INITS, KMeans1D
 
 __all__ = ["share_weights", "share_tensor", "finetune"]
+
+DEFAULT_WEIGHT_BITS = "conv=8,fc=5"  # Deep Compression's widths
 
 
 def share_tensor(
@@ -48,13 +51,15 @@ def share_tensor(
 
 def share_weights(
     model: nn.Module,
-    bits: str | int | Mapping[str, int] = "conv=8,fc=5",
+    weight_bits: str | int | Mapping[str, int] | None = None,
     init: str = "linear",
     max_iter: int = 300,
     tol: float = 1e-4,
     seed: int | None = 0,
+    *,
+    bits: str | int | Mapping[str, int] | None = None,
 ) -> nn.Module:
-    """Share the weights of each selected layer through a k = 2**bits codebook, in place.
+    """Share the weights of each selected layer through a k = 2**weight_bits codebook, in place.
 
     Each layer's effective weight (after any parametrisation already on it, such as a
     pruning mask) is clustered over its non-zero entries with 1-D k-means, and a
@@ -65,12 +70,14 @@ def share_weights(
     Parameters
     ----------
     model : the network, changed in place.
-    bits : ``"conv=8,fc=5"`` (by group), ``"fc3=6"`` (by name), ``"blocks.*=4"`` (glob), a
-        mix, an int (all) or a dict; see
-        :func:`~sparsenet.share.bits.resolve_bits`. Layers not selected are left alone.
+    weight_bits : the shared-weight index width: ``"conv=8,fc=5"`` (by group, the
+        default), ``"fc3=6"`` (by name), ``"blocks.*=4"`` (glob), a mix, an int (all) or a
+        dict; see :func:`~sparsenet.share.bits.resolve_bits`. Layers not selected are left
+        alone.
     init : ``"linear"``, ``"density"``, ``"random"``, ``"kmeans++"`` or ``"optimal"``.
     max_iter, tol : Lloyd stopping rule, see :class:`~sparsenet.share.kmeans.KMeans1D`.
     seed : for the random initialisations.
+    bits : deprecated name of ``weight_bits`` (a DeprecationWarning).
 
     Returns
     -------
@@ -82,9 +89,10 @@ def share_weights(
         On a bad ``bits`` spec. SparsenetError on an unknown ``init`` or a layer that is
         already shared (``bake`` it first).
     """
+    spec = renamed_argument("share_weights", "weight_bits", weight_bits, "bits", bits)
     if init not in INITS:
         raise SparsenetError(f"unknown init {init!r}; expected one of {', '.join(INITS)}")
-    table = resolve_bits(model, bits)
+    table = resolve_bits(model, spec if spec is not None else DEFAULT_WEIGHT_BITS)
     tensors = {t.name: t for t in compressible_tensors(model)}
     already = {tensor_name(name, tensor) for name, tensor, _m, _p in shared_layers(model)}
     for name in table:

@@ -12,12 +12,14 @@ loop through it instead of copying the loop::
 
 Modules: :mod:`.config` (``TrainConfig``, losses, optimizers, schedules, per-model
 defaults), :mod:`.callbacks` (``Callback``, ``TrainState``), :mod:`.loop` (``fit``,
-``evaluate``, ``predict``, ``seed_everything``), :mod:`.resume` (training checkpoints).
+``seed_everything``), :mod:`.scoring` (``evaluate(model, (x, y))``, ``predict`` → labels,
+``logits``, ``sharded_evaluate``), :mod:`.resume` (training checkpoints).
 """
 
 from .callbacks import Callback, TrainState
 from .config import LOSSES, LossFn, TrainConfig, default_config, loss_function
-from .loop import evaluate, fit, predict, seed_everything
+from .loop import fit, seed_everything
+from .scoring import evaluate, logits, predict, sharded_evaluate
 
 __all__ = [
     "TrainConfig",
@@ -26,6 +28,8 @@ __all__ = [
     "fit",
     "evaluate",
     "predict",
+    "logits",
+    "sharded_evaluate",
     "seed_everything",
     "default_config",
     "loss_function",

@@ -1,4 +1,4 @@
-"""The training loop :func:`fit`, and :func:`evaluate` / :func:`predict`.
+"""The training loop :func:`fit` (scoring is in :mod:`sparsenet.training.scoring`).
 
 One epoch: seed from (seed, epoch, rank) → the sampler's permutation → ``on_epoch_begin`` →
 the steps (forward → Σ ``penalty`` → backward → ``on_after_backward`` → optimizer step →
@@ -26,8 +26,9 @@ from ..progress import log, progress
 from .callbacks import Callback, TrainState, end_callbacks
 from .config import LossFn, TrainConfig, loss_function, make_optimizer, make_scheduler
 from .resume import restore_state, save_state
+from .scoring import evaluate
 
-__all__ = ["evaluate", "fit", "predict", "seed_everything"]
+__all__ = ["fit", "seed_everything"]
 
 Pairs = tuple[torch.Tensor, torch.Tensor]
 
@@ -41,44 +42,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-@torch.no_grad()
-def predict(
-    model: nn.Module, x: torch.Tensor, batch_size: int = 1000, device: str = "cpu"
-) -> torch.Tensor:
-    """Logits of ``model`` on ``x`` (N, ...) → (N, classes), in eval mode, batched."""
-    was_training = model.training
-    model.eval()
-    outs = [model(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]
-    model.train(was_training)
-    return torch.cat(outs) if outs else torch.empty(0)
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    batch_size: int = 1000,
-    loss_fn: LossFn | None = None,
-    device: str = "cpu",
-) -> dict[str, float]:
-    """Mean loss and accuracy of ``model`` on ``(x, y)``.
-
-    Returns
-    -------
-    dict with ``loss`` (mean cross-entropy unless ``loss_fn``), ``accuracy`` in [0, 1], ``n``.
-    """
-    if len(x) != len(y):
-        raise SparsenetError(f"evaluate: {len(x)} inputs but {len(y)} labels")
-    loss_fn = loss_fn or nn.functional.cross_entropy
-    logits = predict(model, x, batch_size, device)
-    if len(x) == 0:
-        return {"loss": float("nan"), "accuracy": float("nan"), "n": 0}
-    loss = float(loss_fn(logits, y))
-    acc = float((logits.argmax(1) == y).double().mean())
-    return {"loss": loss, "accuracy": acc, "n": len(x)}
 
 
 def fit(
@@ -283,7 +246,7 @@ def _end_epoch(state: TrainState, run: _Run, totals: torch.Tensor, t0: float) ->
     }
     state.scheduler.step()  # restore_state may start a new segment (see resume._extend)
     if run.val is not None:
-        ev = evaluate(state.model, run.val[0], run.val[1], loss_fn=run.loss_fn, device=cfg.device)
+        ev = evaluate(state.model, run.val, loss_fn=run.loss_fn, device=cfg.device)
         record["val_loss"], record["val_acc"] = ev["loss"], ev["accuracy"]
     record["seconds"] = time.perf_counter() - t0
     state.epoch = epoch + 1

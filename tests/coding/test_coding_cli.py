@@ -3,11 +3,11 @@ import json
 import pytest
 import torch
 
+from sparsenet import load
 from sparsenet.checkpoint import load_model, save_model
 from sparsenet.cli import main
 from sparsenet.coding import read_snn
 from sparsenet.coding.save import DEFAULT_BITS
-from sparsenet.inference import load_snn
 from sparsenet.training import evaluate
 
 
@@ -34,7 +34,7 @@ def test_compress_inspect_eval_decompress(tmp_path, shared_pt, capsys, digits_da
     # The model is already pruned and shared, so the .snn is lossless: its accuracy is the
     # source .pt's, exactly.
     orig, _ = load_model(shared_pt)
-    reference = evaluate(orig, *digits_data.test)["accuracy"]
+    reference = evaluate(orig, digits_data.test)["accuracy"]
     assert main(["eval", str(out), "--json"]) == 0
     acc = json.loads(capsys.readouterr().out)
     assert acc["dataset"] == "digits" and acc["test_accuracy"] == reference
@@ -57,7 +57,7 @@ def test_compress_unshared_model_shares_it_first(tmp_path, capsys):
     save_model(build_model("lenet300", seed=0, in_features=64), pt)
     out = tmp_path / "x.snn"
     assert main(["compress", str(pt), "--out", str(out), "--quiet"]) == 0
-    loaded = load_snn(out)
+    loaded = load(out)
     for name in ("fc1", "fc2", "fc3"):  # shared at the default widths: few distinct weights
         bits = DEFAULT_BITS["fc"]
         assert len(torch.unique(getattr(loaded, name).weight.detach())) <= 2**bits, name
@@ -66,8 +66,8 @@ def test_compress_unshared_model_shares_it_first(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, needle",
     [
-        (["compress", "{pt}", "--bits", "fc=99", "--out", "{snn}"], "1..15"),
-        (["compress", "{pt}", "--bits", "fc", "--out", "{snn}"], "NAME=BITS"),
+        (["compress", "{pt}", "--weight-bits", "fc=99", "--out", "{snn}"], "1..15"),
+        (["compress", "{pt}", "--weight-bits", "fc", "--out", "{snn}"], "NAME=BITS"),
         (["inspect", "{junk}"], "magic"),
         (["decompress", "{junk}", "--out", "{pt}.out.pt"], "magic"),
     ],

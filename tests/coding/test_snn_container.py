@@ -7,9 +7,10 @@ from torch import nn
 import sparsenet
 from sparsenet.checkpoint import register_transform
 from sparsenet.coding import read_snn, save_snn
-from sparsenet.coding.container import MAGIC, is_snn_header, load_with_metadata
+from sparsenet.coding.container import MAGIC, is_snn_header
 from sparsenet.errors import CorruptFileError
-from sparsenet.inference import SparseConv2d, SparseLinear, load_snn
+from sparsenet.inference import SparseConv2d, SparseLinear
+from sparsenet.loading import load as load_snn
 from sparsenet.share import share_weights
 
 
@@ -36,15 +37,16 @@ def test_lenet300_roundtrip_bit_exact(tmp_path, lenet300_digits, digits_data, co
     # the sparse runtime never holds a dense weight
     assert not any(p.dim() == 2 and p.numel() >= 64 * 100 for p in sparse.parameters())
     torch.testing.assert_close(logits(sparse, x), logits(lenet300_digits, x), rtol=1e-5, atol=1e-5)
-    _, meta = load_with_metadata(path)
-    assert meta == {"dataset": "digits"}
+    back, meta = sparsenet.load(path, with_metadata=True)
+    assert meta == {"dataset": "digits"} and back.sparsenet_meta == meta
+    assert dense.sparsenet_meta == {"dataset": "digits"}
 
 
 @pytest.mark.parametrize("coder", ["huffman", "ans"])
 def test_lenet5_roundtrip_bit_exact(tmp_path, lenet5_digits, digits_data, coder):
     x = digits_data.x_test[:64]
     path = tmp_path / "m.snn"
-    save_snn(lenet5_digits, path, coder=coder, bits={"conv": 6, "fc": 6})
+    save_snn(lenet5_digits, path, coder=coder, weight_bits={"conv": 6, "fc": 6})
     assert torch.equal(logits(load_snn(path), x), logits(lenet5_digits, x))
     sparse = load_snn(path, runtime="sparse")
     assert isinstance(sparse.conv2, SparseConv2d) and isinstance(sparse.fc1, SparseLinear)
@@ -260,7 +262,7 @@ def test_rechecksummed_flips_in_coded_sections(tmp_path, tiny_model, coder):
 def test_real_shared_weight_parametrisation(tmp_path, digits_data):
     """SharedWeight centroids (sparsenet.share) become the codebook, round trip bit-exact."""
     m = prune_and_share(sparsenet.build_model("lenet300", seed=0, in_features=64), 0.1, 1 << 12)
-    share_weights(m, bits="fc=4")
+    share_weights(m, weight_bits="fc=4")
     x = digits_data.x_test[:64]
     save_snn(m, tmp_path / "m.snn", layout="sparse")
     snn = read_snn(tmp_path / "m.snn")
@@ -322,11 +324,11 @@ def test_unknown_flag_bit_is_rejected(tiny_file):
 def test_auto_index_bits_is_the_smallest_and_exact(tmp_path, lenet300_digits, digits_data):
     from sparsenet.coding.save import AUTO_INDEX_BITS
 
-    save_snn(lenet300_digits, tmp_path / "a.snn", index_bits="auto")
+    save_snn(lenet300_digits, tmp_path / "a.snn", gap_bits="auto")
     auto = (tmp_path / "a.snn").stat().st_size
     sizes = []
     for b in AUTO_INDEX_BITS:
-        save_snn(lenet300_digits, tmp_path / "b.snn", index_bits=f"conv={b},fc={b}")
+        save_snn(lenet300_digits, tmp_path / "b.snn", gap_bits=f"conv={b},fc={b}")
         sizes.append((tmp_path / "b.snn").stat().st_size)
     assert auto <= min(sizes) < max(sizes)
     gap_bits = {lc.name: lc.index_bits for lc in read_snn(tmp_path / "a.snn").layers}

@@ -45,7 +45,7 @@ def files(tmp_path, lenet300_digits, lenet5_digits) -> list[Path]:
 
     save_snn(lenet300_digits, tmp_path / "h.snn", metadata={"dataset": "digits"})
     save_snn(lenet300_digits, tmp_path / "a.snn", coder="ans", layout="sparse")
-    save_snn(lenet5_digits, tmp_path / "l5.snn", index_bits="auto")
+    save_snn(lenet5_digits, tmp_path / "l5.snn", gap_bits="auto")
     raw = build_model("lenet300", seed=1, in_features=64)  # dense + sparse_raw layers
     keep = torch.rand(raw.fc1.weight.shape, generator=torch.Generator().manual_seed(0)) < 0.1
     with torch.no_grad():

@@ -64,7 +64,7 @@ def main(path: str) -> None:
     fit(mlp, (xt, yt), cfg)
     dist_.check_replicas_equal(mlp, "masked")
     out["masked"] = {k: v.clone() for k, v in mlp.state_dict().items()}
-    share_weights(mlp, bits={"fc": 3}, seed=0)
+    share_weights(mlp, weight_bits={"fc": 3}, seed=0)
     fit(mlp, (xt, yt), cfg.replace(optimizer="adam", lr=1e-3))
     dist_.check_replicas_equal(mlp, "shared")
     out["shared"] = {k: v.clone() for k, v in mlp.state_dict().items()}

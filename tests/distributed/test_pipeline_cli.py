@@ -30,7 +30,7 @@ sensitivity = true
 
 [[stages]]
 [stages.share]
-bits = { fc = 4 }
+weight_bits = { fc = 4 }
 finetune_epochs = 1
 
 [[stages]]

@@ -50,7 +50,7 @@ def test_custom_module_train_prune_share_encode_loads_in_a_fresh_process(tmp_pat
     m = TinyViT()
     x_tr, y_tr = digits_data.train
     sparsenet.fit(m, (x_tr[:256], y_tr[:256]), sparsenet.TrainConfig(epochs=1, quiet=True))
-    m = share_weights(prune(m, sparsity=0.7), bits="conv=5,fc=4")
+    m = share_weights(prune(m, sparsity=0.7), weight_bits="conv=5,fc=4")
     sparsenet.save_snn(m, tmp_path / "vit.snn")
     m.eval()
     x = digits_data.test[0][:64]
@@ -69,12 +69,12 @@ def test_custom_checkpoint_loads_without_its_class(tmp_path, digits_data):
     torch.manual_seed(0)
     m = prune(TinyViT(), sparsity=0.5)
     sparsenet.save_model(m, tmp_path / "m.pt", metadata={"k": 1})
-    back, meta = sparsenet.load_model(tmp_path / "m.pt")
+    back, meta = sparsenet.load(tmp_path / "m.pt", with_metadata=True)
     assert meta == {"k": 1}
     x = digits_data.test[0][:16]
     assert torch.equal(back(x), m.eval()(x))
     # the rebuilt model is prunable and saveable again: a second generation file
-    sparsenet.save_snn(share_weights(back, bits="conv=4,fc=4"), tmp_path / "m.snn")
+    sparsenet.save_snn(share_weights(back, weight_bits="conv=4,fc=4"), tmp_path / "m.snn")
     assert torch.equal(sparsenet.load(tmp_path / "m.snn")(x), back(x))
 
 
@@ -83,7 +83,7 @@ def test_compress_pipeline_on_a_custom_module(tmp_path, digits_data):
     recipe = {"seed": 0, "stages": [
         {"train": {"epochs": 1, "batch_size": 64}},
         {"prune": {"method": "magnitude", "sparsity": 0.5, "iterations": 1, "retrain_epochs": 1}},
-        {"share": {"bits": {"conv": 5, "fc": 4}, "finetune_epochs": 0}},
+        {"share": {"weight_bits": {"conv": 5, "fc": 4}, "finetune_epochs": 0}},
         {"encode": {"coder": "huffman"}},
     ]}
     torch.manual_seed(0)
@@ -99,7 +99,7 @@ def test_compress_pipeline_on_a_custom_module(tmp_path, digits_data):
 # ---------------------------------------------------------------- files already written
 def test_old_files_still_load_with_the_same_logits():
     ref = torch.load(FIXTURES / "lenet300-v1-logits.pt", weights_only=True)
-    pt, meta = sparsenet.load_model(FIXTURES / "lenet300-v1.pt")
+    pt, meta = sparsenet.load(FIXTURES / "lenet300-v1.pt", with_metadata=True)
     assert meta == {"dataset": "digits", "note": "fixture"}
     # The logits were written on another machine: torch's CPU kernels differ by ISA (AVX2 /
     # AVX-512) in summation order, 1.5e-8 here, so "the same" is to float32 rounding.
@@ -112,7 +112,7 @@ def test_old_files_still_load_with_the_same_logits():
 def test_registry_model_files_are_byte_identical_to_before(tmp_path):
     """The fixture's recipe, rerun with today's code, writes the committed bytes."""
     m = sparsenet.build_model("lenet300", seed=0, in_features=64, hidden=[32, 16], num_classes=10)
-    m = share_weights(prune(m, sparsity=0.9), bits="fc=3")
+    m = share_weights(prune(m, sparsity=0.9), weight_bits="fc=3")
     sparsenet.save_snn(m, tmp_path / "a.snn", metadata={"dataset": "digits"})
     assert (tmp_path / "a.snn").read_bytes() == (FIXTURES / "lenet300-v1.snn").read_bytes()
     header = sparsenet.coding.read_snn(tmp_path / "a.snn").header

@@ -150,10 +150,6 @@ def test_snn_header_fields_of_the_wrong_type(tmp_path, mlp_snn, key, value):
     path.write_bytes(edit_header(mlp_snn, lambda h: h.update({key: value})))
     with pytest.raises(CorruptFileError, match=f"header {key}"):
         sparsenet.load(path)
-    from sparsenet.coding.container import load_with_metadata
-
-    with pytest.raises(CorruptFileError):
-        load_with_metadata(path)
 
 
 def test_huge_recorded_layer_allocates_nothing_before_the_shape_check(tmp_path):

@@ -109,7 +109,7 @@ def test_module_swaps_are_recorded_as_slots_and_rebuilt_from_transforms(tmp_path
     rec = record_model(m)
     assert {"name": "fc1", "swap": "lowrank"} in rec["modules"]
     sparsenet.save_model(m, tmp_path / "m.pt")
-    back, _ = sparsenet.load_model(tmp_path / "m.pt")
+    back, _ = sparsenet.load(tmp_path / "m.pt", with_metadata=True)
     assert isinstance(back.fc1, LowRankLinear)
     x = torch.randn(3, 64)
     assert torch.equal(back(x), m.eval()(x))

@@ -58,7 +58,7 @@ def test_factorize_energy_finetune_and_info(tmp_path, capsys, digits_model):
     seed_everything(0)
     finetune(ref, data.train, base.replace(epochs=1, lr=base.lr / 2, seed=0, quiet=True),
              val=data.test)
-    assert res["test_accuracy"] == evaluate(ref, *data.test)["accuracy"]
+    assert res["test_accuracy"] == evaluate(ref, data.test)["accuracy"]
     model, meta = load_model(out)
     ranks = lowrank_ranks(model)
     assert ranks == {r["layer"]: r["rank"] for r in res["layers"] if r["rank"] is not None}

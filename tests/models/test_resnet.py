@@ -93,9 +93,9 @@ def test_unregistered_resnet_end_to_end(digits_data):
     torch.fx.symbolic_trace(model)
     xtr, ytr = digits_data.train
     fit(model, (xtr, ytr), TrainConfig(epochs=6, batch_size=64, lr=0.05, quiet=True))
-    before = evaluate(model, *digits_data.test)["accuracy"]
+    before = evaluate(model, digits_data.test)["accuracy"]
     assert before > 0.6
     prune(model, "obd", sparsity=0.3, data=(xtr[:40], ytr[:40]))
     assert abs(sparsity_report(model)["sparsity"] - 0.3) < 0.01
-    after = evaluate(model, *digits_data.test)["accuracy"]
+    after = evaluate(model, digits_data.test)["accuracy"]
     assert after > before - 0.2

@@ -95,8 +95,8 @@ def test_unregistered_vit_end_to_end(digits_data):
     fit(model, (xtr, ytr),
         TrainConfig(epochs=25, batch_size=64, lr=3e-3, optimizer="adamw", weight_decay=0.01,
                     quiet=True))
-    before = evaluate(model, *digits_data.test)["accuracy"]
+    before = evaluate(model, digits_data.test)["accuracy"]
     assert before > 0.5
     prune(model, "obd", sparsity=0.3, data=(xtr[:30], ytr[:30]))
     assert abs(sparsity_report(model)["sparsity"] - 0.3) < 0.01
-    assert evaluate(model, *digits_data.test)["accuracy"] > before - 0.2
+    assert evaluate(model, digits_data.test)["accuracy"] > before - 0.2

@@ -15,7 +15,7 @@ data = "digits"
 train = { epochs = 2 }
 
 [[stages]]
-share = { bits = 3 }
+share = { weight_bits = 3 }
 """
 
 
@@ -35,12 +35,12 @@ def run(capsys, *argv):
         (["compress", "--recipe", "deep-compression", "--model", "lenet300", "--data", "nope",
           "--run-dir", "{tmp}/r"], "unknown dataset 'nope'"),
         (["report", "{tmp}"], "not a run directory"),
-        (["run", "{tmp}/bad.toml"], "stages[0].share.bits: expected an integer in [1, 15], got 99"),
+        (["run", "{tmp}/bad.toml"], "stages[0].share.weight_bits: expected an integer in [1, 15], got 99"),
         (["run", "{tmp}/tiny.toml", "--seed", "-3"], "argument --seed"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys, argv, fragment):
-    (tmp_path / "bad.toml").write_text("[[stages]]\nshare = { bits = 99 }\n")
+    (tmp_path / "bad.toml").write_text("[[stages]]\nshare = { weight_bits = 99 }\n")
     (tmp_path / "tiny.toml").write_text(RECIPE)
     with pytest.raises(SystemExit) if "--seed" in argv else _nullcontext() as ctx:
         rc, out, err = run(capsys, *[a.replace("{tmp}", str(tmp_path)) for a in argv])
@@ -104,7 +104,7 @@ def test_builtin_variant_follows_the_model_file(tmp_path, capsys):
 def test_compress_recipe_form_writes_the_snn(tmp_path, capsys):
     recipe = tmp_path / "enc.toml"
     recipe.write_text(
-        "seed = 1\n[[stages]]\ntrain = { epochs = 1 }\n[[stages]]\nshare = { bits = 3 }\n"
+        "seed = 1\n[[stages]]\ntrain = { epochs = 1 }\n[[stages]]\nshare = { weight_bits = 3 }\n"
         "[[stages]]\nencode = { coder = 'ans' }\n"
     )
     out = tmp_path / "m.snn"

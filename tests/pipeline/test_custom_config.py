@@ -37,7 +37,7 @@ RECIPE = {
     "stages": [
         {"train": {"skip_if_trained": False}},
         {"prune": {"sparsity": 0.5, "iterations": 2, "retrain_epochs": 1, "lr_factor": 0.5}},
-        {"share": {"bits": 4, "finetune_epochs": 1}},
+        {"share": {"weight_bits": 4, "finetune_epochs": 1}},
         {"encode": {}},
     ],
 }
@@ -137,7 +137,7 @@ def test_killed_stage_then_resume_gives_the_same_bytes(tmp_path, digits_data, mo
 
 
 def test_another_config_on_resume_redoes_every_stage(tmp_path, digits_data, monkeypatch):
-    recipe = {"stages": [{"train": {"skip_if_trained": False}}, {"share": {"bits": 3}}]}
+    recipe = {"stages": [{"train": {"skip_if_trained": False}}, {"share": {"weight_bits": 3}}]}
     compress(_net(), digits_data, recipe, run_dir=tmp_path, quiet=True, report=False,
              config=CONFIG)
     calls = _count(monkeypatch, ["train", "share"])
@@ -154,7 +154,7 @@ def test_a_stage_overrides_optimizer_lr_and_batch_size(tmp_path, digits_data):
     recipe = {"stages": [
         {"prune": {"sparsity": 0.3, "retrain_epochs": 1, "optimizer": "sgd", "lr": 0.01,
                    "batch_size": 32, "recalibrate_bn": False}},
-        {"share": {"bits": 5, "finetune_epochs": 1, "batch_size": 16, "fold_bn": False}},
+        {"share": {"weight_bits": 5, "finetune_epochs": 1, "batch_size": 16, "fold_bn": False}},
     ]}
     compress(_net(), digits_data, recipe, run_dir=tmp_path, quiet=True, report=False,
              config=CONFIG)

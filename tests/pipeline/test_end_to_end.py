@@ -2,7 +2,7 @@
 
 import pytest
 
-from sparsenet import coding
+import sparsenet
 from sparsenet.pipeline import STAGES, compress, read_manifest
 from sparsenet.prune import DEFAULT_GRID
 from sparsenet.training import evaluate
@@ -14,7 +14,7 @@ E2E = {
         {"train": {"epochs": 3, "batch_size": 64}},
         {"prune": {"per_layer": {"fc1": 0.9, "fc2": 0.8, "fc3": 0.5}, "iterations": 2,
                    "retrain_epochs": 1, "sensitivity": True}},
-        {"share": {"bits": 4, "finetune_epochs": 1}},
+        {"share": {"weight_bits": 4, "finetune_epochs": 1}},
         {"encode": {"coder": "huffman"}},
     ],
 }
@@ -25,8 +25,8 @@ def test_digits_end_to_end_file_gives_reported_accuracy(tmp_path, digits_data):
     model, rep = compress("lenet300", digits_data, E2E, run_dir=tmp_path / "run", out=out,
                           quiet=True)
     assert out.is_file() and rep["final"]["file_bytes"] == out.stat().st_size
-    loaded = coding.load_snn(out)
-    acc = evaluate(loaded, *digits_data.test)["accuracy"]
+    loaded = sparsenet.load(out)
+    acc = evaluate(loaded, digits_data.test)["accuracy"]
     assert acc == rep["final"]["accuracy"]  # exactly what the pipeline reported
     share = next(s for s in rep["stages"] if s["kind"] == "share")
     assert acc == share["accuracy"]  # encoding is lossless
@@ -85,7 +85,7 @@ def test_every_stage_kind_composes(tmp_path, digits_data):
             {"regularize": {"l1": 1e-4, "epochs": 1}},
             {"factorize": {"rank": {"fc1": 16, "fc2": 16}, "finetune_epochs": 1}},
             {"prune": {"sparsity": 0.5, "retrain_epochs": 1, "lr_factor": 0.5}},
-            {"share": {"bits": 4, "finetune_epochs": 1}},
+            {"share": {"weight_bits": 4, "finetune_epochs": 1}},
             {"encode": {"coder": "ans"}},
         ],
     }
@@ -101,8 +101,8 @@ def test_every_stage_kind_composes(tmp_path, digits_data):
     assert factorized["compression"] > 1.3  # measured against the dense model it started from
     assert rep["final"]["compression"] == pytest.approx(
         rep["baseline"]["dense_bytes"] / out.stat().st_size)
-    loaded = coding.load_snn(out)
-    assert evaluate(loaded, *digits_data.test)["accuracy"] == rep["final"]["accuracy"]
+    loaded = sparsenet.load(out)
+    assert evaluate(loaded, digits_data.test)["accuracy"] == rep["final"]["accuracy"]
 
 
 def test_per_layer_targets_follow_a_factorized_layer(tmp_path, digits_data):

@@ -22,7 +22,7 @@ sparsity = 0.9
 iterations = 2
 
 [[stages]]
-share = { bits = "conv=8,fc=5" }
+share = { weight_bits = "conv=8,fc=5" }
 
 [[stages]]
 encode = { coder = "ans" }
@@ -36,14 +36,32 @@ def test_valid_recipe_fills_defaults():
     prune = r.stages[1].settings
     assert prune == {"method": "magnitude", "sparsity": 0.9, "iterations": 2,
                      "retrain_epochs": 0, "lr_factor": 0.1, "sensitivity": False}
-    assert r.stages[2].settings["bits"] == {"conv": 8, "fc": 5}
-    assert r.stages[3].settings == {"coder": "ans", "index_bits": {"conv": 8, "fc": 5}}
+    assert r.stages[2].settings["weight_bits"] == {"conv": 8, "fc": 5}
+    assert r.stages[3].settings == {"coder": "ans", "gap_bits": {"conv": 8, "fc": 5}}
 
 
-def test_encode_index_bits_auto_or_table():
-    text = "[[stages]]\nencode = {{ index_bits = {} }}"
-    assert parse_recipe(text.format("'auto'")).stages[0].settings["index_bits"] == "auto"
-    assert parse_recipe(text.format("6")).stages[0].settings["index_bits"] == {"all": 6}
+def test_encode_gap_bits_auto_or_table():
+    text = "[[stages]]\nencode = {{ gap_bits = {} }}"
+    assert parse_recipe(text.format("'auto'")).stages[0].settings["gap_bits"] == "auto"
+    assert parse_recipe(text.format("6")).stages[0].settings["gap_bits"] == {"all": 6}
+
+
+def test_old_key_names_still_validate_and_are_normalised():
+    old = "[[stages]]\nshare = { bits = 4 }\n[[stages]]\nencode = { index_bits = 'auto' }"
+    with pytest.warns(DeprecationWarning) as caught:
+        r = parse_recipe(old)
+    assert {str(w.message) for w in caught} == {
+        "recipe key stages[0].share.bits is deprecated; it is now stages[0].share.weight_bits",
+        "recipe key stages[1].encode.index_bits is deprecated; it is now "
+        "stages[1].encode.gap_bits",
+    }
+    assert r.stages[0].settings["weight_bits"] == {"all": 4} and "bits" not in r.stages[0].settings
+    assert r.stages[1].settings["gap_bits"] == "auto" and "index_bits" not in r.stages[1].settings
+    new = parse_recipe("[[stages]]\nshare = { weight_bits = 4 }\n[[stages]]\n"
+                       "encode = { gap_bits = 'auto' }")
+    assert r.to_dict() == new.to_dict() and r.digest() == new.digest()
+    with pytest.raises(RecipeError, match="stages.0..share.bits: the old name of weight_bits"):
+        parse_recipe("[[stages]]\nshare = { bits = 4, weight_bits = 4 }")
 
 
 @pytest.mark.parametrize(
@@ -53,9 +71,9 @@ def test_encode_index_bits_auto_or_table():
          "stages[0].prune.sparsity: expected a number in (0, 1), got 1.5"),
         ("[[stages]]\ntrain = {}\n[[stages]]\nprune = { sparsity = 0.5, speed = 2 }",
          "stages[1].prune.speed: unknown key"),
-        ("[[stages]]\nshare = { bits = 40 }", "stages[0].share.bits: expected an integer in [1, 15], got 40"),
-        ("[[stages]]\nshare = { bits = { fc = 0 } }", "stages[0].share.bits.fc: expected an integer in [1, 15], got 0"),
-        ("[[stages]]\nshare = { bits = 'fc:5' }", "stages[0].share.bits: expected NAME=BITS"),
+        ("[[stages]]\nshare = { weight_bits = 40 }", "stages[0].share.weight_bits: expected an integer in [1, 15], got 40"),
+        ("[[stages]]\nshare = { weight_bits = { fc = 0 } }", "stages[0].share.weight_bits.fc: expected an integer in [1, 15], got 0"),
+        ("[[stages]]\nshare = { weight_bits = 'fc:5' }", "stages[0].share.weight_bits: expected NAME=BITS"),
         ("[[stages]]\nshare = { init = 'best' }", "stages[0].share.init: expected one of 'linear'"),
         ("[[stages]]\nencode = { coder = 'zip' }", "stages[0].encode.coder: expected one of 'huffman', 'ans'"),
         ("[[stages]]\nprune = { per_layer = { fc1 = 1.0 } }",
@@ -79,8 +97,8 @@ def test_encode_index_bits_auto_or_table():
         ("stages = []", "stages: expected a non-empty list"),
         ("[[stages]]\ntrain = { lr = -1 }", "stages[0].train.lr: expected a number > 0, got -1"),
         ("[[stages]]\nregularize = { l1 = 'big' }", "stages[0].regularize.l1: expected a number >= 0, got 'big'"),
-        ("[[stages]]\nencode = { index_bits = 'best' }",
-         "stages[0].encode.index_bits: expected 'auto', bits as an integer"),
+        ("[[stages]]\nencode = { gap_bits = 'best' }",
+         "stages[0].encode.gap_bits: expected 'auto', bits as an integer"),
         ("[[stages]\n", "not valid TOML"),
     ],
 )
@@ -109,9 +127,9 @@ def test_builtin_recipes_are_valid_and_han_settings():
     assert prune["per_layer"] == {"conv1": 0.34, "conv2": 0.88, "fc1": 0.94, "fc2": 0.81}
     assert prune["method"] == "magnitude" and prune["lr_factor"] == 0.5 and prune["iterations"] > 1
     share = r5.stages[2].settings
-    assert share["bits"] == {"conv": 8, "fc": 5} and share["init"] == "linear"
+    assert share["weight_bits"] == {"conv": 8, "fc": 5} and share["init"] == "linear"
     assert share["finetune_epochs"] > 0
-    assert r5.stages[3].settings == {"coder": "huffman", "index_bits": "auto"}
+    assert r5.stages[3].settings == {"coder": "huffman", "gap_bits": "auto"}
     r3 = load_recipe("deep-compression", model="lenet300")
     assert r3.name == "deep-compression-lenet300"
     assert 0.07 < 1 - r3.stages[1].settings["sparsity"] < 0.09  # about 8% of the weights survive

@@ -90,7 +90,7 @@ small_stage = st.one_of(
         optional={"method": st.sampled_from(["magnitude", "random"]),
                   "iterations": st.integers(1, 2)})}),
     st.fixed_dictionaries({"share": st.fixed_dictionaries(
-        {"bits": st.integers(1, 6)}, optional={"init": st.sampled_from(["linear", "density"])})}),
+        {"weight_bits": st.integers(1, 6)}, optional={"init": st.sampled_from(["linear", "density"])})}),
     st.fixed_dictionaries({"factorize": st.fixed_dictionaries({"rank": st.integers(1, 8)})}),
     st.fixed_dictionaries({"regularize": st.fixed_dictionaries(
         {"l1": st.floats(0, 1e-3), "epochs": st.integers(0, 1)})}),

@@ -12,7 +12,7 @@ SHARE_ONLY = {
     "seed": 7,
     "stages": [
         {"train": {"epochs": 2, "batch_size": 64}},
-        {"share": {"bits": 4, "finetune_epochs": 1}},
+        {"share": {"weight_bits": 4, "finetune_epochs": 1}},
     ],
 }
 
@@ -42,7 +42,7 @@ def test_run_dir_layout_manifest_and_report(tmp_path, digits_data):
 
     loaded, _ = load_model(tmp_path / "stages" / "01-share.pt")
     _same_state(_state(model), _state(loaded))
-    assert rep["final"]["accuracy"] == evaluate(loaded, *digits_data.test)["accuracy"]
+    assert rep["final"]["accuracy"] == evaluate(loaded, digits_data.test)["accuracy"]
     assert [s["kind"] for s in rep["stages"]] == ["initial", "train", "share"]
     # 4-bit sharing of a dense fc model: 32 → ~4 bits per weight
     assert 6 < rep["final"]["compression"] < 8
@@ -108,7 +108,7 @@ def test_resume_reuses_the_unchanged_prefix_and_force_redoes(tmp_path, digits_da
     compress("lenet300", digits_data, SHARE_ONLY, run_dir=tmp_path, quiet=True, report=False)
     trains, shares = _count(monkeypatch, "train"), _count(monkeypatch, "share")
     changed = json.loads(json.dumps(SHARE_ONLY))
-    changed["stages"][1]["share"]["bits"] = 3
+    changed["stages"][1]["share"]["weight_bits"] = 3
     _, rep = compress("lenet300", digits_data, changed, run_dir=tmp_path, quiet=True, resume=True,
                       report=False)
     assert (trains["n"], shares["n"]) == (0, 1)
@@ -125,7 +125,7 @@ def test_pretrained_module_skips_train_and_custom_models_work(tmp_path, digits_d
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(),
                               torch.nn.Linear(32, 10))
     recipe = validate_recipe({"stages": [{"train": {"epochs": 3}},
-                                         {"share": {"bits": 2, "finetune_epochs": 0}}]})
+                                         {"share": {"weight_bits": 2, "finetune_epochs": 0}}]})
     before = _state(net)
     model, rep = compress(net, digits_data, recipe, run_dir=tmp_path, quiet=True)
     man = read_manifest(tmp_path)
@@ -140,9 +140,9 @@ def test_pretrained_module_skips_train_and_custom_models_work(tmp_path, digits_d
     "stage, message",
     [
         ({"prune": {"per_layer": {"fc9": 0.5}}}, "stages[0].prune.per_layer.fc9: no such layer"),
-        ({"share": {"bits": {"fc": 5, "conv7": 4}}}, "stages[0].share.bits.conv7: no such layer"),
+        ({"share": {"weight_bits": {"fc": 5, "conv7": 4}}}, "stages[0].share.weight_bits.conv7: no such layer"),
         ({"factorize": {"rank": {"fc0": 4}}}, "stages[0].factorize.rank.fc0: no such layer"),
-        ({"share": {"bits": {"f*x": 4}}}, "stages[0].share.bits.f*x: no such layer"),
+        ({"share": {"weight_bits": {"f*x": 4}}}, "stages[0].share.weight_bits.f*x: no such layer"),
     ],
 )
 def test_layer_names_are_checked_before_anything_runs(tmp_path, digits_data, stage, message):
@@ -160,6 +160,6 @@ def test_groups_and_globs_in_recipes_pass_the_layer_check():
 
     text = (
         "[[stages]]\nprune = { per_layer = { 'fc*' = 0.5, attention = 0.5 } }\n"
-        "[[stages]]\nshare = { bits = { embedding = 4, 'fc[12]' = 3, fc3 = 6 } }\n"
+        "[[stages]]\nshare = { weight_bits = { embedding = 4, 'fc[12]' = 3, fc3 = 6 } }\n"
     )
     check_layer_names(parse_recipe(text), LeNet300(in_features=64))

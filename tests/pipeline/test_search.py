@@ -43,7 +43,7 @@ def test_budget_met_on_validation_and_recipe_reproduces_the_bytes(tmp_path, trai
     s = rep["search"]
     # the final file's validation accuracy is within the budget, measured independently
     val = holdout(digits_data, s["holdout"]).test
-    assert evaluate(model, *val)["accuracy"] == pytest.approx(rep["final"]["accuracy"])
+    assert evaluate(model, val)["accuracy"] == pytest.approx(rep["final"]["accuracy"])
     assert rep["final"]["accuracy"] >= s["floor"] - 1e-12
     # it compressed: moves were accepted, and the file is the encoder's
     snn = tmp_path / "run" / "model.snn"
@@ -51,7 +51,7 @@ def test_budget_met_on_validation_and_recipe_reproduces_the_bytes(tmp_path, trai
     assert rep["final"]["compression"] > 8
     # the test set was scored once, at the end, and reported beside validation
     man = read_manifest(tmp_path / "run")
-    assert man["test"]["final"] == evaluate(model, *digits_data.test)["accuracy"]
+    assert man["test"]["final"] == evaluate(model, digits_data.test)["accuracy"]
     assert rep["final"]["test_accuracy"] == man["test"]["final"]
     # the chosen recipe, run as an ordinary recipe, writes the same bytes
     again = tmp_path / "again.snn"
@@ -129,6 +129,6 @@ def test_greedy_allocation_keeps_the_budget(tmp_path, trained, digits_data):
 
 def test_isotonic_fit_is_non_increasing_and_pools_violators():
     fit = search_mod._non_increasing([0.90, 0.91, 0.89, 0.895, 0.88])
-    assert all(a >= b - 1e-12 for a, b in zip(fit, fit[1:]))
+    assert all(a >= b - 1e-12 for a, b in zip(fit, fit[1:], strict=False))
     assert fit[0] == pytest.approx(0.905) and fit[1] == pytest.approx(0.905)
     assert fit[2] == pytest.approx(0.8925) and fit[4] == pytest.approx(0.88)

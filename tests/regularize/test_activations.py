@@ -140,13 +140,13 @@ def test_sparse_activation_model_learns_on_digits(digits_data, spec):
     torch.manual_seed(0)
     m = replace_activations(LeNet300(in_features=64), spec)
     x, y = digits_data.train
-    before = evaluate(m, x, y)["loss"]
+    before = evaluate(m, (x, y))["loss"]
     cfg = TrainConfig(epochs=8, batch_size=64, lr=0.01, optimizer="adam", quiet=True)
     hist = fit(m, (x, y), cfg)
-    after = evaluate(m, x, y)["loss"]
+    after = evaluate(m, (x, y))["loss"]
     losses = [h["train_loss"] for h in hist]
     assert losses[-1] < 0.3 * losses[0] and after < 0.3 * before
-    assert evaluate(m, *digits_data.test)["accuracy"] > 0.85
+    assert evaluate(m, digits_data.test)["accuracy"] > 0.85
     # and the activations really are exactly zero for a share of units
     h = m.relu1(m.fc1(x.flatten(1)))
     assert (h == 0).float().mean() > 0.05

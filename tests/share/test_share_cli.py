@@ -29,7 +29,7 @@ def test_share_finetune_info(tmp_path, capsys):
         capsys,
         "share",
         src,
-        "--bits",
+        "--weight-bits",
         "fc=3,fc3=5",
         "--init",
         "optimal",
@@ -65,7 +65,7 @@ def test_share_text_output_no_data(tmp_path, capsys):
     src = tmp_path / "m.pt"
     torch.manual_seed(0)
     save_model(LeNet300(in_features=64, hidden=(32, 16)), src)  # no data set recorded
-    rc, stdout, err = run(capsys, "share", src, "--bits", "fc2=2", "--out", tmp_path / "s.pt")
+    rc, stdout, err = run(capsys, "share", src, "--weight-bits", "fc2=2", "--out", tmp_path / "s.pt")
     assert rc == 0, err
     assert "fc2" in stdout and "fc1 " not in stdout and "total" in stdout
 
@@ -78,7 +78,7 @@ def test_bad_specs_exit_2_one_line(tmp_path, capsys):
         ("fc9=3", "'fc9'"),
         ("conv=8", "no layer"),
     ]:
-        rc, stdout, err = run(capsys, "share", src, "--bits", bits, "--out", tmp_path / "s.pt")
+        rc, stdout, err = run(capsys, "share", src, "--weight-bits", bits, "--out", tmp_path / "s.pt")
         assert rc == 2 and stdout == ""
         assert err.count("\n") == 1 and needle in err and "Traceback" not in err
     rc, _, err = run(capsys, "share", src, "--init", "nope", "--out", tmp_path / "s.pt")
