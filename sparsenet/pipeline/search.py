@@ -467,7 +467,9 @@ def smallest(
     snn = Path(out) if out is not None else rdir / "model.snn"
     src = os.fspath(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__
     check_output(snn, "snn", inputs=[src], flag="--out")
-    journal = Journal(rdir, {**s.to_dict(), "holdout": held, "data": data_obj.name, "model": src})
+    # the time budget only says when to stop: a killed search may resume with another one
+    same = {k: v for k, v in s.to_dict().items() if k != "time_budget"}
+    journal = Journal(rdir, {**same, "holdout": held, "data": data_obj.name, "model": src})
     if force:
         journal.remove()
     elif journal.path.is_file() and not resume:

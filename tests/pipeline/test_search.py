@@ -86,7 +86,8 @@ def test_resume_after_a_kill_gives_the_same_file(tmp_path, trained, digits_data,
     with pytest.raises(_Killed):
         _search(trained, digits_data, tmp_path / "cut")
     monkeypatch.setattr(search_mod, "run_recipe", real)
-    settings = SearchSettings(max_drop=2.0, **QUICK)
+    # another time budget only changes when to stop: the journal still accepts the search
+    settings = SearchSettings(max_drop=2.0, time_budget=10_000, **QUICK)
     _m, rep2 = compress(trained, digits_data, "smallest", run_dir=tmp_path / "cut", quiet=True,
                         max_drop=2.0, settings=settings, resume=True)
     assert _sha(tmp_path / "cut" / "model.snn") == _sha(tmp_path / "whole" / "model.snn")
