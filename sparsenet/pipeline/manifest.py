@@ -37,7 +37,9 @@ __all__ = [
 
 MANIFEST = "manifest.json"
 RUN_FORMAT = "sparsenet-run"  # the manifest's "format" field
-STAGE_FILE = re.compile(r"^(initial|\d{2}-(" + "|".join(map(re.escape, STAGE_KINDS)) + r"))\.pt$")
+# A stage's checkpoint (.pt) and its record (.json: the manifest entry it was saved with).
+STAGE_FILE = re.compile(
+    r"^(initial\.pt|\d{2}-(" + "|".join(map(re.escape, STAGE_KINDS)) + r")\.(pt|json))$")
 
 
 class RunError(SparsenetError):

@@ -169,24 +169,40 @@ class _Run:
         configured = self.recipe.stages[index].settings.get("out")
         return Path(configured) if configured else self.dir / "model.snn"
 
-    def reusable(self, old: dict[str, Any] | None, resume: bool) -> int:
-        """Number of leading stages whose finished results can be reused."""
+    def reusable(self, old: dict[str, Any] | None, resume: bool) -> list[dict[str, Any]]:
+        """The manifest entries of the leading stages whose finished results can be reused.
+
+        A stage's entry comes from the manifest, or else from the record saved beside its
+        checkpoint (``stages/NN-kind.json``): a run of a shorter recipe into the same
+        directory (the budget search does this) keeps the manifest short but leaves the
+        later stages' checkpoints and records, which a longer recipe can then reuse.
+        """
         if not resume or old is None:
-            return 0
-        done = 0
+            return []
         entries = old.get("stages", [])
+        done: list[dict[str, Any]] = []
         for i in range(len(self.recipe.stages)):
-            e = entries[i] if i < len(entries) else None
-            if not e or e.get("status") != "done" or e.get("digest") != self.digest(i):
+            found = [e for e in (entries[i] if i < len(entries) else None, self.record(i))
+                     if isinstance(e, dict) and e.get("status") == "done"
+                     and e.get("digest") == self.digest(i)]
+            if not found or not self.ckpt(i).is_file():
                 break
-            if not self.ckpt(i).is_file():
-                break
+            e = found[0]
             if e.get("kind") == "encode":
                 out = self.encode_out(i)
                 if not out.is_file() or _sha256(out) != e.get("record", {}).get("sha256"):
                     break
-            done = i + 1
+            done.append(e)
         return done
+
+    def record(self, index: int) -> dict[str, Any] | None:
+        """The entry saved beside stage ``index``'s checkpoint (``None`` if absent or bad)."""
+        path = self.ckpt(index).with_suffix(".json")
+        try:
+            got = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            return None
+        return got if isinstance(got, dict) and got.get("index") == index else None
 
     def write(self, manifest: dict[str, Any]) -> None:
         write_json(self.dir / MANIFEST, manifest)
@@ -275,7 +291,7 @@ def compress(
         log("no config= given for a custom model: training stages use the generic "
             "TrainConfig() (SGD, lr 0.05); pass config=TrainConfig(...) for your own set-up", quiet)
     log(f"pipeline {recipe_obj.name} on {source} ({data_obj.name}), run directory {rdir}", quiet)
-    if resume and old is not None and not force and run.reusable(old, resume) == 0 \
+    if resume and old is not None and not force and not run.reusable(old, resume) \
             and old.get("digest") != recipe_obj.digest():
         # Nothing of the old run would be reused: refuse before touching its files.
         raise RunError(
@@ -286,7 +302,8 @@ def compress(
     if force:
         _remove_run_files(rdir)
         old = None
-    start = run.reusable(old, resume)
+    reused = run.reusable(old, resume)
+    start = len(reused)
     rdir.mkdir(parents=True, exist_ok=True)
     (rdir / "stages").mkdir(exist_ok=True)
 
@@ -311,7 +328,7 @@ def compress(
         "digest": recipe_obj.digest(),
         "data": data_obj.name,
         "initial": initial,
-        "stages": (old or {}).get("stages", [])[:start],
+        "stages": reused[:start],
     }
     if run.config_facts is not None:
         manifest["train_config"] = run.config_facts
@@ -354,6 +371,7 @@ def compress(
                                                    "accuracy": metrics["accuracy"]})
         entry.update(status="done", seconds=time.perf_counter() - t0, metrics=metrics,
                      record=ctx.record)
+        write_json(run.ckpt(i).with_suffix(".json"), entry)  # see _Run.reusable
         run.write(manifest)
         log(f"[{i + 1}/{n}] {st.kind} done: accuracy {metrics['accuracy']:.4f}, "
             f"{metrics['compression']:.1f}x ({entry['seconds']:.1f}s)", quiet)

@@ -163,3 +163,29 @@ def test_groups_and_globs_in_recipes_pass_the_layer_check():
         "[[stages]]\nshare = { weight_bits = { embedding = 4, 'fc[12]' = 3, fc3 = 6 } }\n"
     )
     check_layer_names(parse_recipe(text), LeNet300(in_features=64))
+
+
+def test_a_shorter_run_keeps_later_stages_reusable(tmp_path, digits_data, monkeypatch):
+    """The budget search runs growing recipes into one directory: a run of a prefix leaves
+    the later stages' checkpoints and records, and a longer run reuses them untouched."""
+    _m, rep = compress("lenet300", digits_data, SHARE_ONLY, run_dir=tmp_path, quiet=True,
+                       report=False)
+    prefix = {**SHARE_ONLY, "stages": SHARE_ONLY["stages"][:1]}
+    compress("lenet300", digits_data, prefix, run_dir=tmp_path, quiet=True, report=False,
+             resume=True)
+    assert len(read_manifest(tmp_path)["stages"]) == 1
+    assert (tmp_path / "stages" / "01-share.json").is_file()
+
+    def boom(model, ctx):
+        raise AssertionError("stage recomputed")
+
+    monkeypatch.setitem(STAGES, "share", boom)
+    model, rep2 = compress("lenet300", digits_data, SHARE_ONLY, run_dir=tmp_path, quiet=True,
+                           report=False, resume=True)
+    assert rep2["final"]["accuracy"] == rep["final"]["accuracy"]
+    assert [e["status"] for e in read_manifest(tmp_path)["stages"]] == ["done", "done"]
+    # a record that does not match its stage (another recipe's) is not reused
+    other = {**SHARE_ONLY, "stages": [SHARE_ONLY["stages"][0], {"share": {"weight_bits": 3}}]}
+    with pytest.raises(AssertionError, match="stage recomputed"):
+        compress("lenet300", digits_data, other, run_dir=tmp_path, quiet=True, report=False,
+                 resume=True)
