@@ -184,7 +184,7 @@ def cmd_deepsc(args: argparse.Namespace) -> int:
     data = load_dataset(args.data)
     data = random_subset(data, args.train_limit, args.test_limit, args.seed)
     model = DeepSC(
-        n_atoms=tuple(_per_layer(args.atoms, n, "--atoms")),
+        n_components=tuple(_per_layer(args.atoms, n, "--atoms")),
         patch_size=tuple(_per_layer(args.patch, n, "--patch")),
         patch_stride=tuple(_per_layer(args.stride, n, "--stride")),
         alpha=tuple(_per_layer(args.alpha, n, "--alpha")),
@@ -192,7 +192,7 @@ def cmd_deepsc(args: argparse.Namespace) -> int:
         pool_size=args.pool,
         pool_stride=args.pool_stride,
         drlim=not args.no_drlim,
-        n_components=args.components,
+        drlim_components=args.components,
         drlim_iter=args.drlim_iter,
         classifier=args.classifier,
         C=args.C,
@@ -201,7 +201,7 @@ def cmd_deepsc(args: argparse.Namespace) -> int:
         random_state=args.seed,
         verbose=not args.quiet,
     )
-    log(f"DeepSC on {data!r}: {n} layer(s), atoms {list(model.n_atoms)}", args.quiet)
+    log(f"DeepSC on {data!r}: {n} layer(s), atoms {list(model.n_components)}", args.quiet)
     t0 = time.perf_counter()
     model.fit(data.x_train, data.y_train.numpy())
     log(f"classifier on {model.n_features_out_} features; scoring the test set", args.quiet)

@@ -140,8 +140,12 @@ class _Reader:
             if cls is None:
                 raise self.bad(f"class {v['__object__']!r} is not one sparsenet rebuilds")
             obj: Any = object.__new__(cls)
-            for k, x in v["state"].items():
-                object.__setattr__(obj, str(k), self.dec(x))
+            state = {str(k): self.dec(x) for k, x in v["state"].items()}
+            upgrade = getattr(cls, "_upgrade_state", None)
+            if upgrade is not None:  # parameters renamed (n_atoms → n_components) or added
+                state = upgrade(state)
+            for k, x in state.items():
+                object.__setattr__(obj, k, x)
             return obj
         raise self.bad(f"unexpected entry {sorted(v)[:2]}")
 
