@@ -92,10 +92,12 @@ class RenamedParamsMixin:
         with their defaults (files written before the rename still load)."""
         state = dict(state)
         old = {k: state.pop(k) for k in list(state) if k in cls._renamed_params}
-        if old:
+        if old:  # the file was written by a release that had these names: nothing to warn
             probe = object.__new__(cls)
             object.__setattr__(probe, "__dict__", dict(state))
-            state.update(probe._map_renamed(old))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                state.update(probe._map_renamed(old))
             state.update({k: v for k, v in vars(probe).items() if k not in state})
         for name, value in _defaults(cls).items():
             state.setdefault(name, value)

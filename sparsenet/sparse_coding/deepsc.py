@@ -29,7 +29,7 @@ from ..progress import log, progress
 from ._checks import InvalidInputError, as_tensor, check_int, check_positive
 from ._renamed import RenamedParamsMixin, apply_renamed
 from .drlim import DrLIM
-from .linear import make_classifier
+from .linear import CLASSIFIERS, make_classifier
 from .patches import ZCAWhitener, extract_patches, normalize_patches, patch_grid
 from .persist import PersistMixin
 from .pooling import pooled_grid
@@ -71,8 +71,9 @@ class DeepSC(RenamedParamsMixin, PersistMixin, ClassifierMixin, TransformerMixin
     pyramid : spatial-pyramid levels pooled from every layer's codes (levels finer than a
         layer's grid are skipped for that layer)
     polarity : pool positive and negative parts of the codes separately (doubles features)
-    classifier : ``"logreg"`` (:class:`SoftmaxRegression`: multinomial logistic regression,
-        float32 L-BFGS in torch) or ``"svc"`` (scikit-learn's LinearSVC)
+    classifier : ``"logreg"`` (scikit-learn's multinomial ``LogisticRegression``, lbfgs, on
+        float32 features), ``"softmax"`` (:class:`SoftmaxRegression`, float32 L-BFGS in
+        torch, the classifier before) or ``"svc"`` (LinearSVC); see :func:`make_classifier`
     C : inverse regularisation of the classifier
     encode_iter : FISTA iterations per encoding (``"cd"``: at most this many sweeps)
     encode_method : ``"fista"`` (the encoder the results were measured with: ``encode_iter``
@@ -231,8 +232,10 @@ class DeepSC(RenamedParamsMixin, PersistMixin, ClassifierMixin, TransformerMixin
         if self.encode_method == "cd":
             check_positive(self.encode_tol, "encode_tol")
         check_int(self.batch_size, "batch_size")
-        if self.classifier not in ("logreg", "svc"):
-            raise InvalidInputError(f"classifier={self.classifier!r}: expected 'logreg' or 'svc'")
+        if self.classifier not in CLASSIFIERS:
+            raise InvalidInputError(
+                f"classifier={self.classifier!r}: expected one of {CLASSIFIERS}"
+            )
         return cfg
 
     def _check_geometry(self, cfg: list[dict[str, Any]], h: int, w: int) -> None:

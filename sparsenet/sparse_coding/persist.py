@@ -38,6 +38,7 @@ MAX_STATE_BYTES = 64 << 20  # the JSON part; arrays are bounded by the archive i
 
 def _classes() -> dict[str, type]:
     """The only classes a model file may name."""
+    from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import LinearSVC
@@ -51,7 +52,7 @@ def _classes() -> dict[str, type]:
 
     classes: list[type] = [DeepSC, SCLayer, OnlineState, DrLIM, DictionaryLearner,
                            SparseCoder, SoftmaxRegression, ZCAWhitener, Pipeline,
-                           StandardScaler, LinearSVC]
+                           StandardScaler, LinearSVC, LogisticRegression]
     return {c.__name__: c for c in classes}
 
 
@@ -64,7 +65,10 @@ class _Writer:
         if arr.dtype == object:
             raise TypeError("object arrays cannot be saved without pickle")
         key = f"a{len(self.arrays)}"
-        self.arrays[key] = np.ascontiguousarray(arr)
+        # keep a Fortran-ordered array so (LogisticRegression's coef_ is one): a matmul
+        # with the reloaded array must take the same BLAS path, for bit-identical results
+        self.arrays[key] = arr if arr.flags.f_contiguous and arr.ndim > 1 else \
+            np.ascontiguousarray(arr)
         return key
 
     def enc(self, v: Any) -> Any:
