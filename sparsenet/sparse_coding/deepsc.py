@@ -25,6 +25,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ..distributed import map_rows
 from ..progress import log, progress
 from ._checks import InvalidInputError, as_tensor, check_int, check_positive
 from ._renamed import RenamedParamsMixin, apply_renamed
@@ -299,12 +300,11 @@ class DeepSC(RenamedParamsMixin, PersistMixin, ClassifierMixin, TransformerMixin
             self.layers_.append(layer)
             if last:
                 break
-            maps = torch.cat(
-                [
-                    self._encode_pool(layer, maps[j : j + self.batch_size], None, True)[1]
-                    for j in range(0, len(maps), self.batch_size)
-                ]
-            )  # (n, gh', gw', K')
+            parts = [  # under torchrun each rank pools its shard of each chunk's images
+                map_rows(lambda rows: self._pooled(layer, rows), maps[j : j + self.batch_size])  # noqa: B023
+                for j in range(0, len(maps), self.batch_size)
+            ]
+            maps = torch.cat(parts)  # (n, gh', gw', K')
             if self.drlim:
                 layer.reducer = DrLIM(
                     n_components=min(self.drlim_components, maps.shape[-1]),
@@ -314,6 +314,12 @@ class DeepSC(RenamedParamsMixin, PersistMixin, ClassifierMixin, TransformerMixin
                 maps = layer.reducer.transform(maps)
         self.timings_ = {"dictionary_s": time.perf_counter() - t0}
         return self
+
+    def _pooled(self, layer: SCLayer, maps: torch.Tensor) -> torch.Tensor:
+        """The local max-pooled codes (B, gh', gw', K') of ``layer`` on ``maps``."""
+        pooled = self._encode_pool(layer, maps, None, True)[1]
+        assert pooled is not None
+        return pooled
 
     def _encode_pool(
         self, layer: SCLayer, maps: torch.Tensor, levels: Sequence[int] | None, pool: bool
@@ -406,7 +412,8 @@ class DeepSC(RenamedParamsMixin, PersistMixin, ClassifierMixin, TransformerMixin
         bs = check_int(self.batch_size, "batch_size")
         starts = range(0, len(x), bs)
         for j in progress(starts, "DeepSC features", total=len(starts), quiet=not self.verbose):
-            chunk = self._features(x[j : j + bs], per_layer)  # (b, F)
+            # (b, F); under torchrun each rank computes its shard of the chunk's images
+            chunk = map_rows(lambda rows: self._features(rows, per_layer), x[j : j + bs])
             if out is None:
                 out = np.empty((len(x), chunk.shape[1]), dtype=np.float32)
             out[j : j + len(chunk)] = chunk.numpy()
@@ -472,9 +479,6 @@ class DeepSC(RenamedParamsMixin, PersistMixin, ClassifierMixin, TransformerMixin
 
     def first_layer_atoms(self) -> np.ndarray:
         """First-layer atoms as images (K, C, s, s), un-whitened for display."""
-        layer = self.layers_[0]
-        a = layer.atoms
-        if layer.whitener is not None:  # show what the atom responds to in pixel space
-            a = a @ torch.linalg.pinv(layer.whitener.whitening_)
-        c = a.shape[1] // (layer.size * layer.size)
-        return a.reshape(-1, c, layer.size, layer.size).numpy()
+        from .deepsc_report import layer_atoms
+
+        return layer_atoms(self, 0)

@@ -11,13 +11,9 @@ passes over memory, without ever holding the (images × positions × atoms) code
 2. solves the lasso for that patch with one of two inner solvers:
 
    * ``"fista"``: today's DeepSC encoder, ``sparse_encode(method="fista", max_iter=T,
-     tol=0)`` of :mod:`.lasso`, replayed per sample: blocks of the support plus the worst
-     KKT violators, rounds of 10 FISTA steps (step 1/λ_max of the block, adaptive restart)
-     and an active-set Newton step (:func:`.lasso_cpu._newton`). For ``T ≤ 10`` (DeepSC's
-     default 5) that is one block of 8 or 16 atoms and 10 FISTA steps, and the codes equal
-     the torch solver's to float32 rounding (``tests/sparse_coding/test_layer_kernel.py``).
-     For ``T > 10`` the torch solver charged every sample the most iterations any block of
-     its batch used; here each sample is charged its own (batch-independent codes).
+     tol=0)`` of :mod:`.lasso` replayed per sample (:func:`.fista_cpu.fista_one`); for
+     ``T ≤ 10`` (DeepSC's default 5) the codes equal the torch solver's to float32
+     rounding (``tests/sparse_coding/test_layer_kernel.py``);
    * ``"cd"``: the exact lasso, :func:`.lasso_cpu._solve_one` (coordinate descent with
      covariance updates, duality-gap stop at ``tol · ||x||²``), the kernel behind
      ``sparse_encode(method="cd")`` on CPU;
@@ -29,10 +25,8 @@ Two exact shortcuts: a patch equal to the previous position's patch reuses its c
 every constant patch (blank background: it normalises to the zero vector) reuses the codes
 of the first one of its image. Both give bit-identical codes, so nothing approximates.
 
-The largest eigenvalue of each block (FISTA's step) comes from a Householder
-tridiagonalisation and Laguerre's iteration in float64 (:func:`_lmax`): LAPACK's
-``eigvalsh`` through numba cost 15 µs per 16×16 block (one shared core), about as much as
-the whole encoding of a patch is allowed to.
+FISTA's step needs the largest eigenvalue of each patch's block Gram matrix:
+:func:`.eig_small.lmax` (Lanczos + Laguerre, ~2 µs where LAPACK through numba took 15).
 """
 
 from __future__ import annotations
@@ -43,15 +37,12 @@ from typing import Any
 import numba
 import numpy as np
 
-from .lasso import _GROW, _INNER_REL, _WIDTHS
-from .lasso_cpu import _gap, _jit, _newton, _solve_one
+from .fista_cpu import _FISTA_STEPS, fista_one
+from .lasso_cpu import _jit, _solve_one
 
 __all__ = ["layer_kernel", "SOLVERS"]
 
 SOLVERS = ("fista", "cd")
-_WIDTHS_ARR = np.array(_WIDTHS, dtype=np.int64)
-_FISTA_STEPS = 10  # FISTA iterations per round (lasso._solve_block)
-_ROUNDS = 8  # rounds per block (lasso._solve_block)
 
 # per-thread scratch of the solvers, allocated once per image (see _scratch)
 _Scratch = namedtuple(
@@ -60,337 +51,30 @@ _Scratch = namedtuple(
 
 
 @_jit(nogil=True, fastmath=False)
-def _lmax(blk: Any, m: int, a: Any, d: Any, e: Any, v: Any, p: Any) -> float:
-    """Largest eigenvalue of the symmetric ``blk[:m, :m]``, in float64.
-
-    ``m`` Lanczos steps reduce the block to a tridiagonal T (diagonal d, off-diagonal e)
-    whose largest eigenvalue is the block's (the extreme Ritz value converges first; lost
-    orthogonality only duplicates converged values); then Laguerre's iteration on
-    det(T − λI) from the Gershgorin upper bound, which for real roots decreases
-    monotonically to the largest one, cubically near it. Should Lanczos break down (an
-    invariant subspace that may miss the top eigenvector), a Householder reduction takes
-    over. ``a`` (≥ m, ≥ m) and ``d, e, v, p`` (≥ m) are scratch.
-    """
-    n = m
-    if n == 1:
-        return float(blk[0, 0])
-    # Lanczos: v the current vector, p the previous one, a[0] the product
-    w = a[0]
-    norm = 0.0
-    for i in range(n):  # a start vector unlikely to be orthogonal to any eigenvector
-        v[i] = 1.0 + 0.61803398875 * ((i * 7) % n) / n
-        norm += v[i] * v[i]
-    norm = np.sqrt(norm)
-    for i in range(n):
-        v[i] /= norm
-        p[i] = 0.0
-    beta = 0.0
-    broke = False
-    for step in range(n):
-        for i in range(n):
-            w[i] = -beta * p[i]
-        for j in range(n):  # w += A v (columns of a symmetric A: vectorises)
-            vj = v[j]
-            for i in range(n):
-                w[i] += blk[j, i] * vj
-        alpha = 0.0
-        for i in range(n):
-            alpha += w[i] * v[i]
-        d[step] = alpha
-        if step == n - 1:
-            break
-        beta = 0.0
-        for i in range(n):
-            w[i] -= alpha * v[i]
-            beta += w[i] * w[i]
-        beta = np.sqrt(beta)
-        e[step] = beta
-        if beta <= 1e-9 * abs(alpha) + 1e-300:
-            broke = True
-            break
-        for i in range(n):
-            p[i] = v[i]
-            v[i] = w[i] / beta
-    if broke:
-        _householder(blk, n, a, d, e, v, p)
-    return _laguerre_top(d, e, n)
-
-
-@_jit(nogil=True, fastmath=False)
-def _householder(blk: Any, n: int, a: Any, d: Any, e: Any, v: Any, p: Any) -> None:
-    """Householder reduction of ``blk[:n, :n]`` to a tridiagonal (d, e)."""
-    for i in range(n):
-        for j in range(n):
-            a[i, j] = blk[i, j]
-
-    for k in range(n - 2):
-        d[k] = a[k, k]
-        alpha = 0.0
-        for i in range(k + 1, n):
-            alpha += a[i, k] * a[i, k]
-        alpha = np.sqrt(alpha)
-        if a[k + 1, k] > 0:
-            alpha = -alpha
-        e[k] = alpha
-        v[k + 1] = a[k + 1, k] - alpha
-        vn = v[k + 1] * v[k + 1]
-        for i in range(k + 2, n):
-            v[i] = a[i, k]
-            vn += v[i] * v[i]
-        if vn == 0.0:  # the column is already reduced
-            e[k] = a[k + 1, k]
-            continue
-        beta = 2.0 / vn
-        for i in range(k + 1, n):
-            p[i] = 0.0
-        for j in range(k + 1, n):  # p = β A v on the trailing block (A symmetric)
-            bv = beta * v[j]
-            for i in range(k + 1, n):
-                p[i] += a[j, i] * bv
-        vp = 0.0
-        for i in range(k + 1, n):
-            vp += v[i] * p[i]
-        half = 0.5 * beta * vp
-        for i in range(k + 1, n):
-            p[i] -= half * v[i]
-        for i in range(k + 1, n):  # A ← A − v pᵀ − p vᵀ
-            vi = v[i]
-            pi = p[i]
-            for j in range(k + 1, n):
-                a[i, j] -= vi * p[j] + pi * v[j]
-    d[n - 2] = a[n - 2, n - 2]
-    e[n - 2] = a[n - 1, n - 2]
-    d[n - 1] = a[n - 1, n - 1]
-
-
-@_jit(nogil=True, fastmath=False)
-def _laguerre_top(d: Any, e: Any, n: int) -> float:
-    """Largest eigenvalue of the tridiagonal (d[:n], e[:n-1]) by Laguerre's iteration."""
-    x = -np.inf
-    for i in range(n):
-        rad = (abs(e[i - 1]) if i > 0 else 0.0) + (abs(e[i]) if i < n - 1 else 0.0)
-        x = max(x, d[i] + rad)
-    scale = max(abs(x), 1e-300)
-    for _ in range(100):
-        # det(T − xI) and its first two derivatives by the three-term recurrence
-        f0, f1 = 1.0, d[0] - x
-        g0, g1 = 0.0, -1.0
-        h0, h1 = 0.0, 0.0
-        for i in range(1, n):
-            ee = e[i - 1] * e[i - 1]
-            dx = d[i] - x
-            f2 = dx * f1 - ee * f0
-            g2 = dx * g1 - f1 - ee * g0
-            h2 = dx * h1 - 2.0 * g1 - ee * h0
-            f0, f1, g0, g1, h0, h1 = f1, f2, g1, g2, h1, h2
-        if f1 == 0.0 or (f1 > 0) != (n % 2 == 0):
-            break  # at the root, or past it by rounding (above every root sign = (−1)ⁿ)
-        gg = g1 / f1
-        hh = gg * gg - h1 / f1
-        disc = (n - 1) * (n * hh - gg * gg)
-        # above every root gg = Σ 1/(x − λ_i) > 0: the + root moves x down, to λ_max
-        den = gg + np.sqrt(disc) if disc > 0 else gg
-        if not den > 0.0:
-            break
-        step = n / den
-        x_new = x - step
-        if not x_new < x:  # rounding: converged
-            break
-        x = x_new
-        if step <= 1e-12 * scale:
-            break
-    return x
-
-
-@_jit(nogil=True, fastmath=False, inline="always")
-def _soft(z: float, thresh: float, positive: bool) -> float:
-    if z > thresh:
-        return z - thresh
-    if z < -thresh and not positive:
-        return z + thresh
-    return 0.0
-
-
-@_jit(nogil=True, fastmath=False)
-def _block_gap(gw: Any, bw: Any, cw: Any, m: int, xsq: float, alpha: float, positive: bool,
-               qw: Any, ident: Any) -> float:
-    """Duality gap of the problem restricted to the block (``qw`` scratch, float64)."""
-    for a in range(m):
-        acc = float(bw[a])
-        for e in range(m):
-            acc -= float(cw[e]) * float(gw[e, a])
-        qw[a] = acc
-    return _gap(cw, qw, bw, xsq, alpha, positive, ident, m)
-
-
-@_jit(nogil=True, fastmath=False)
-def _fista_block(gw: Any, bw: Any, cw: Any, m: int, alpha: float, positive: bool, budget: int,
-                 inner_tol: float, xsq: float, need_gap: bool, max_support: int, s: Any) -> int:
-    """``lasso._solve_block`` (inner="fista") for one sample; returns iterations used.
-
-    ``gw`` (m, m) block Gram, ``bw`` (m,) correlations, ``cw`` (m,) codes (in place).
-    """
-    lip = _lmax(gw, m, s.tri, s.d, s.e, s.v, s.p)
-    step = 1.0 / lip if lip > 0 else 0.0
-    thresh = alpha * step
-    y, cn, before, grad = s.y, s.cn, s.before, s.grad
-    for a in range(m):
-        y[a] = cw[a]
-    t = 1.0
-    used = 0
-    for _ in range(_ROUNDS):
-        if used >= budget:
-            break
-        for a in range(m):
-            before[a] = cw[a] != 0
-        for _ in range(_FISTA_STEPS):
-            for a in range(m):  # grad = y G − b (G symmetric), as axpys that vectorise
-                grad[a] = -bw[a]
-            for e in range(m):
-                ye = y[e]
-                if ye != 0:
-                    for a in range(m):
-                        grad[a] += ye * gw[e, a]
-            for a in range(m):
-                cn[a] = _soft(float(y[a]) - step * float(grad[a]), thresh, positive)
-            dot = 0.0
-            for a in range(m):
-                dot += (float(y[a]) - float(cn[a])) * (float(cn[a]) - float(cw[a]))
-            if dot > 0:  # adaptive restart
-                t = 1.0
-            tn = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * t * t))
-            mom = (t - 1.0) / tn
-            for a in range(m):
-                y[a] = cn[a] + mom * (float(cn[a]) - float(cw[a]))
-                cw[a] = cn[a]
-            t = tn
-        used += _FISTA_STEPS
-        stable = True
-        n_supp = 0
-        for a in range(m):
-            if (cw[a] != 0) != before[a]:
-                stable = False
-            if cw[a] != 0:
-                n_supp += 1
-        moved = False
-        if stable and 0 < n_supp <= max_support:
-            moved = _newton(gw, bw, s.ident, cw, s.qw, alpha, m, s.chol, s.z) != 0
-        if need_gap and _block_gap(gw, bw, cw, m, xsq, alpha, positive, s.qw,
-                                   s.ident) <= inner_tol:
-            break
-        if moved:
-            for a in range(m):
-                y[a] = cw[a]
-            t = 1.0
-    return used
-
-
-@_jit(nogil=True, fastmath=False)
-def _fista_one(g: Any, b: Any, xsq: float, c: Any, alpha: float, tol: float, max_iter: int,
-               positive: bool, need_gap: bool, max_support: int, s: Any) -> None:
-    """``lasso.lasso_gram(inner="fista")`` from zero codes for one sample, in place on ``c``.
-
-    Without ``need_gap`` (``tol == 0`` and ``max_iter ≤ 10``) the gaps decide nothing but
-    the first test, which for zero codes is ``max |b| ≤ α``; ``xsq`` is then unused.
-    """
-    k = b.shape[0]
-    q, score, W, gw, bw, cw = s.q, s.score, s.W, s.gw, s.bw, s.cw
-    for j in range(k):
-        c[j] = 0.0
-    used = 0
-    first = True
-    while used < max_iter:  # (the torch solver's later tests cannot change the codes)
-        for h in range(k):  # q = b − c G
-            q[h] = float(b[h])
-        for j in range(k):
-            if c[j] != 0:
-                cj = float(c[j])
-                for h in range(k):
-                    q[h] -= cj * float(g[j, h])
-        if need_gap:
-            gap = _gap(c, q, b, xsq, alpha, positive, s.everyone, k)
-            if gap <= tol * xsq:
-                break
-        else:
-            gap = 0.0
-            if first:
-                worst = 0.0
-                for h in range(k):
-                    v = q[h] if positive else abs(q[h])
-                    if v > worst:
-                        worst = v
-                if worst <= alpha:
-                    break
-        first = False
-        n_supp = 0
-        n_viol = 0
-        for h in range(k):
-            v = q[h] if positive else abs(q[h])
-            if c[h] != 0:
-                n_supp += 1
-                score[h] = np.inf
-            else:
-                score[h] = v
-                if v > alpha:
-                    n_viol += 1
-        need = max(1, n_supp + min(n_viol, _GROW))
-        width = k
-        for w_ in _WIDTHS_ARR:
-            if w_ >= need:
-                width = w_
-                break
-        width = min(k, width)
-        top = 0  # the top `width` scores, best first (torch.topk), by insertion
-        for h in range(k):
-            v = score[h]
-            if top == width and v <= score[W[top - 1]]:
-                continue
-            a = top if top < width else width - 1
-            while a > 0 and score[W[a - 1]] < v:
-                W[a] = W[a - 1]
-                a -= 1
-            W[a] = h
-            if top < width:
-                top += 1
-        for a in range(width):
-            ja = W[a]
-            cw[a] = c[ja]
-            bw[a] = b[ja]
-            for e in range(width):
-                gw[a, e] = g[ja, W[e]]
-        inner_tol = max(0.5 * tol * xsq, _INNER_REL * gap)
-        used += _fista_block(gw, bw, cw, width, alpha, positive, max_iter - used, inner_tol,
-                             xsq, need_gap, max_support, s)
-        for h in range(k):
-            c[h] = 0.0
-        for a in range(width):
-            c[W[a]] = cw[a]
-
-
-
-@_jit(nogil=True, fastmath=False)
 def _scratch(k: int, dtype: Any) -> Any:
-    """Scratch for :func:`_fista_one` / :func:`_solve_one` with ``k`` atoms."""
+    """Scratch for :func:`.fista_cpu.fista_one` / :func:`.lasso_cpu._solve_one` with ``k``
+    atoms."""
+    w = k
     return _Scratch(
         np.empty(k, dtype=np.float64),  # q
         np.empty(k, dtype=np.float64),  # score
         np.empty(k, dtype=np.int64),  # W
-        np.empty((k, k), dtype=dtype),  # gw (also gss of _solve_one)
-        np.empty(k, dtype=dtype),  # bw
-        np.empty(k, dtype=dtype),  # cw (also cs of _solve_one)
-        np.empty(k, dtype=dtype),  # y
-        np.empty(k, dtype=dtype),  # cn
-        np.empty(k, dtype=dtype),  # grad
-        np.empty(k, dtype=np.bool_),  # before
-        np.empty((k, k), dtype=np.float64),  # tri
-        np.empty(k, dtype=np.float64),  # d
-        np.empty(k, dtype=np.float64),  # e
-        np.empty(k, dtype=np.float64),  # v
-        np.empty(k, dtype=np.float64),  # p
-        np.arange(k),  # ident
-        np.empty(k, dtype=np.float64),  # qw (also qs of _solve_one)
-        np.empty((k, k), dtype=np.float64),  # chol
-        np.empty(k, dtype=np.float64),  # z
+        np.zeros((w, w), dtype=dtype),  # gw (also gss of _solve_one)
+        np.zeros(w, dtype=dtype),  # bw
+        np.zeros(w, dtype=dtype),  # cw (also cs of _solve_one)
+        np.zeros(w, dtype=dtype),  # y
+        np.zeros(w, dtype=dtype),  # cn
+        np.zeros(w, dtype=dtype),  # grad
+        np.zeros(w, dtype=np.bool_),  # before
+        np.empty((w, w), dtype=np.float64),  # tri
+        np.empty(w, dtype=np.float64),  # d
+        np.empty(w, dtype=np.float64),  # e
+        np.empty(w, dtype=np.float64),  # v
+        np.empty(w, dtype=np.float64),  # p
+        np.arange(w),  # ident
+        np.empty(w, dtype=np.float64),  # qw (also qs of _solve_one)
+        np.empty((w, w), dtype=np.float64),  # chol
+        np.empty(w, dtype=np.float64),  # z
         np.arange(k),  # everyone
     )
 
@@ -555,7 +239,7 @@ def _encode_patch(raw: Any, x: Any, xw: Any, b: Any, code: Any, s: Any, diag: An
         _solve_one(g, diag, b, xsq, code, alpha, tol, max_iter, False, s.q, s.W, s.everyone,
                    s.gw, s.cw, s.qw, s.chol, s.z)
     else:
-        _fista_one(g, b, xsq, code, alpha, tol, max_iter, False, need_xsq, max_support, s)
+        fista_one(g, b, xsq, code, alpha, tol, max_iter, False, need_xsq, max_support, s)
 
 
 def pyramid_cells(gh: int, gw: int, levels: Any) -> np.ndarray:

@@ -44,7 +44,7 @@ def limit_threads(n_jobs: int | None) -> Iterator[int | None]:
     from threadpoolctl import threadpool_limits
 
     old_numba, old_torch = numba.get_num_threads(), torch.get_num_threads()
-    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(min(n, int(numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
     torch.set_num_threads(n)
     try:
         with threadpool_limits(limits=n):

@@ -7,9 +7,10 @@ import pytest
 import torch
 from sklearn.decomposition import sparse_encode as sk_sparse_encode
 
-from sparsenet.sparse_coding import layer_kernel as lk
 from sparsenet.sparse_coding import lasso_objective, sparse_encode
+from sparsenet.sparse_coding import layer_kernel as lk
 from sparsenet.sparse_coding.deepsc import DeepSC
+from sparsenet.sparse_coding.eig_small import lmax
 from sparsenet.sparse_coding.patches import normalize_patches
 from sparsenet.sparse_coding.pooling import local_max_pool, pyramid_max_pool, split_polarity
 
@@ -127,7 +128,11 @@ def test_lmax_matches_eigvalsh(m):
             a[:, t % 30] = 1  # rank one, every eigenvector but one orthogonal to it
         g = (a @ a.T).astype(np.float32)
         want = np.linalg.eigvalsh(g.astype(np.float64))[-1]
-        got = lk._lmax(g, m, s.tri, s.d, s.e, s.v, s.p)
+        got = lmax(g, m, s.tri, s.d, s.e, s.v, s.p)
+        assert abs(got - want) <= 1e-7 * max(abs(want), 1.0), (t, got, want)
+        padded = np.zeros((32, 32), dtype=np.float32)  # the kernel's zero-padded scratch
+        padded[:m, :m] = g
+        got = lmax(padded, m, s.tri, s.d, s.e, s.v, s.p)
         assert abs(got - want) <= 1e-7 * max(abs(want), 1.0), (t, got, want)
 
 
