@@ -173,20 +173,18 @@ def _layer(maps: Any, size: int, stride: int, eps: float, mode: int, mean: Any, 
 
 @_jit(nogil=True, fastmath=False, inline="always")
 def _pool_into(out: Any, base: int, code: Any, k: int, polarity: bool) -> None:
-    """``out[base:base + K'] = max(out, split_polarity(code))``."""
+    """``out[base:base + K'] = max(out, split_polarity(code))``, branch-free (vectorises;
+    with branches the random signs of the codes cost more than the arithmetic)."""
     if polarity:
         for h in range(k):
-            v = float(code[h])
-            pos = v if v > 0 else 0.0
-            neg = -v if v < 0 else 0.0
-            if pos > out[base + h]:
-                out[base + h] = pos
-            if neg > out[base + k + h]:
-                out[base + k + h] = neg
+            v = code[h]
+            out[base + h] = max(out[base + h], max(v, 0.0))
+        for h in range(k):
+            v = code[h]
+            out[base + k + h] = max(out[base + k + h], max(-v, 0.0))
     else:
         for h in range(k):
-            if code[h] > out[base + h]:
-                out[base + h] = code[h]
+            out[base + h] = max(out[base + h], code[h])
 
 
 @_jit(nogil=True, fastmath=False)
