@@ -54,6 +54,7 @@ from sparsenet.sparse_coding.pooling import (  # noqa: E402
     pyramid_max_pool,
     split_polarity,
 )
+from sparsenet.sparse_coding.threads import limit_threads  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "deepsc"
 
@@ -230,8 +231,6 @@ def _old_features(model: DeepSC, maps: torch.Tensor) -> torch.Tensor:
 
 def compare_extraction(args: argparse.Namespace) -> int:
     """Old against new feature extraction, interleaved chunk by chunk (see the docstring)."""
-    from sparsenet.sparse_coding.threads import limit_threads
-
     data = load_dataset(args.datasets.split(",")[0])
     gen = torch.Generator().manual_seed(args.seed)
     perm = torch.randperm(len(data.x_train), generator=gen)
@@ -337,13 +336,16 @@ def main(argv: list[str] | None = None) -> int:
         "results": [],
     }
     t0 = time.perf_counter()
-    for name in args.datasets.split(","):
-        data = random_subset(load_dataset(name), args.train_limit, args.test_limit, args.seed)
-        res = run_dataset(data, args, args.out, report)
-        print(format_table(res), flush=True)
-        report["load_average_end"] = os.getloadavg()
-        report["total_s"] = time.perf_counter() - t0
-        write_json(args.out / args.json_name, report)
+    # one thread count for numba, torch and BLAS (layer_step and the classifiers run
+    # outside DeepSC's own limits)
+    with limit_threads(args.threads):
+        for name in args.datasets.split(","):
+            data = random_subset(load_dataset(name), args.train_limit, args.test_limit, args.seed)
+            res = run_dataset(data, args, args.out, report)
+            print(format_table(res), flush=True)
+            report["load_average_end"] = os.getloadavg()
+            report["total_s"] = time.perf_counter() - t0
+            write_json(args.out / args.json_name, report)
     print(f"\nwrote {args.out / args.json_name}")
     return 0
 
