@@ -124,3 +124,14 @@ def test_files_with_the_old_names_still_load(tmp_path, digits_data):
     _rename_in_file(tmp_path / "sc.npz", {"positive_code": "positive"})
     assert DictionaryLearner.load(tmp_path / "dl.npz").get_params()["n_components"] == 4
     assert SparseCoder.load(tmp_path / "sc.npz").positive_code is True
+
+
+def test_features_do_not_depend_on_the_thread_count(digits_data):
+    """Images are split over numba's threads, each with its own scratch: same bits."""
+    x = digits_data.x_train[:80]
+    m = DeepSC(n_components=(6, 8), patch_size=(3, 2), patch_stride=1, pool_size=2,
+               pool_stride=2, dict_images=60, drlim_components=4, drlim_iter=10,
+               n_jobs=1).fit_features(x)
+    one = m.transform(x)
+    two = m.set_params(n_jobs=2, batch_size=7).transform(x)
+    assert np.array_equal(one, two)
