@@ -14,7 +14,7 @@ import inspect
 import warnings
 from typing import Any, ClassVar
 
-__all__ = ["RenamedParamsMixin", "apply_renamed"]
+__all__ = ["RenamedParamsMixin", "apply_renamed", "param_defaults"]
 
 
 def _warn(cls: type, old: str, new: str, stacklevel: int) -> None:
@@ -26,7 +26,8 @@ def _warn(cls: type, old: str, new: str, stacklevel: int) -> None:
     )
 
 
-def _defaults(cls: type) -> dict[str, Any]:
+def param_defaults(cls: type) -> dict[str, Any]:
+    """The defaults of ``cls.__init__``'s parameters (the ``**deprecated`` catch-all left out)."""
     sig = inspect.signature(cls.__init__)  # type: ignore[misc]
     return {
         name: p.default
@@ -46,7 +47,7 @@ def apply_renamed(obj: Any, deprecated: dict[str, Any]) -> None:
     """
     cls = type(obj)
     renames: dict[str, str] = cls._renamed_params
-    defaults = _defaults(cls)
+    defaults = param_defaults(cls)
     for old in deprecated:
         if old not in renames:
             raise TypeError(f"{cls.__name__}.__init__() got an unexpected keyword argument {old!r}")
@@ -99,6 +100,6 @@ class RenamedParamsMixin:
                 warnings.simplefilter("ignore", DeprecationWarning)
                 state.update(probe._map_renamed(old))
             state.update({k: v for k, v in vars(probe).items() if k not in state})
-        for name, value in _defaults(cls).items():
+        for name, value in param_defaults(cls).items():
             state.setdefault(name, value)
         return state

@@ -31,7 +31,7 @@ from sklearn.utils.validation import check_is_fitted
 from ..distributed import map_rows
 from ..progress import log, progress
 from ._checks import InvalidInputError, check_int, check_positive
-from ._renamed import RenamedParamsMixin, apply_renamed
+from ._renamed import RenamedParamsMixin, apply_renamed, param_defaults
 from .deepsc_checks import DeepSCChecks
 from .drlim import DrLIM
 from .linear import make_classifier
@@ -173,11 +173,9 @@ class DeepSC(
                     stacklevel=4,
                 )
                 out["drlim_components"] = int(old_drlim)
-                self.n_components = type(self)._defaults_n_components
+                self.n_components = param_defaults(type(self))["n_components"]
             out["n_components"] = given["n_atoms"]
         return out
-
-    _defaults_n_components: ClassVar[tuple[int, ...]] = (64, 128)
 
     # ----------------------------------------------------------------- fitting
     def fit_features(self, X: Any) -> DeepSC:

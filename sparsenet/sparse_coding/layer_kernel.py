@@ -54,27 +54,26 @@ _Scratch = namedtuple(
 def _scratch(k: int, dtype: Any) -> Any:
     """Scratch for :func:`.fista_cpu.fista_one` / :func:`.lasso_cpu._solve_one` with ``k``
     atoms."""
-    w = k
     return _Scratch(
         np.empty(k, dtype=np.float64),  # q
         np.empty(k, dtype=np.float64),  # score
         np.empty(k, dtype=np.int64),  # W
-        np.zeros((w, w), dtype=dtype),  # gw (also gss of _solve_one)
-        np.zeros(w, dtype=dtype),  # bw
-        np.zeros(w, dtype=dtype),  # cw (also cs of _solve_one)
-        np.zeros(w, dtype=dtype),  # y
-        np.zeros(w, dtype=dtype),  # cn
-        np.zeros(w, dtype=dtype),  # grad
-        np.zeros(w, dtype=np.bool_),  # before
-        np.empty((w, w), dtype=np.float64),  # tri
-        np.empty(w, dtype=np.float64),  # d
-        np.empty(w, dtype=np.float64),  # e
-        np.empty(w, dtype=np.float64),  # v
-        np.empty(w, dtype=np.float64),  # p
-        np.arange(w),  # ident
-        np.empty(w, dtype=np.float64),  # qw (also qs of _solve_one)
-        np.empty((w, w), dtype=np.float64),  # chol
-        np.empty(w, dtype=np.float64),  # z
+        np.zeros((k, k), dtype=dtype),  # gw (also gss of _solve_one)
+        np.zeros(k, dtype=dtype),  # bw
+        np.zeros(k, dtype=dtype),  # cw (also cs of _solve_one)
+        np.zeros(k, dtype=dtype),  # y
+        np.zeros(k, dtype=dtype),  # cn
+        np.zeros(k, dtype=dtype),  # grad
+        np.zeros(k, dtype=np.bool_),  # before
+        np.empty((k, k), dtype=np.float64),  # tri
+        np.empty(k, dtype=np.float64),  # d
+        np.empty(k, dtype=np.float64),  # e
+        np.empty(k, dtype=np.float64),  # v
+        np.empty(k, dtype=np.float64),  # p
+        np.arange(k),  # ident
+        np.empty(k, dtype=np.float64),  # qw (also qs of _solve_one)
+        np.empty((k, k), dtype=np.float64),  # chol
+        np.empty(k, dtype=np.float64),  # z
         np.arange(k),  # everyone
     )
 
