@@ -323,8 +323,14 @@ def layer_kernel(
         ph, pw = (gh - p_size) // p_stride + 1, (gw - p_size) // p_stride + 1
     pooled = np.empty((nb, ph, pw, kp), dtype=np.float32)
     if nb:
-        _layer(x, int(size), int(stride), float(eps), mode, mean, wz, dt, g, float(alpha),
-               solver == "cd", int(max_iter), float(tol), need_xsq, dim, bool(polarity),
-               cells, int(p_size), int(p_stride), feats, pooled, bool(want_feats),
-               pool is not None)
+        # images handed out one at a time (dynamic scheduling), as in lasso_cpu: on a shared
+        # machine a thread that loses its core must not hold back a fixed half of the chunk
+        old = numba.set_parallel_chunksize(1)
+        try:
+            _layer(x, int(size), int(stride), float(eps), mode, mean, wz, dt, g, float(alpha),
+                   solver == "cd", int(max_iter), float(tol), need_xsq, dim, bool(polarity),
+                   cells, int(p_size), int(p_stride), feats, pooled, bool(want_feats),
+                   pool is not None)
+        finally:
+            numba.set_parallel_chunksize(old)
     return (feats if want_feats else None), (pooled if pool is not None else None)
