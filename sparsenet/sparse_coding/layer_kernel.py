@@ -27,6 +27,11 @@ of the first one of its image. Both give bit-identical codes, so nothing approxi
 
 FISTA's step needs the largest eigenvalue of each patch's block Gram matrix:
 :func:`.eig_small.lmax` (Lanczos + Laguerre, ~2 µs where LAPACK through numba took 15).
+
+Developer note: numba's on-disk cache of :func:`_layer` is invalidated by changes to this
+file only. After editing :mod:`.fista_cpu`, :mod:`.eig_small` or :mod:`.lasso_cpu`, delete
+``sparsenet/sparse_coding/__pycache__/layer_kernel.*.nb?`` (or set ``NUMBA_CACHE_DIR`` to a
+fresh folder), or the old code they compiled into it keeps running.
 """
 
 from __future__ import annotations
