@@ -16,6 +16,14 @@ on the full (or ``--test-limit``) test set. Timings are wall and CPU seconds on 
 
     python benchmarks/bench_deepsc.py                       # full run
     python benchmarks/bench_deepsc.py --quick               # 5k train / 2k test subsets
+    python benchmarks/bench_deepsc.py --compare-extraction 2000 --threads 1
+
+``--compare-extraction N`` times feature extraction of N training images with the default
+model, the torch path DeepSC used before (``SCLayer.codes``: ``sparse_encode`` FISTA on all
+patches, then polarity split, pyramid and local pooling in torch) against the fused kernel
+(:mod:`sparsenet.sparse_coding.layer_kernel`), chunk by chunk and interleaved (old then new,
+new then old) in one process, so load changes hit both alike; it checks the features agree
+and prints CPU and wall seconds of each and their ratio.
 """
 
 from __future__ import annotations
@@ -35,11 +43,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import git_commit  # noqa: E402  (benchmarks/_common.py)
 
-from sparsenet.cli.deepsc import random_subset, save_atoms_png  # noqa: E402
+from sparsenet.cli.deepsc import random_subset  # noqa: E402
 from sparsenet.data import Dataset, load_dataset  # noqa: E402
 from sparsenet.io import write_json  # noqa: E402
 from sparsenet.sparse_coding.deepsc import DeepSC  # noqa: E402
+from sparsenet.sparse_coding.deepsc_report import save_atoms_png  # noqa: E402
 from sparsenet.sparse_coding.linear import make_classifier  # noqa: E402
+from sparsenet.sparse_coding.pooling import (  # noqa: E402
+    local_max_pool,
+    pyramid_max_pool,
+    split_polarity,
+)
+from sparsenet.sparse_coding.threads import limit_threads  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "deepsc"
 
@@ -130,7 +145,7 @@ def run_dataset(
     save()
 
     common = dict(
-        n_atoms=tuple(args.atoms),
+        n_components=tuple(args.atoms),
         patch_stride=tuple(args.patch_stride),
         pool_stride=args.pool_stride,
         dict_epochs=args.dict_epochs,
@@ -141,6 +156,7 @@ def run_dataset(
         C=args.C,
         random_state=args.seed,
         verbose=not args.quiet,
+        n_jobs=args.threads,
     )
     # --skip-drlim: the second model has no DrLIM (its rows are labelled so below)
     with_drlim = DeepSC(drlim=not args.skip_drlim, **common).fit_features(xtr)
@@ -198,6 +214,60 @@ def run_dataset(
     return result
 
 
+def _old_features(model: DeepSC, maps: torch.Tensor) -> torch.Tensor:
+    """DeepSC's features as computed before the fused kernel: (B, F)."""
+    parts = []
+    for i, layer in enumerate(model.layers_):
+        codes = layer.codes(maps, model.encode_iter)  # torch FISTA on all patches
+        codes = split_polarity(codes) if model.polarity else codes
+        levels = [lv for lv in model.pyramid if lv <= min(codes.shape[1], codes.shape[2])]
+        parts.append(pyramid_max_pool(codes, levels or [1]))
+        if i < len(model.layers_) - 1:
+            maps = local_max_pool(codes, model.pool_size, model.pool_stride)
+            if layer.reducer is not None:
+                maps = layer.reducer.transform(maps)
+    return torch.cat(parts, dim=1)
+
+
+def compare_extraction(args: argparse.Namespace) -> int:
+    """Old against new feature extraction, interleaved chunk by chunk (see the docstring)."""
+    data = load_dataset(args.datasets.split(",")[0])
+    gen = torch.Generator().manual_seed(args.seed)
+    perm = torch.randperm(len(data.x_train), generator=gen)
+    model = DeepSC(dict_images=args.dict_images, random_state=args.seed, n_jobs=args.threads)
+    t0 = time.perf_counter()
+    model.fit_features(data.x_train[perm[: args.dict_images]])
+    print(f"dictionaries on {args.dict_images} images: {time.perf_counter() - t0:.0f}s",
+          flush=True)
+    x = data.x_train[perm[-args.compare_extraction :]].permute(0, 2, 3, 1)  # (N, H, W, C)
+    cpu = {"old": 0.0, "new": 0.0}
+    wall = {"old": 0.0, "new": 0.0}
+    worst = 0.0
+    with limit_threads(args.threads):
+        model._features(x[:8], [0.0] * len(model.layers_))  # compile (or load) the kernel
+        for n, j in enumerate(range(0, len(x), args.batch)):
+            chunk = x[j : j + args.batch]
+            got: dict[str, torch.Tensor] = {}
+            for which in ("old", "new") if n % 2 == 0 else ("new", "old"):
+                c, w = time.process_time(), time.perf_counter()
+                if which == "old":
+                    got[which] = _old_features(model, chunk)
+                else:
+                    got[which] = model._features(chunk, [0.0] * len(model.layers_))
+                cpu[which] += time.process_time() - c
+                wall[which] += time.perf_counter() - w
+            worst = max(worst, float((got["old"] - got["new"]).abs().max()))
+    n_img = len(x)
+    print(f"extraction of {n_img} images, {args.threads} thread(s), default model, "
+          f"features agree to {worst:.2e} (max abs difference)")
+    for which in ("old", "new"):
+        print(f"  {which}: {cpu[which]:7.1f}s CPU {wall[which]:7.1f}s wall "
+              f"({1000 * wall[which] / n_img:.2f} ms/image wall)")
+    print(f"  speed-up: {cpu['old'] / cpu['new']:.2f}x CPU, {wall['old'] / wall['new']:.2f}x wall",
+          flush=True)
+    return 0
+
+
 def format_table(result: dict[str, Any]) -> str:
     lines = [
         f"{result['dataset']} (train {result['n_train']}, test {result['n_test']})",
@@ -219,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--datasets", default="fashion-mnist,mnist")
-    p.add_argument("--atoms", type=lambda s: [int(v) for v in s.split(",")], default=list(d["n_atoms"]))
+    p.add_argument("--atoms", type=lambda s: [int(v) for v in s.split(",")], default=list(d["n_components"]))
     p.add_argument("--alpha", type=float, default=d["alpha"])
     p.add_argument("--patch-stride", type=lambda s: [int(v) for v in s.split(",")], default=list(d["patch_stride"]))
     p.add_argument("--pool-stride", type=int, default=d["pool_stride"])
@@ -241,7 +311,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="with --skip-plain: run the 2-layer model without DrLIM only (a separate process)",
     )
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2, help="numba, torch and BLAS threads")
+    p.add_argument("--compare-extraction", type=int, default=0, metavar="N",
+                   help="time old (torch) against new (fused kernel) extraction on N images")
     p.add_argument("--batch", type=int, default=500, help="images per feature chunk")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
@@ -250,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.train_limit, args.test_limit = args.train_limit or 5000, args.test_limit or 2000
     torch.set_num_threads(args.threads)
+    if args.compare_extraction:
+        return compare_extraction(args)
     args.out.mkdir(parents=True, exist_ok=True)
     args.json_name = "deepsc-quick.json" if args.quick else "deepsc.json"
     report: dict[str, Any] = {
@@ -262,13 +336,16 @@ def main(argv: list[str] | None = None) -> int:
         "results": [],
     }
     t0 = time.perf_counter()
-    for name in args.datasets.split(","):
-        data = random_subset(load_dataset(name), args.train_limit, args.test_limit, args.seed)
-        res = run_dataset(data, args, args.out, report)
-        print(format_table(res), flush=True)
-        report["load_average_end"] = os.getloadavg()
-        report["total_s"] = time.perf_counter() - t0
-        write_json(args.out / args.json_name, report)
+    # one thread count for numba, torch and BLAS (layer_step and the classifiers run
+    # outside DeepSC's own limits)
+    with limit_threads(args.threads):
+        for name in args.datasets.split(","):
+            data = random_subset(load_dataset(name), args.train_limit, args.test_limit, args.seed)
+            res = run_dataset(data, args, args.out, report)
+            print(format_table(res), flush=True)
+            report["load_average_end"] = os.getloadavg()
+            report["total_s"] = time.perf_counter() - t0
+            write_json(args.out / args.json_name, report)
     print(f"\nwrote {args.out / args.json_name}")
     return 0
 

@@ -6,17 +6,20 @@ import argparse
 import os
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..data import Dataset, load_dataset
-from ..distributed import barrier, is_main
+from ..distributed import barrier, is_main, world_size
 from ..errors import SpecError
-from ..io import atomic_write, write_json
+from ..io import write_json
 from ..progress import log
+from ..sparse_coding.deepsc_report import save_atoms_png, write_report
 from .common import add_output_args, emit, nonneg_int, positive_float, positive_int, seed_int
+
+__all__ = ["register", "cmd_deepsc", "random_subset", "save_atoms_png"]
 
 
 def _int_list(text: str) -> list[int]:
@@ -85,9 +88,16 @@ def register(sub: Any) -> None:
     p.add_argument("--components", type=positive_int, default=64, help="DrLIM output dimension")
     p.add_argument("--drlim-iter", type=positive_int, default=150, help="DrLIM Adam steps")
     p.add_argument("--no-whiten", action="store_true", help="skip ZCA whitening of patches")
-    p.add_argument("--classifier", choices=["logreg", "svc"], default="logreg")
+    p.add_argument("--classifier", choices=["logreg", "softmax", "svc"], default="logreg",
+                   help="logreg: scikit-learn lbfgs (default); softmax: the torch L-BFGS one")
     p.add_argument("--C", type=positive_float, default=0.01, help="classifier regularisation")
-    p.add_argument("--encode-iter", type=positive_int, default=5, help="FISTA iterations")
+    p.add_argument("--encode-iter", type=positive_int, default=5,
+                   help="FISTA iterations (--encoder cd: at most this many sweeps)")
+    p.add_argument("--encoder", choices=["fista", "cd"], default="fista",
+                   help="fista: the encoder the published figures used; cd: the exact lasso")
+    p.add_argument("--threads", type=nonneg_int, default=0,
+                   help="threads for numba, torch and BLAS (0: all cores, shared among "
+                        "torchrun ranks)")
     p.add_argument(
         "--dict-images",
         type=positive_int,
@@ -107,7 +117,8 @@ def register(sub: Any) -> None:
         help="score only the first N test images (0: all)",
     )
     p.add_argument("--seed", type=seed_int, default=0)
-    p.add_argument("--out", required=True, help="directory for results.json, atoms.png, deepsc-model.npz")
+    p.add_argument("--out", required=True,
+                   help="directory for report.md, results.json, atoms PNGs, deepsc-model.npz")
     add_output_args(p)
     p.set_defaults(func=cmd_deepsc)
 
@@ -148,31 +159,6 @@ def random_subset(data: Dataset, n_train: int, n_test: int, seed: int = 0) -> Da
     return Dataset(data.name, xtr, ytr, xte, yte)
 
 
-def save_atoms_png(atoms: np.ndarray, path: str | os.PathLike[str], title: str = "") -> None:
-    """A grid of atoms (K, C, s, s) as grey images (first channel), each scaled to its range."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    k = atoms.shape[0]
-    cols = int(np.ceil(np.sqrt(k)))
-    rows = int(np.ceil(k / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.5, rows * 0.5 + 0.4), squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if i < k:
-            ax.imshow(atoms[i, 0], cmap="gray", interpolation="nearest")
-    if title:
-        fig.suptitle(title, fontsize=8)
-
-    def writer(fh: IO[bytes]) -> None:
-        fig.savefig(fh, format="png", dpi=100)
-
-    atomic_write(path, writer)
-    plt.close(fig)
-
-
 def cmd_deepsc(args: argparse.Namespace) -> int:
     from ..sparse_coding.deepsc import DeepSC
 
@@ -181,10 +167,11 @@ def cmd_deepsc(args: argparse.Namespace) -> int:
     # only rank 0 prints and writes files.
     main = is_main()
     args.quiet = args.quiet or not main
+    threads = args.threads or max(1, (os.cpu_count() or 1) // world_size())
     data = load_dataset(args.data)
     data = random_subset(data, args.train_limit, args.test_limit, args.seed)
     model = DeepSC(
-        n_atoms=tuple(_per_layer(args.atoms, n, "--atoms")),
+        n_components=tuple(_per_layer(args.atoms, n, "--atoms")),
         patch_size=tuple(_per_layer(args.patch, n, "--patch")),
         patch_stride=tuple(_per_layer(args.stride, n, "--stride")),
         alpha=tuple(_per_layer(args.alpha, n, "--alpha")),
@@ -192,20 +179,26 @@ def cmd_deepsc(args: argparse.Namespace) -> int:
         pool_size=args.pool,
         pool_stride=args.pool_stride,
         drlim=not args.no_drlim,
-        n_components=args.components,
+        drlim_components=args.components,
         drlim_iter=args.drlim_iter,
         classifier=args.classifier,
         C=args.C,
         encode_iter=args.encode_iter,
+        encode_method=args.encoder,
         dict_images=args.dict_images,
         random_state=args.seed,
         verbose=not args.quiet,
+        n_jobs=threads,
     )
-    log(f"DeepSC on {data!r}: {n} layer(s), atoms {list(model.n_atoms)}", args.quiet)
+    log(f"DeepSC on {data!r}: {n} layer(s), atoms {list(model.n_components)}, "
+        f"{threads} thread(s)", args.quiet)
     t0 = time.perf_counter()
     model.fit(data.x_train, data.y_train.numpy())
+    fitted = dict(model.timings_)
     log(f"classifier on {model.n_features_out_} features; scoring the test set", args.quiet)
+    t1 = time.perf_counter()
     acc = float(model.score(data.x_test, data.y_test.numpy()))
+    score_s = time.perf_counter() - t1
     if not main:
         barrier()  # rank 0 writes the results
         return 0
@@ -220,14 +213,23 @@ def cmd_deepsc(args: argparse.Namespace) -> int:
         "n_test": len(data.x_test),
         "test_accuracy": acc,
         "n_features": model.n_features_out_,
+        "threads": threads,
         "seconds": time.perf_counter() - t0,
+        "stages": {
+            "dictionaries, whitening, DrLIM": fitted["dictionary_s"],
+            "training features": fitted["transform_s"],
+            "classifier fit": fitted["classifier_s"],
+            "test features and scoring": score_s,
+        },
         "timings": model.timings_,
         "params": {
             k: (list(v) if isinstance(v, tuple) else v) for k, v in model.get_params().items()
         },
         "out": os.fspath(out),
+        "history": _history(out / "results.json"),
     }
     write_json(out / "results.json", result)
+    write_report(out, model, result)
     emit(
         args,
         result,
@@ -236,3 +238,19 @@ def cmd_deepsc(args: argparse.Namespace) -> int:
     )
     barrier()
     return 0
+
+
+def _history(path: Path) -> list[dict[str, Any]]:
+    """Earlier runs recorded in ``path`` (their own history flattened), oldest first; a
+    missing or unreadable file is no history."""
+    import json
+
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(old, dict) or "test_accuracy" not in old:
+        return []
+    keep = ("dataset", "test_accuracy", "params", "seconds", "stages", "n_train", "n_test")
+    earlier = [h for h in old.get("history", []) if isinstance(h, dict)]
+    return [*earlier, {k: old.get(k) for k in keep}]

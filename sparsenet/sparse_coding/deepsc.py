@@ -9,134 +9,74 @@ reduced pooled codes) through::
 
 The features of all layers are concatenated, standardised and fed to a linear classifier
 (logistic regression or a linear SVM).
+
+Encoding and pooling of a layer run as one compiled call per chunk of images
+(:meth:`SCLayer.encode_pool`, :mod:`.layer_kernel`): the code maps Y_l are never held.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.pipeline import Pipeline
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
+from ..distributed import map_rows
 from ..progress import log, progress
-from ._checks import InvalidInputError, as_tensor, check_int, check_positive
+from ._checks import InvalidInputError, check_int, check_positive
+from ._renamed import RenamedParamsMixin, apply_renamed, param_defaults
+from .deepsc_checks import DeepSCChecks
 from .drlim import DrLIM
 from .linear import make_classifier
-from .patches import ZCAWhitener, extract_patches, normalize_patches, patch_grid
-from .persist import PersistMixin
-from .pooling import local_max_pool, pooled_grid, pyramid_max_pool, split_polarity
+from .patches import ZCAWhitener, extract_patches, normalize_patches
+from .persist import PersistMixin, persistable
+from .sclayer import SCLayer, learn_dictionary
+from .threads import limit_threads
 
 __all__ = ["DeepSC", "SCLayer", "make_classifier"]
 
 
-def _encode(x: torch.Tensor, atoms: torch.Tensor, alpha: float, max_iter: int) -> torch.Tensor:
-    """Lasso codes of the rows of ``x`` (n, P) on ``atoms`` (K, P): (n, K), float32.
-
-    The one place DeepSC calls a sparse-coding solver; the solver stops after ``max_iter``
-    FISTA steps (an approximate but fixed-cost encoder, which the time budget needs).
-    """
-    from ..distributed import map_rows
-    from .encode import sparse_encode
-
-    # each rank encodes its shard of rows under torch.distributed, gathered on every rank
-    return map_rows(
-        lambda rows: sparse_encode(rows, atoms, alpha, method="fista", max_iter=max_iter, tol=0.0),
-        x,
-    )
-
-
-def _learn_dictionary(
-    x: torch.Tensor, n_atoms: int, alpha: float, n_epochs: int, seed: int, tol: float
-) -> torch.Tensor:
-    """A dictionary (n_atoms, P) with unit-norm rows, learnt online on the rows of ``x``."""
-    from .estimators import DictionaryLearner
-
-    learner = DictionaryLearner(
-        n_atoms=n_atoms,
-        alpha=alpha,
-        max_iter=n_epochs,
-        batch_size=1024,
-        method="fista",
-        tol=tol,
-        random_state=seed,
-    ).fit(x)
-    return torch.as_tensor(learner.components_, dtype=torch.float32)
-
-
-@dataclass
-class SCLayer:
-    """The fitted state of one DeepSC layer.
-
-    Attributes
-    ----------
-    size, stride : patch geometry
-    eps : absolute variance regulariser of :func:`normalize_patches`
-    whitener : ZCA fitted on normalised patches, or None
-    atoms : Tensor, shape (K, P), the dictionary (rows are atoms)
-    alpha : lasso penalty
-    reducer : DrLIM projection applied after local pooling, or None
-    """
-
-    size: int
-    stride: int
-    eps: float
-    whitener: ZCAWhitener | None
-    atoms: torch.Tensor
-    alpha: float
-    reducer: DrLIM | None = None
-
-    def patches(self, maps: torch.Tensor) -> torch.Tensor:
-        """(N, h, w, c) input map → (N, gh, gw, P) normalised (and whitened) patches."""
-        p = extract_patches(maps.permute(0, 3, 1, 2), self.size, self.stride)
-        p = normalize_patches(p, self.eps)
-        return self.whitener.transform(p) if self.whitener is not None else p
-
-    def codes(self, maps: torch.Tensor, max_iter: int) -> torch.Tensor:
-        """(N, h, w, c) → sparse codes (N, gh, gw, K)."""
-        p = self.patches(maps)
-        n, gh, gw, dim = p.shape
-        c = _encode(p.reshape(-1, dim), self.atoms, self.alpha, max_iter)
-        return torch.as_tensor(c, dtype=torch.float32).reshape(n, gh, gw, -1)
-
-
-def _per_layer(value: Any, n_layers: int, name: str) -> list[Any]:
-    if isinstance(value, (list, tuple)):
-        if len(value) != n_layers:
-            raise InvalidInputError(
-                f"{name}={value!r}: expected one value per layer ({n_layers}), got {len(value)}"
-            )
-        return list(value)
-    return [value] * n_layers
-
-
-class DeepSC(PersistMixin, ClassifierMixin, TransformerMixin, BaseEstimator):
+@persistable
+class DeepSC(
+    DeepSCChecks, RenamedParamsMixin, PersistMixin, ClassifierMixin, TransformerMixin,
+    BaseEstimator,
+):
     """Deep Sparse Coding features and a linear classifier.
 
     Parameters
     ----------
-    n_atoms : atoms per layer; its length is the number of layers ``L``
+    n_components : atoms per layer; its length is the number of layers ``L`` (was
+        ``n_atoms``, still accepted with a DeprecationWarning until the next release)
     patch_size, patch_stride : per layer (or one value for all)
     alpha : lasso penalty per layer, on normalised (and whitened) patches
     whiten : ZCA-whiten each layer's patches (per layer or one value)
     norm_eps : patch-normalisation regulariser, relative to the mean patch variance
     pool_size, pool_stride : local max pooling between layers (p × p, every stride cells)
     drlim : reduce the pooled codes with DrLIM before the next layer
-    n_components : DrLIM output dimension per layer (layers 1..L−1)
+    drlim_components : DrLIM output dimension per layer (layers 1..L−1); before the rename
+        this was ``n_components``, so an old-style call (with ``n_atoms``) that passes an
+        integer ``n_components`` has it moved here, with a DeprecationWarning
     drlim_iter : Adam steps of each DrLIM fit
     pyramid : spatial-pyramid levels pooled from every layer's codes (levels finer than a
         layer's grid are skipped for that layer)
     polarity : pool positive and negative parts of the codes separately (doubles features)
-    classifier : ``"logreg"`` (:class:`SoftmaxRegression`: multinomial logistic regression,
-        float32 L-BFGS in torch) or ``"svc"`` (scikit-learn's LinearSVC)
+    classifier : ``"logreg"`` (scikit-learn's multinomial ``LogisticRegression``, lbfgs, on
+        float32 features), ``"softmax"`` (:class:`SoftmaxRegression`, float32 L-BFGS in
+        torch, the classifier before) or ``"svc"`` (LinearSVC); see :func:`make_classifier`
     C : inverse regularisation of the classifier
-    encode_iter : FISTA iterations per encoding
+    encode_iter : FISTA iterations per encoding (``"cd"``: at most this many sweeps)
+    encode_method : ``"fista"`` (the encoder the results were measured with: ``encode_iter``
+        FISTA steps, an approximate lasso) or ``"cd"`` (the exact lasso by coordinate
+        descent, to a duality gap ≤ ``encode_tol · ||x||²``); both run in
+        :mod:`.layer_kernel`
+    encode_tol : duality-gap tolerance of ``encode_method="cd"``
     dict_images : images used to learn dictionaries, whiteners and DrLIM (a random subset)
     dict_patches : patches per layer for dictionary learning
     dict_epochs : passes of online dictionary learning over those patches
@@ -144,6 +84,8 @@ class DeepSC(PersistMixin, ClassifierMixin, TransformerMixin, BaseEstimator):
     batch_size : images per chunk in :meth:`transform`
     random_state : seed
     verbose : progress bars and timings
+    n_jobs : threads for numba, torch and BLAS during ``fit``/``transform`` (None: leave
+        the pools as they are; -1: all cores), set by :func:`.threads.limit_threads`
 
     Attributes
     ----------
@@ -157,9 +99,11 @@ class DeepSC(PersistMixin, ClassifierMixin, TransformerMixin, BaseEstimator):
     n_features_in_ : ``X.shape[1]`` at fit, checked by scikit-learn's ``validate_data``
     """
 
+    _renamed_params: ClassVar[dict[str, str]] = {"n_atoms": "n_components"}
+
     def __init__(
         self,
-        n_atoms: Sequence[int] = (64, 128),
+        n_components: Sequence[int] = (64, 128),
         patch_size: int | Sequence[int] = (5, 2),
         patch_stride: int | Sequence[int] = (1, 1),
         alpha: float | Sequence[float] = 0.5,
@@ -168,13 +112,15 @@ class DeepSC(PersistMixin, ClassifierMixin, TransformerMixin, BaseEstimator):
         pool_size: int = 4,
         pool_stride: int = 2,
         drlim: bool = True,
-        n_components: int = 64,
+        drlim_components: int = 64,
         drlim_iter: int = 150,
         pyramid: Sequence[int] = (1, 2, 4),
         polarity: bool = True,
         classifier: str = "logreg",
         C: float = 0.01,
         encode_iter: int = 5,
+        encode_method: str = "fista",
+        encode_tol: float = 1e-4,
         dict_images: int = 3000,
         dict_patches: int = 30000,
         dict_epochs: int = 1,
@@ -182,8 +128,10 @@ class DeepSC(PersistMixin, ClassifierMixin, TransformerMixin, BaseEstimator):
         batch_size: int = 500,
         random_state: int = 0,
         verbose: bool = False,
+        n_jobs: int | None = None,
+        **deprecated: Any,
     ) -> None:
-        self.n_atoms = n_atoms
+        self.n_components = n_components
         self.patch_size = patch_size
         self.patch_stride = patch_stride
         self.alpha = alpha
@@ -192,13 +140,15 @@ class DeepSC(PersistMixin, ClassifierMixin, TransformerMixin, BaseEstimator):
         self.pool_size = pool_size
         self.pool_stride = pool_stride
         self.drlim = drlim
-        self.n_components = n_components
+        self.drlim_components = drlim_components
         self.drlim_iter = drlim_iter
         self.pyramid = pyramid
         self.polarity = polarity
         self.classifier = classifier
         self.C = C
         self.encode_iter = encode_iter
+        self.encode_method = encode_method
+        self.encode_tol = encode_tol
         self.dict_images = dict_images
         self.dict_patches = dict_patches
         self.dict_epochs = dict_epochs
@@ -206,64 +156,27 @@ class DeepSC(PersistMixin, ClassifierMixin, TransformerMixin, BaseEstimator):
         self.batch_size = batch_size
         self.random_state = random_state
         self.verbose = verbose
+        self.n_jobs = n_jobs
+        if deprecated:
+            apply_renamed(self, deprecated)
 
-    # ----------------------------------------------------------------- validation
-    def _images(self, X: Any) -> torch.Tensor:
-        """``X`` as a channels-last map (N, H, W, C).
-
-        (N, C, H, W) and (N, H, W) are images; a 2-D ``X`` (N, F) is a table of feature
-        vectors, taken as 1×1 images with F channels (so ``patch_size=1`` sparse-codes each
-        row, which is how scikit-learn's estimator checks exercise DeepSC).
-        """
-        x = as_tensor(X, "X", (2, 3, 4))
-        if x.ndim == 2:
-            return x[:, None, None, :]
-        return x.unsqueeze(-1) if x.ndim == 3 else x.permute(0, 2, 3, 1)
-
-    def _config(self) -> list[dict[str, Any]]:
-        atoms = self.n_atoms if isinstance(self.n_atoms, (list, tuple)) else [self.n_atoms]
-        n = len(atoms)
-        if n == 0:
-            raise InvalidInputError("n_atoms: expected at least one layer")
-        cfg = []
-        for i, (k, size, stride, alpha, whiten) in enumerate(
-            zip(
-                atoms,
-                _per_layer(self.patch_size, n, "patch_size"),
-                _per_layer(self.patch_stride, n, "patch_stride"),
-                _per_layer(self.alpha, n, "alpha"),
-                _per_layer(self.whiten, n, "whiten"),
-                strict=True,
-            )
-        ):
-            cfg.append(
-                dict(
-                    n_atoms=check_int(k, f"n_atoms[{i}]"),
-                    size=check_int(size, f"patch_size[{i}]"),
-                    stride=check_int(stride, f"patch_stride[{i}]"),
-                    alpha=check_positive(alpha, "alpha"),
-                    whiten=bool(whiten),
+    def _map_renamed(self, given: dict[str, Any]) -> dict[str, Any]:
+        """``n_atoms`` → ``n_components``; in such an old-style call (or file) an integer
+        ``n_components`` is the old DrLIM dimension and moves to ``drlim_components``."""
+        out = {}
+        if "n_atoms" in given:
+            old_drlim = getattr(self, "n_components", None)
+            if isinstance(old_drlim, (int, np.integer)) and not isinstance(old_drlim, bool):
+                warnings.warn(
+                    "DeepSC: with the deprecated 'n_atoms', 'n_components' is read as the DrLIM "
+                    "dimension, now 'drlim_components'",
+                    DeprecationWarning,
+                    stacklevel=4,
                 )
-            )
-        check_positive(self.norm_eps, "norm_eps")
-        check_int(self.encode_iter, "encode_iter")
-        check_int(self.batch_size, "batch_size")
-        if self.classifier not in ("logreg", "svc"):
-            raise InvalidInputError(f"classifier={self.classifier!r}: expected 'logreg' or 'svc'")
-        return cfg
-
-    def _check_geometry(self, cfg: list[dict[str, Any]], h: int, w: int) -> None:
-        """Walk the grids (patches, then pooling between layers) before learning anything,
-        so an image too small for the layer sizes fails at once, naming the layer."""
-        for i, c in enumerate(cfg):
-            if c["size"] > h or c["size"] > w:
-                raise InvalidInputError(
-                    f"patch_size[{i}]={c['size']}: larger than the {h}×{w} input of layer {i + 1}; "
-                    f"expected <= {min(h, w)}"
-                )
-            h, w = patch_grid(h, w, c["size"], c["stride"])
-            if i < len(cfg) - 1:
-                h, w = pooled_grid(h, w, self.pool_size, self.pool_stride)
+                out["drlim_components"] = int(old_drlim)
+                self.n_components = param_defaults(type(self))["n_components"]
+            out["n_components"] = given["n_atoms"]
+        return out
 
     # ----------------------------------------------------------------- fitting
     def fit_features(self, X: Any) -> DeepSC:
@@ -271,6 +184,10 @@ class DeepSC(PersistMixin, ClassifierMixin, TransformerMixin, BaseEstimator):
 
         ``X`` : images, shape (N, C, H, W) or (N, H, W), or feature vectors (N, F).
         """
+        with limit_threads(self.n_jobs):
+            return self._fit_features(X)
+
+    def _fit_features(self, X: Any) -> DeepSC:
         cfg = self._config()
         x = self._images(self._validate(X))
         self._check_geometry(cfg, x.shape[1], x.shape[2])
@@ -297,7 +214,7 @@ class DeepSC(PersistMixin, ClassifierMixin, TransformerMixin, BaseEstimator):
                 f"{sample.shape[1]} values",
                 quiet=not self.verbose,
             )
-            atoms = _learn_dictionary(
+            atoms = learn_dictionary(
                 sample,
                 c["n_atoms"],
                 c["alpha"],
@@ -309,16 +226,14 @@ class DeepSC(PersistMixin, ClassifierMixin, TransformerMixin, BaseEstimator):
             self.layers_.append(layer)
             if last:
                 break
-            codes = torch.cat(
-                [
-                    layer.codes(maps[j : j + self.batch_size], self.encode_iter)
-                    for j in range(0, len(maps), self.batch_size)
-                ]
-            )
-            maps = local_max_pool(self._signed(codes), self.pool_size, self.pool_stride)
+            parts = [  # under torchrun each rank pools its shard of each chunk's images
+                map_rows(lambda rows: self._pooled(layer, rows), maps[j : j + self.batch_size])  # noqa: B023
+                for j in range(0, len(maps), self.batch_size)
+            ]
+            maps = torch.cat(parts)  # (n, gh', gw', K')
             if self.drlim:
                 layer.reducer = DrLIM(
-                    n_components=min(self.n_components, maps.shape[-1]),
+                    n_components=min(self.drlim_components, maps.shape[-1]),
                     n_iter=self.drlim_iter,
                     random_state=self.random_state + i,
                 ).fit(maps)
@@ -326,8 +241,25 @@ class DeepSC(PersistMixin, ClassifierMixin, TransformerMixin, BaseEstimator):
         self.timings_ = {"dictionary_s": time.perf_counter() - t0}
         return self
 
-    def _signed(self, codes: torch.Tensor) -> torch.Tensor:
-        return split_polarity(codes) if self.polarity else codes
+    def _pooled(self, layer: SCLayer, maps: torch.Tensor) -> torch.Tensor:
+        """The local max-pooled codes (B, gh', gw', K') of ``layer`` on ``maps``."""
+        pooled = self._encode_pool(layer, maps, None, True)[1]
+        assert pooled is not None
+        return pooled
+
+    def _encode_pool(
+        self, layer: SCLayer, maps: torch.Tensor, levels: Sequence[int] | None, pool: bool
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """``layer.encode_pool`` with this model's encoder, polarity and local pooling."""
+        return layer.encode_pool(
+            maps,
+            method=self.encode_method,
+            max_iter=self.encode_iter,
+            tol=float(self.encode_tol) if self.encode_method == "cd" else 0.0,
+            polarity=self.polarity,
+            levels=levels,
+            pool=(self.pool_size, self.pool_stride) if pool else None,
+        )
 
     def fit(self, X: Any, y: Any) -> DeepSC:
         """Learn the layers on a subset of ``X``, then the classifier on all of ``X``'s features."""
@@ -342,34 +274,14 @@ class DeepSC(PersistMixin, ClassifierMixin, TransformerMixin, BaseEstimator):
                 raise
             raise InvalidInputError(f"y: {exc}; expected one label per sample of X") from None
         check_classification_targets(labels)
-        self.fit_features(X)
-        feats = self.transform(X)
-        t0 = time.perf_counter()
-        self.classifier_ = self._make_classifier().fit(feats, labels)
+        with limit_threads(self.n_jobs):
+            self._fit_features(X)
+            feats = self._transform(X)
+            t0 = time.perf_counter()
+            self.classifier_ = self._make_classifier().fit(feats, labels)
         self.timings_["classifier_s"] = time.perf_counter() - t0
         self.classes_ = self.classifier_.classes_
         return self
-
-    def _validate(self, X: Any, y: Any = None, reset: bool = True) -> Any:
-        """scikit-learn's input checks (sparse, complex, object, empty, 1-D, feature count)
-        with images allowed: returns float32 ``X`` (and ``y`` as a 1-D array when given)."""
-        kw: dict[str, Any] = dict(
-            allow_nd=True,
-            dtype=np.float32,
-            ensure_min_samples=2 if reset else 1,
-            ensure_min_features=2 if reset else 1,
-        )
-        try:
-            if y is None:
-                return validate_data(self, X, reset=reset, **kw)
-            return validate_data(self, X, y, reset=reset, **kw)
-        except ValueError as exc:
-            if "got 1D array" not in str(exc):
-                raise
-            # name the argument, keep scikit-learn's "Reshape your data" advice
-            raise InvalidInputError(
-                f"X: expected feature vectors (N, F) or images (N, [C,] H, W); {exc}"
-            ) from None
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
@@ -382,7 +294,16 @@ class DeepSC(PersistMixin, ClassifierMixin, TransformerMixin, BaseEstimator):
 
     # ----------------------------------------------------------------- inference
     def transform(self, X: Any) -> np.ndarray:
-        """DeepSC features of images ``X`` (N, C, H, W): (N, n_features_out_), float32."""
+        """DeepSC features of images ``X`` (N, C, H, W): (N, n_features_out_), float32.
+
+        Streams over chunks of ``batch_size`` images (one compiled call per layer and
+        chunk, :mod:`.layer_kernel`), writing each chunk's features into the output, so
+        memory is the output plus one chunk's maps.
+        """
+        with limit_threads(self.n_jobs):
+            return self._transform(X)
+
+    def _transform(self, X: Any) -> np.ndarray:
         check_is_fitted(self, "layers_")
         x = self._images(self._validate(X, reset=False))
         if tuple(x.shape[1:]) != self.input_shape_:
@@ -392,11 +313,16 @@ class DeepSC(PersistMixin, ClassifierMixin, TransformerMixin, BaseEstimator):
             )
         t0, c0 = time.perf_counter(), time.process_time()
         per_layer = [0.0] * len(self.layers_)
-        chunks = []
-        starts = range(0, len(x), self.batch_size)
+        out: np.ndarray | None = None
+        bs = check_int(self.batch_size, "batch_size")
+        starts = range(0, len(x), bs)
         for j in progress(starts, "DeepSC features", total=len(starts), quiet=not self.verbose):
-            chunks.append(self._features(x[j : j + self.batch_size], per_layer))
-        out = torch.cat(chunks).numpy()
+            # (b, F); under torchrun each rank computes its shard of the chunk's images
+            chunk = map_rows(lambda rows: self._features(rows, per_layer), x[j : j + bs])
+            if out is None:
+                out = np.empty((len(x), chunk.shape[1]), dtype=np.float32)
+            out[j : j + len(chunk)] = chunk.numpy()
+        assert out is not None  # X has at least one sample (validated)
         self.n_features_out_ = out.shape[1]
         t = getattr(self, "timings_", {})
         t["transform_s"] = t.get("transform_s", 0.0) + time.perf_counter() - t0
@@ -414,29 +340,32 @@ class DeepSC(PersistMixin, ClassifierMixin, TransformerMixin, BaseEstimator):
         parts = []
         for i in range(len(self.layers_)):
             t0 = time.perf_counter()
-            feats, maps = self.layer_step(i, maps)
+            feats, next_maps = self.layer_step(i, maps)
             parts.append(feats)
+            if next_maps is not None:
+                maps = next_maps
             seconds[i] += time.perf_counter() - t0
         self.layer_features_ = [part.shape[1] for part in parts]
         return torch.cat(parts, dim=1)
 
-    def layer_step(self, i: int, maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def layer_step(self, i: int, maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Run fitted layer ``i`` on its input map (B, h, w, c).
 
         Returns
         -------
         features : Tensor (B, F_i), the pyramid-pooled codes of this layer
         next_maps : Tensor (B, h', w', c'), the locally pooled (and DrLIM-reduced) codes that
-            layer ``i + 1`` takes; the raw codes map for the last layer
+            layer ``i + 1`` takes; None for the last layer (the fused encoder never holds
+            the codes map; ``layers_[i].codes(maps, encode_iter)`` computes it)
         """
         layer = self.layers_[i]
-        codes = self._signed(layer.codes(maps, self.encode_iter))  # (B, gh, gw, K')
-        levels = [lv for lv in self.pyramid if lv <= min(codes.shape[1], codes.shape[2])]
-        feats = pyramid_max_pool(codes, levels or [1])
-        if i == len(self.layers_) - 1:
-            return feats, codes
-        pooled = local_max_pool(codes, self.pool_size, self.pool_stride)  # (B, gh', gw', K')
-        if layer.reducer is not None:
+        last = i == len(self.layers_) - 1
+        gh = (maps.shape[1] - layer.size) // layer.stride + 1
+        gw = (maps.shape[2] - layer.size) // layer.stride + 1
+        levels = [lv for lv in self.pyramid if lv <= min(gh, gw)] or [1]
+        feats, pooled = self._encode_pool(layer, maps, levels, not last)
+        assert feats is not None
+        if pooled is not None and layer.reducer is not None:
             pooled = layer.reducer.transform(pooled)  # (B, gh', gw', d)
         return feats, pooled
 
@@ -455,9 +384,6 @@ class DeepSC(PersistMixin, ClassifierMixin, TransformerMixin, BaseEstimator):
 
     def first_layer_atoms(self) -> np.ndarray:
         """First-layer atoms as images (K, C, s, s), un-whitened for display."""
-        layer = self.layers_[0]
-        a = layer.atoms
-        if layer.whitener is not None:  # show what the atom responds to in pixel space
-            a = a @ torch.linalg.pinv(layer.whitener.whitening_)
-        c = a.shape[1] // (layer.size * layer.size)
-        return a.reshape(-1, c, layer.size, layer.size).numpy()
+        from .deepsc_report import layer_atoms
+
+        return layer_atoms(self, 0)

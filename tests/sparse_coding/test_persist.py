@@ -17,7 +17,7 @@ from sparsenet.sparse_coding import DeepSC, DictionaryLearner, SparseCoder
 def test_estimators_round_trip_in_a_fresh_process(tmp_path):
     rng = np.random.RandomState(0)
     x = rng.randn(60, 12)
-    dl = DictionaryLearner(n_atoms=6, max_iter=2, random_state=0).fit(x)
+    dl = DictionaryLearner(n_components=6, max_iter=2, random_state=0).fit(x)
     sc = SparseCoder(dictionary=dl.components_).fit(x)
     dl.save(tmp_path / "dl.npz")
     sc.save(tmp_path / "sc.npz")
@@ -36,7 +36,7 @@ def test_estimators_round_trip_in_a_fresh_process(tmp_path):
 
 def test_deepsc_round_trip_in_a_fresh_process(tmp_path, digits_data):
     x, y = digits_data.x_train[:200], digits_data.y_train[:200].numpy()
-    m = DeepSC(n_atoms=(8,), patch_size=(3,), patch_stride=(1,), dict_images=100,
+    m = DeepSC(n_components=(8,), patch_size=(3,), patch_stride=(1,), dict_images=100,
                encode_iter=2, drlim=False).fit(x, y)
     m.save(tmp_path / "m.npz")
     with zipfile.ZipFile(tmp_path / "m.npz") as z:  # arrays and JSON only

@@ -1,0 +1,341 @@
+"""One compiled call per DeepSC layer and chunk of images: patches → codes → pooled features.
+
+For every image of a chunk (numba ``prange``: images are split over numba's threads) and
+every patch position of its grid, :func:`_layer` does what the torch path did in five
+passes over memory, without ever holding the (images × positions × atoms) code tensor:
+
+1. gathers the ``size × size`` patch from the channels-last map (the ``F.unfold`` layout,
+   channel-major), normalises it (:func:`~.patches.normalize_patches`), whitens it and
+   correlates it with the atoms: ``b = ((p − μ) W_zca) Dᵀ`` (with ``M = W_zca Dᵀ``
+   precomputed when ``||x||²`` is not needed);
+2. solves the lasso for that patch with one of two inner solvers:
+
+   * ``"fista"``: today's DeepSC encoder, ``sparse_encode(method="fista", max_iter=T,
+     tol=0)`` of :mod:`.lasso` replayed per sample (:func:`.fista_cpu.fista_one`); for
+     ``T ≤ 10`` (DeepSC's default 5) the codes equal the torch solver's to float32
+     rounding (``tests/sparse_coding/test_layer_kernel.py``);
+   * ``"cd"``: the exact lasso, :func:`.lasso_cpu._solve_one` (coordinate descent with
+     covariance updates, duality-gap stop at ``tol · ||x||²``), the kernel behind
+     ``sparse_encode(method="cd")`` on CPU;
+
+3. max-pools the (polarity-split) codes straight into the spatial-pyramid features and the
+   local p×p map that feeds the next layer.
+
+Two exact shortcuts: a patch equal to the previous position's patch reuses its codes, and
+every constant patch (blank background: it normalises to the zero vector) reuses the codes
+of the first one of its image. Both give bit-identical codes, so nothing approximates.
+
+FISTA's step needs the largest eigenvalue of each patch's block Gram matrix:
+:func:`.eig_small.lmax` (Lanczos + Laguerre, ~2 µs where LAPACK through numba took 15).
+
+Developer note: numba's on-disk cache of :func:`_layer` is invalidated by changes to this
+file only. After editing :mod:`.fista_cpu`, :mod:`.eig_small` or :mod:`.lasso_cpu`, delete
+``sparsenet/sparse_coding/__pycache__/layer_kernel.*.nb?`` (or set ``NUMBA_CACHE_DIR`` to a
+fresh folder), or the old code they compiled into it keeps running.
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from typing import Any
+
+import numba
+import numpy as np
+
+from .fista_cpu import _FISTA_STEPS, fista_one
+from .lasso_cpu import _jit, _solve_one
+
+__all__ = ["layer_kernel", "SOLVERS"]
+
+SOLVERS = ("fista", "cd")
+
+# per-thread scratch of the solvers, allocated once per image (see _scratch)
+_Scratch = namedtuple(
+    "_Scratch", "q score W gw bw cw y cn grad before tri d e v p ident qw chol z everyone"
+)
+
+
+@_jit(nogil=True, fastmath=False)
+def _scratch(k: int, dtype: Any) -> Any:
+    """Scratch for :func:`.fista_cpu.fista_one` / :func:`.lasso_cpu._solve_one` with ``k``
+    atoms."""
+    return _Scratch(
+        np.empty(k, dtype=np.float64),  # q
+        np.empty(k, dtype=np.float64),  # score
+        np.empty(k, dtype=np.int64),  # W
+        np.zeros((k, k), dtype=dtype),  # gw (also gss of _solve_one)
+        np.zeros(k, dtype=dtype),  # bw
+        np.zeros(k, dtype=dtype),  # cw (also cs of _solve_one)
+        np.zeros(k, dtype=dtype),  # y
+        np.zeros(k, dtype=dtype),  # cn
+        np.zeros(k, dtype=dtype),  # grad
+        np.zeros(k, dtype=np.bool_),  # before
+        np.empty((k, k), dtype=np.float64),  # tri
+        np.empty(k, dtype=np.float64),  # d
+        np.empty(k, dtype=np.float64),  # e
+        np.empty(k, dtype=np.float64),  # v
+        np.empty(k, dtype=np.float64),  # p
+        np.arange(k),  # ident
+        np.empty(k, dtype=np.float64),  # qw (also qs of _solve_one)
+        np.empty((k, k), dtype=np.float64),  # chol
+        np.empty(k, dtype=np.float64),  # z
+        np.arange(k),  # everyone
+    )
+
+
+@_jit(nogil=True, parallel=True, fastmath=False)
+def _layer(maps: Any, size: int, stride: int, eps: float, mode: int, mean: Any, wz: Any,
+           dt: Any, g: Any, alpha: float, cd: bool, max_iter: int, tol: float,
+           need_xsq: bool, max_support: int, polarity: bool, cells: Any, pool_size: int,
+           pool_stride: int, feats: Any, pooled: Any, want_feats: bool,
+           want_pooled: bool) -> None:
+    """Encode and pool every patch of every image of ``maps`` (B, h, w, C); see the module.
+
+    ``mode`` 0: no whitening, ``dt`` = Dᵀ (P, K); 1: whitened, ``wz`` = W_zca Dᵀ (P, K)
+    (``||x||²`` not computed); 2: whitened, ``wz`` = W_zca (P, P) and ``dt`` = Dᵀ.
+    ``cells`` (n_cells, 4): the pyramid's cells [row0, row1, col0, col1) in output order.
+    Writes ``feats`` (B, n_cells · K') and ``pooled`` (B, ph, pw, K'), K' = 2K with
+    ``polarity`` (positive parts, then negative parts), else K.
+    """
+    nb, h, w, nch = maps.shape
+    k = g.shape[0]
+    kp = 2 * k if polarity else k
+    n_pix = size * size
+    dim = nch * n_pix
+    gh = (h - size) // stride + 1
+    gw_ = (w - size) // stride + 1
+    ph = pooled.shape[1]
+    pw = pooled.shape[2]
+    n_cells = cells.shape[0]
+    diag = np.empty(k, dtype=g.dtype)
+    for j in range(k):
+        diag[j] = g[j, j]
+    for n in numba.prange(nb):
+        s = _scratch(k, g.dtype)
+        raw = np.empty(dim, dtype=np.float32)
+        prev = np.empty(dim, dtype=np.float32)
+        x = np.empty(dim, dtype=np.float32)
+        xw = np.empty(dim, dtype=np.float32)
+        b = np.empty(k, dtype=g.dtype)
+        code = np.empty(k, dtype=g.dtype)
+        blank = np.empty(k, dtype=g.dtype)
+        have_prev = False
+        have_blank = False
+        if want_feats:
+            for f in range(feats.shape[1]):
+                feats[n, f] = -np.inf
+        if want_pooled:
+            for oi in range(ph):
+                for oj in range(pw):
+                    for f in range(kp):
+                        pooled[n, oi, oj, f] = -np.inf
+        for i in range(gh):
+            for j in range(gw_):
+                idx = 0
+                for ch in range(nch):  # the F.unfold layout: (channel, row, column)
+                    for di in range(size):
+                        for dj in range(size):
+                            raw[idx] = maps[n, i * stride + di, j * stride + dj, ch]
+                            idx += 1
+                same = have_prev
+                if have_prev:
+                    for a in range(dim):
+                        if raw[a] != prev[a]:
+                            same = False
+                            break
+                if not same:
+                    constant = True
+                    for a in range(1, dim):
+                        if raw[a] != raw[0]:
+                            constant = False
+                            break
+                    if constant and have_blank:
+                        for h_ in range(k):
+                            code[h_] = blank[h_]
+                    else:
+                        _encode_patch(raw, x, xw, b, code, s, diag, eps, mode, mean, wz, dt,
+                                      g, alpha, cd, max_iter, tol, need_xsq, max_support)
+                        if constant:
+                            for h_ in range(k):
+                                blank[h_] = code[h_]
+                            have_blank = True
+                    for a in range(dim):
+                        prev[a] = raw[a]
+                    have_prev = True
+                if want_feats:
+                    for cell in range(n_cells):
+                        if cells[cell, 0] <= i < cells[cell, 1] and \
+                                cells[cell, 2] <= j < cells[cell, 3]:
+                            _pool_into(feats[n], cell * kp, code, k, polarity)
+                if want_pooled:
+                    i0 = max(0, (i - pool_size + pool_stride) // pool_stride)
+                    j0 = max(0, (j - pool_size + pool_stride) // pool_stride)
+                    for oi in range(i0, min(ph, i // pool_stride + 1)):
+                        for oj in range(j0, min(pw, j // pool_stride + 1)):
+                            _pool_into(pooled[n, oi, oj], 0, code, k, polarity)
+
+
+@_jit(nogil=True, fastmath=False, inline="always")
+def _pool_into(out: Any, base: int, code: Any, k: int, polarity: bool) -> None:
+    """``out[base:base + K'] = max(out, split_polarity(code))``, branch-free (vectorises;
+    with branches the random signs of the codes cost more than the arithmetic)."""
+    if polarity:
+        for h in range(k):
+            v = code[h]
+            out[base + h] = max(out[base + h], max(v, 0.0))
+        for h in range(k):
+            v = code[h]
+            out[base + k + h] = max(out[base + k + h], max(-v, 0.0))
+    else:
+        for h in range(k):
+            out[base + h] = max(out[base + h], code[h])
+
+
+@_jit(nogil=True, fastmath=False)
+def _encode_patch(raw: Any, x: Any, xw: Any, b: Any, code: Any, s: Any, diag: Any, eps: float,
+                  mode: int, mean: Any, wz: Any, dt: Any, g: Any, alpha: float, cd: bool,
+                  max_iter: int, tol: float, need_xsq: bool, max_support: int) -> None:
+    """Normalise, whiten and correlate one patch, then solve its lasso into ``code``."""
+    dim = raw.shape[0]
+    k = b.shape[0]
+    tot = 0.0
+    for a in range(dim):
+        tot += raw[a]
+    mu = tot / dim
+    var = 0.0
+    for a in range(dim):
+        dv = raw[a] - mu
+        var += dv * dv
+    inv = 1.0 / np.sqrt(var / dim + eps)
+    for a in range(dim):
+        x[a] = (raw[a] - mu) * inv
+    for h in range(k):
+        b[h] = 0.0
+    xsq = 0.0
+    if mode == 0:  # b = x Dᵀ, loops ordered so that the inner one vectorises over atoms
+        for a in range(dim):
+            xa = x[a]
+            xsq += float(xa) * float(xa)
+            for h in range(k):
+                b[h] += xa * dt[a, h]
+    elif mode == 1:  # b = (x − μ) (W Dᵀ)
+        for a in range(dim):
+            xa = x[a] - mean[a]
+            for h in range(k):
+                b[h] += xa * wz[a, h]
+    else:  # xw = (x − μ) W, b = xw Dᵀ
+        for e in range(dim):
+            xw[e] = 0.0
+        for a in range(dim):
+            xa = x[a] - mean[a]
+            for e in range(dim):
+                xw[e] += xa * wz[a, e]
+        for a in range(dim):
+            xa = xw[a]
+            xsq += float(xa) * float(xa)
+            for h in range(k):
+                b[h] += xa * dt[a, h]
+    if cd:
+        for h in range(k):
+            code[h] = 0.0
+        _solve_one(g, diag, b, xsq, code, alpha, tol, max_iter, False, s.q, s.W, s.everyone,
+                   s.gw, s.cw, s.qw, s.chol, s.z)
+    else:
+        fista_one(g, b, xsq, code, alpha, tol, max_iter, False, need_xsq, max_support, s)
+
+
+def pyramid_cells(gh: int, gw: int, levels: Any) -> np.ndarray:
+    """The cells of :func:`~.pooling.pyramid_max_pool` (adaptive-pooling bins), in its
+    output order: (n_cells, 4) int64 rows ``[row0, row1, col0, col1)``."""
+    rows = []
+    for level in levels:
+        for ci in range(level):
+            for cj in range(level):
+                rows.append((
+                    (ci * gh) // level, -((-(ci + 1) * gh) // level),
+                    (cj * gw) // level, -((-(cj + 1) * gw) // level),
+                ))
+    return np.array(rows, dtype=np.int64).reshape(-1, 4)
+
+
+def layer_kernel(
+    maps: np.ndarray,
+    *,
+    size: int,
+    stride: int,
+    eps: float,
+    atoms: np.ndarray,
+    alpha: float,
+    whiten_mean: np.ndarray | None = None,
+    whitening: np.ndarray | None = None,
+    solver: str = "fista",
+    max_iter: int = 5,
+    tol: float = 0.0,
+    polarity: bool = True,
+    levels: Any = (1, 2, 4),
+    pool: tuple[int, int] | None = None,
+    want_feats: bool = True,
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Pyramid features and locally pooled codes of one DeepSC layer, in one compiled call.
+
+    Parameters
+    ----------
+    maps : ndarray (B, h, w, C), float32
+        The layer's input, channels last.
+    size, stride, eps : patch side, patch stride, absolute normalisation regulariser
+    atoms : ndarray (K, P), P = C · size², the dictionary (rows are atoms)
+    alpha : lasso penalty
+    whiten_mean, whitening : ZCA mean (P,) and matrix (P, P), or None (no whitening)
+    solver : ``"fista"`` (today's encoder, ``max_iter`` FISTA iterations, ``tol`` 0) or
+        ``"cd"`` (exact lasso to a duality gap ≤ ``tol · ||x||²``, at most ``max_iter``
+        sweeps)
+    polarity : split codes into positive and negative parts before pooling (K' = 2K)
+    levels : spatial-pyramid levels (each ≤ the grid's sides)
+    pool : (p, s) local max pooling, or None for no pooled map
+    want_feats : compute the pyramid features
+
+    Returns
+    -------
+    feats : ndarray (B, n_cells · K') float32, or None
+    pooled : ndarray (B, ph, pw, K') float32, or None
+    """
+    if solver not in SOLVERS:
+        raise ValueError(f"solver={solver!r}: expected one of {SOLVERS}")
+    x = np.ascontiguousarray(maps, dtype=np.float32)
+    nb, h, w, _ = x.shape
+    gh, gw = (h - size) // stride + 1, (w - size) // stride + 1
+    d = np.asarray(atoms, dtype=np.float64)
+    k, dim = d.shape
+    g = np.ascontiguousarray(d @ d.T, dtype=np.float32)
+    dt = np.ascontiguousarray(d.T, dtype=np.float32)
+    need_xsq = solver == "cd" or max_iter > _FISTA_STEPS or tol > 0
+    dummy = np.zeros((1, 1), dtype=np.float32)
+    if whitening is None:
+        mode, mean, wz = 0, np.zeros(dim, dtype=np.float32), dummy
+    elif need_xsq:
+        mode, mean, wz = 2, np.asarray(whiten_mean, dtype=np.float32), np.ascontiguousarray(
+            whitening, dtype=np.float32)
+    else:
+        mode, mean = 1, np.asarray(whiten_mean, dtype=np.float32)
+        wz = np.ascontiguousarray(np.asarray(whitening, dtype=np.float64) @ d.T, dtype=np.float32)
+    kp = 2 * k if polarity else k
+    cells = pyramid_cells(gh, gw, levels) if want_feats else np.zeros((0, 4), dtype=np.int64)
+    feats = np.empty((nb, len(cells) * kp), dtype=np.float32)
+    if pool is None:
+        p_size, p_stride, ph, pw = 1, 1, 0, 0
+    else:
+        p_size, p_stride = pool
+        ph, pw = (gh - p_size) // p_stride + 1, (gw - p_size) // p_stride + 1
+    pooled = np.empty((nb, ph, pw, kp), dtype=np.float32)
+    if nb:
+        # images handed out one at a time (dynamic scheduling), as in lasso_cpu: on a shared
+        # machine a thread that loses its core must not hold back a fixed half of the chunk
+        old = numba.set_parallel_chunksize(1)
+        try:
+            _layer(x, int(size), int(stride), float(eps), mode, mean, wz, dt, g, float(alpha),
+                   solver == "cd", int(max_iter), float(tol), need_xsq, dim, bool(polarity),
+                   cells, int(p_size), int(p_stride), feats, pooled, bool(want_feats),
+                   pool is not None)
+        finally:
+            numba.set_parallel_chunksize(old)
+    return (feats if want_feats else None), (pooled if pool is not None else None)
