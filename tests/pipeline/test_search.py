@@ -133,3 +133,12 @@ def test_isotonic_fit_is_non_increasing_and_pools_violators():
     assert all(a >= b - 1e-12 for a, b in zip(fit, fit[1:], strict=False))
     assert fit[0] == pytest.approx(0.905) and fit[1] == pytest.approx(0.905)
     assert fit[2] == pytest.approx(0.8925) and fit[4] == pytest.approx(0.88)
+
+
+def test_the_budget_is_counted_in_whole_images():
+    # 0.3 points of 333 images is 0.999 images: one image may be lost
+    assert search_mod._floor(320 / 333, 0.3, 333) == pytest.approx(319 / 333, abs=1e-8)
+    assert search_mod._floor(320 / 333, 0.3, 333) < 319 / 333
+    # 0.3 points of 5,000 images is 15 images
+    assert search_mod._floor(0.9, 0.3, 5000) == pytest.approx(0.897, abs=1e-8)
+    assert search_mod._floor(0.9, 0.0, 5000) < 0.9
