@@ -61,14 +61,14 @@ def plot_tradeoff(search: dict[str, Any], path: Path) -> Path:
     bad = [s for s in steps if not s.get("accepted")]
     if ok:
         ax.plot([s["bytes"] / 1024 for s in ok], [100 * s["accuracy"] for s in ok], "-o",
-                color="tab:blue", ms=4, label="accepted moves")
+                color="tab:blue", ms=4, label="rungs and accepted moves")
     if bad:
         ax.scatter([s["bytes"] / 1024 for s in bad], [100 * s["accuracy"] for s in bad],
                    marker="x", color="tab:red", label="rejected moves")
     chosen = search["facts"].get("result")
     if isinstance(chosen, dict) and _num(chosen.get("file_bytes")) and _num(chosen.get("validation")):
         ax.scatter([chosen["file_bytes"] / 1024], [100 * chosen["validation"]], marker="*", s=220,
-                   color="tab:green", zorder=5, label="chosen file (fine-tuned)")
+                   color="tab:green", zorder=5, label="chosen file")
     floor = search["facts"].get("floor")
     if _num(floor):
         ax.axhline(100 * floor, ls="--", color="k", lw=1, label="budget")
