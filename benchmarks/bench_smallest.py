@@ -7,7 +7,7 @@ float32 weights, the validation drop the search controlled and the test drop it 
 see, and the search's wall time. Variants switch one ingredient off (the ablation)::
 
     python benchmarks/bench_smallest.py --model lenet300 --data fashion-mnist --threads 1
-    python benchmarks/bench_smallest.py --model lenet300 --variant no-bits --variant no-warm
+    python benchmarks/bench_smallest.py --model lenet300 --variant no-bits --variant greedy
 
 Run directories go to ``$SPARSENET_ARTIFACTS/smallest/`` (resumable with ``--resume``); the
 report, the chosen recipe and a JSON row per run go to ``benchmarks/results/smallest/``.
@@ -35,10 +35,9 @@ from sparsenet.pipeline import SearchSettings, compress  # noqa: E402
 VARIANTS: dict[str, dict[str, Any]] = {
     "full": {},
     "no-bits": {"min_bits": 6},            # no bits phase: every layer stays at its start width
-    "no-warm": {"warmup_sparsity": 0.0},   # no global warm start: per-layer moves from dense
-    "no-verify": {"verify_epochs": 0},     # bit moves judged without centroid fine-tuning
-    "no-recover": {"recover_rounds": 0},   # one retraining per prune move, no recovery rounds
+    "no-recover": {"recover_rounds": 0},   # one retraining per rung, no recovery rounds
     "no-final": {"final_epochs": 0},       # no final retraining at the chosen point
+    "greedy": {"allocation": "greedy"},    # per-layer prune moves instead of the ladder
 }
 OUT = Path(__file__).resolve().parent / "results" / "smallest"
 
