@@ -31,7 +31,7 @@ from ..errors import SparsenetError
 from ..io import write_json
 from ..prune import prune
 from ..share import share_weights
-from ..training import TrainConfig, evaluate, fit
+from ..training import evaluate
 
 __all__ = ["Probe", "probe", "Journal", "JOURNAL", "state_key"]
 
@@ -68,22 +68,17 @@ def probe(
     scratch: Path,
     metadata: dict[str, Any],
     seed: int = 0,
-    finetune: tuple[tuple[torch.Tensor, torch.Tensor], TrainConfig] | None = None,
 ) -> Probe:
     """Accuracy on ``val`` and ``.snn`` bytes of ``model`` pruned to ``sparsity`` and shared at
     ``bits`` (both ``{layer name: value}``), without retraining. ``model`` is not changed.
 
     ``scratch`` is a file path the probe may overwrite (the ``.snn`` it measures).
-    ``finetune`` = ``(train data, config)``: fine-tune the centroids (and nothing else) before
-    scoring, as the share stage does, for a verdict closer to what the final stages give.
     """
     m = copy.deepcopy(model)
     _prune_to(m, sparsity)
     if bn.has_batchnorm(m):
         m = bn.fold_bn(m)  # as the share stage does: the shared weights are the deployed ones
     share_weights(m, weight_bits=dict(bits), init="linear", seed=seed)
-    if finetune is not None:
-        fit(m, finetune[0], finetune[1])
     acc = float(evaluate(m, val)["accuracy"])
     save_snn(m, scratch, coder="huffman", gap_bits="auto", metadata=metadata)
     return Probe(acc, scratch.stat().st_size)

@@ -48,10 +48,9 @@ from torch import nn
 from ..data import Dataset, holdout, load_dataset, validation_size
 from ..errors import SparsenetError
 from ..layers import compressible_tensors
-from ..models import arch_of
 from ..paths import check_output
 from ..progress import log
-from ..training import TrainConfig, default_config, evaluate
+from ..training import TrainConfig, evaluate
 from .probe import Journal, Probe, probe, state_key
 from .runner import MANIFEST, RunError
 from .runner import compress as run_recipe
@@ -80,13 +79,10 @@ class _Search:
                  journal: Journal, held: int) -> None:
         self.source, self.data, self.s, self.dir, self.out = model, data, settings, rdir, out
         self.quiet, self.config, self.journal, self.held = quiet, config, journal, held
-        split = holdout(data, held)
-        self.val, self.train = split.test, split.train
-        self.dense: nn.Module | None = None
+        self.val = holdout(data, held).test
         self.scratch = rdir / "search-probe.snn"
         self.started = time.monotonic()
         self.floor = self.prune_floor = self.dense_val = 0.0
-        self.first_run = True
 
     # -- running stages ------------------------------------------------------------------
     def recipe(self, stages: list[dict[str, Any]]) -> dict[str, Any]:
@@ -109,16 +105,13 @@ class _Search:
         return model, rep
 
     # -- probes ----------------------------------------------------------------------------
-    def probe(self, st: _State, sparsity: dict[str, float], bits: dict[str, int],
-              verify: bool = False) -> Probe:
-        """The probe of ``st.model`` at these targets; ``verify``: after centroid fine-tuning."""
-        key = state_key(sparsity, bits, self.digest(st.stages) + ("+ft" if verify else ""))
+    def probe(self, st: _State, sparsity: dict[str, float], bits: dict[str, int]) -> Probe:
+        """The probe of ``st.model`` at these targets (answered by the journal when it can)."""
+        key = state_key(sparsity, bits, self.digest(st.stages))
         got = self.journal.cached(key)
         if got is None:
-            ft = (self.train, self.finetune_config()) if verify else None
             got = probe(st.model, sparsity, bits, self.val, self.scratch,
-                        {"dataset": self.data.name, "recipe": "smallest"}, seed=self.s.seed,
-                        finetune=ft)
+                        {"dataset": self.data.name, "recipe": "smallest"}, seed=self.s.seed)
             self.journal.remember(key, got)
         return got
 
@@ -132,19 +125,6 @@ class _Search:
             self.journal.remember(key, got)
         return got
 
-    def judge(self, st: _State, sparsity: dict[str, float], bits: dict[str, int]) -> Probe:
-        """The probe, and if it misses the budget the fine-tuned probe (the verdict)."""
-        p = self.probe(st, sparsity, bits)
-        if p.accuracy >= self.floor or not self.s.verify_epochs:
-            return p
-        return self.probe(st, sparsity, bits, verify=True)
-
-    def finetune_config(self) -> TrainConfig:
-        arch = arch_of(self.dense) if self.dense is not None else None
-        base = self.config or default_config(arch["name"] if arch else "custom", self.data.name)
-        return base.replace(epochs=self.s.verify_epochs, lr=1e-3, optimizer="adam",
-                            seed=self.s.seed, quiet=True)
-
     def over_time(self) -> bool:
         return self.s.time_budget is not None and \
             time.monotonic() - self.started > self.s.time_budget
@@ -157,7 +137,6 @@ class _Search:
     def start(self, force: bool) -> _State:
         stages: list[dict[str, Any]] = [{"train": {"skip_if_trained": True}}]
         model, _ = self.run(stages, force=force)
-        self.dense = model
         names = {t.name: t.kind for t in compressible_tensors(model)}
         if not names:
             raise SparsenetError("nothing to compress: the model has no compressible weights")
@@ -180,9 +159,7 @@ class _Search:
 
     def warm_start(self, st: _State) -> None:
         s = self.s
-        stage = {"prune": {"method": "magnitude", "sparsity": s.warmup_sparsity,
-                           "iterations": max(s.warmup_iterations, 1),
-                           "retrain_epochs": s.retrain_epochs, "lr_factor": s.lr_factor}}
+        stage = self.global_stage(s.warmup_sparsity, s.warmup_iterations)
         before = (st.stages, st.sparsity, st.model)
         ok, p = self.prune_move(st, None, st.bits, first=stage)
         self.note({"move": f"warm start {s.warmup_sparsity:g}", "bytes": p.bytes,
@@ -208,27 +185,8 @@ class _Search:
             if self.over_time():
                 log(f"search: time budget of {self.s.time_budget:g} s spent", self.quiet)
                 break
-            stage = {"prune": {"method": "magnitude", "sparsity": target,
-                               "iterations": max(self.s.warmup_iterations, 1) if k == 0 else 1,
-                               "retrain_epochs": self.s.retrain_epochs,
-                               "lr_factor": self.s.lr_factor}}
-            stages = [*path[-1][0], stage]
-            model, _ = self.run(stages)
-            sparsity = {t.name: _zeros(t) for t in compressible_tensors(model)}
-            q = self.float_probe(_State(stages, sparsity, st.bits, model), sparsity, st.bits)
-            for _ in range(self.s.recover_rounds):  # retrain more while below and gaining
-                if q.accuracy >= self.prune_floor:
-                    break
-                more = [*stages, {"prune": {"method": "magnitude", "per_layer": sparsity,
-                                            "iterations": 1, "retrain_epochs": self.s.retrain_epochs,
-                                            "lr_factor": self.s.lr_factor}}]
-                m2, _ = self.run(more)
-                q2 = self.float_probe(_State(more, sparsity, st.bits, m2), sparsity, st.bits)
-                log(f"search: rung {target:g}: recovery round, validation {q.accuracy:.4f} -> "
-                    f"{q2.accuracy:.4f}", self.quiet)
-                if q2.accuracy <= q.accuracy:
-                    break
-                stages, model, q = more, m2, q2
+            stage = self.global_stage(target, self.s.warmup_iterations if k == 0 else 1)
+            stages, sparsity, model, q, _ = self.retrain([*path[-1][0], stage], None, st.bits)
             path.append((stages, sparsity, model))
             accs.append(q.accuracy)
             self.note({"move": f"rung {target:g}", "bytes": q.bytes, "accuracy": q.accuracy,
@@ -301,7 +259,6 @@ class _Search:
         record = {"move": f"{mv['kind']} {mv['layer']} -> {mv['to']}", "price": price,
                   "probe_bytes": p.bytes, "probe_accuracy": p.accuracy}
         if mv["kind"] == "bits":
-            p = self.judge(st, sparsity, bits)
             ok = p.accuracy >= self.floor
             if ok:
                 st.bits = bits
@@ -314,6 +271,38 @@ class _Search:
                              "sparsity": st.sparsity, "model": st.model})
         self.report(record, q, ok)
         return ok
+
+    def retrain(self, stages: list[dict[str, Any]], sparsity: dict[str, float] | None,
+                bits: dict[str, int], rounds: int | None = None,
+                ) -> tuple[list[dict[str, Any]], dict[str, float], nn.Module, Probe, int]:
+        """Run ``stages`` (the last one prunes), then recovery rounds of retraining at the same
+        targets while the float model is below the pruning budget and each round gains (a
+        round that does not gain is not kept); ``rounds``: exactly that many, replaying a
+        decision made before a kill. ``sparsity=None``: measured after the run (a global
+        target gives each layer its own share). Returns the stages, the per-layer
+        sparsities, the model, its float probe and the number of rounds kept."""
+        model, _ = self.run(stages)
+        if sparsity is None:
+            sparsity = {t.name: _zeros(t) for t in compressible_tensors(model)}
+        q = self.float_probe(_State(stages, sparsity, bits, model), sparsity, bits)
+        n = 0
+        while n < (self.s.recover_rounds if rounds is None else rounds):
+            if rounds is None and q.accuracy >= self.prune_floor:
+                break
+            more = [*stages, self.prune_stage(sparsity)]
+            m2, _ = self.run(more)
+            q2 = self.float_probe(_State(more, sparsity, bits, m2), sparsity, bits)
+            log(f"search: recovery round, validation {q.accuracy:.4f} -> {q2.accuracy:.4f}",
+                self.quiet)
+            if rounds is None and q2.accuracy <= q.accuracy:
+                break
+            stages, model, q, n = more, m2, q2, n + 1
+        return stages, sparsity, model, q, n
+
+    def global_stage(self, sparsity: float, iterations: int) -> dict[str, Any]:
+        return {"prune": {"method": "magnitude", "sparsity": sparsity,
+                          "iterations": max(iterations, 1), "retrain_epochs": self.s.retrain_epochs,
+                          "lr_factor": self.s.lr_factor}}
 
     def prune_stage(self, sparsity: dict[str, float]) -> dict[str, Any]:
         return {"prune": {"method": "magnitude", "per_layer": dict(sparsity), "iterations": 1,
@@ -330,21 +319,7 @@ class _Search:
         if isinstance(known, dict) and known.get("accepted") is False:
             return False, Probe(float(known["accuracy"]), int(known["bytes"]))
         rounds = int(known["rounds"]) if isinstance(known, dict) else None
-        best, n = -1.0, 0
-        while True:
-            model, _ = self.run(stages)
-            if sparsity is None:  # a global target: each layer's own share, as it came out
-                sparsity = {t.name: _zeros(t) for t in compressible_tensors(model)}
-            q = self.float_probe(_State(stages, sparsity, bits, model), sparsity, bits)
-            if rounds is not None:
-                if n >= rounds:
-                    break
-            elif q.accuracy >= self.prune_floor or n >= self.s.recover_rounds or q.accuracy <= best:
-                break
-            best, n = q.accuracy, n + 1
-            log(f"search: {q.accuracy:.4f} after retraining, below {self.prune_floor:.4f}; "
-                f"recovery round {n}", self.quiet)
-            stages = [*stages, self.prune_stage(sparsity)]
+        stages, sparsity, model, q, n = self.retrain(stages, sparsity, bits, rounds)
         ok = q.accuracy >= self.prune_floor
         self.journal.probes[key] = {"accuracy": q.accuracy, "bytes": q.bytes, "accepted": ok,
                                     "rounds": n}
@@ -382,13 +357,20 @@ class _Search:
             for ft in dict.fromkeys((0, self.s.finetune_epochs)):
                 _model, rep = self.run(self.final_stages(st, ft), final=True)
                 acc = rep["final"]["accuracy"]
-                tried.append((acc, ft))
+                tried.append((acc, ft, rep["final"]["file_bytes"]))
                 self.note({"move": f"final (fine-tuning {ft} epochs)",
                            "bytes": rep["final"].get("file_bytes"), "accuracy": acc,
                            "accepted": acc >= self.floor, "bits": dict(st.bits),
                            "sparsity": dict(st.sparsity)})
-            acc, ft = max(tried)  # a tie keeps the fine-tuned one
+            acc, ft, size = max(tried)  # a tie keeps the fine-tuned one
             if acc >= self.floor:
+                # the result goes into the journal first, so the one report written holds it
+                self.journal.facts["result"] = {
+                    "max_drop": self.s.max_drop, "floor": self.floor, "holdout": self.held,
+                    "file_bytes": size, "validation": acc, "sparsity": dict(st.sparsity),
+                    "bits": dict(st.bits), "seconds": time.monotonic() - self.started,
+                    "recipe": str(self.dir / "recipe.toml")}
+                self.journal.save()
                 return self.run(self.final_stages(st, ft), final=True, score=True)
             if not st.moves:
                 raise BudgetError(
@@ -507,15 +489,6 @@ def smallest(
     finally:
         if search.scratch.is_file():
             search.scratch.unlink()
-    rep["search"] = {"max_drop": s.max_drop, "floor": search.floor, "holdout": held,
-                     "file_bytes": rep["final"]["file_bytes"], "validation": rep["final"]["accuracy"],
-                     "sparsity": dict(st.sparsity), "bits": dict(st.bits),
-                     "seconds": time.monotonic() - search.started,
-                     "recipe": str(rdir / "recipe.toml")}
-    journal.facts["result"] = rep["search"]
-    journal.save()
-    from ..report import write_report  # again, now that the journal holds the result
-
-    rep.update({k: v for k, v in write_report(rdir).items() if k in ("figures", "search_section")})
+    rep["search"] = dict(journal.facts["result"])
     return result, rep
 

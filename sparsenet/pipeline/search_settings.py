@@ -43,8 +43,6 @@ class SearchSettings:
     retrain_epochs, lr_factor : retraining after each prune move, at the training lr × factor.
     recover_rounds : a rung (or prune move) that misses the budget after its retraining gets
         up to this many more rounds of ``retrain_epochs`` while each one gains accuracy.
-    verify_epochs : a move whose probe misses the budget is judged again after this many
-        epochs of centroid fine-tuning (what the final share stage does at more length).
     bits_reserve : the share of the budget pruning leaves to the bits phase: a prune move
         needs its retrained float model within ``(1 - bits_reserve) · max_drop``.
     start_bits, min_bits : codebook bits per layer kind at the start, and the fewest tried.
@@ -63,7 +61,6 @@ class SearchSettings:
     min_step: float = 0.06
     retrain_epochs: int = 4
     recover_rounds: int = 3
-    verify_epochs: int = 0
     lr_factor: float = 0.1
     bits_reserve: float = 0.1
     start_bits: dict[str, int] = field(default_factory=lambda: dict(_START_BITS))
@@ -95,7 +92,7 @@ class SearchSettings:
         need(1 <= self.min_bits <= 8, "min_bits", "1 to 8")
         need(0 < self.lr_factor <= 1, "lr_factor", "a factor in (0, 1]")
         need(0 <= self.bits_reserve < 1, "bits_reserve", "a fraction in [0, 1)")
-        for name in ("warmup_iterations", "retrain_epochs", "recover_rounds", "verify_epochs",
+        for name in ("warmup_iterations", "retrain_epochs", "recover_rounds",
                      "final_epochs", "finetune_epochs"):
             need(isinstance(getattr(self, name), int) and getattr(self, name) >= 0, name,
                  "an integer >= 0")
