@@ -38,6 +38,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no-recover": {"recover_rounds": 0},   # one retraining per rung, no recovery rounds
     "no-final": {"final_epochs": 0},       # no final retraining at the chosen point
     "greedy": {"allocation": "greedy"},    # per-layer prune moves instead of the ladder
+    "no-distill": {"distill": 0.0},        # retraining on the labels alone
 }
 OUT = Path(__file__).resolve().parent / "results" / "smallest"
 

@@ -98,6 +98,12 @@ _STAGE_TRAINING: dict[str, tuple[Check, Any]] = {
     "batch_size": (integer(1), None),
 }
 _BN = {"recalibrate_bn": (boolean, None)}  # unset = true: recalibrate BatchNorm statistics
+# Distillation from the run's dense model while a stage retrains (sparsenet.training.distill):
+# the weight of the soft term (unset or 0 = off) and its temperature (unset = 4).
+_DISTILL: dict[str, tuple[Check, Any]] = {
+    "distill": (number(0), None),
+    "distill_temperature": (number(0, lo_open=True), None),
+}
 
 # kind -> {key: (check, default)}; default _MISSING = required, None = unset/optional.
 SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
@@ -114,6 +120,7 @@ SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
         "epochs": (integer(0), 5),
         "lr_factor": (number(0, 1, lo_open=True), 1.0),
         **_STAGE_TRAINING,
+        **_DISTILL,
     },
     "prune": {
         "method": (choice("magnitude", "obd", "random", "sparsegpt", "wanda", "obs"), "magnitude"),
@@ -125,6 +132,7 @@ SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
         "lr_factor": _LR_FACTOR,
         "sensitivity": (boolean, False),
         **_STAGE_TRAINING,
+        **_DISTILL,
         **_BN,
         # One-shot criteria with calibration (unset = their defaults: 1024, 128, 0.01).
         "pattern": (pattern_spec, None),
@@ -139,6 +147,7 @@ SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
         "finetune_epochs": (integer(0), 0),
         "lr_factor": _LR_FACTOR,
         **_STAGE_TRAINING,
+        **_DISTILL,
     },
     "share": {
         # the shared-weight index width (formerly "bits")
@@ -152,6 +161,7 @@ SCHEMA: dict[str, dict[str, tuple[Check, Any]]] = {
         "batch_size": (integer(1), None),
         # unset = true: fold BatchNorm into the preceding layer before sharing
         "fold_bn": (boolean, None),
+        **_DISTILL,
         **_BN,
     },
     "encode": {

@@ -147,6 +147,7 @@ class _Run:
         self.bare: nn.Module | None = None  # the starting model, for loading custom models
         self.config = config
         self.config_facts = config_facts(config) if config is not None else None
+        self._teacher: nn.Module | None = None
 
     def digest(self, index: int) -> str:
         return _prefix_digest(self.recipe, index, self.config_facts)
@@ -162,6 +163,14 @@ class _Run:
         target = copy.deepcopy(self.bare) if self.bare is not None and arch_of(self.bare) is None else None
         model, _ = load_model(self.ckpt(index), model=target)
         return model
+
+    def teacher(self) -> nn.Module:
+        """The run's dense model, the teacher of a stage's ``distill``: the checkpoint of the
+        recipe's first stage when that stage trains, else the model the run began with."""
+        if self._teacher is None:
+            first = self.recipe.stages[0].kind if self.recipe.stages else None
+            self._teacher = self.load(0 if first == "train" else None)
+        return self._teacher
 
     def encode_out(self, index: int) -> Path:
         if self.out is not None:
@@ -345,7 +354,7 @@ def compress(
         ctx = StageContext(recipe=recipe_obj, index=i, stage=st, data=stage_data,
                            pretrained=pretrained, quiet=quiet, work_dir=rdir,
                            out=run.encode_out(i) if st.kind == "encode" else None,
-                           config=config, bare=run.custom_bare())
+                           config=config, bare=run.custom_bare(), teacher_loader=run.teacher)
         entry: dict[str, Any] = {"index": i, "kind": st.kind, "settings": st.settings,
                                  "digest": run.digest(i), "status": "running"}
         manifest["stages"].append(entry)

@@ -299,14 +299,21 @@ class _Search:
             stages, model, q, n = more, m2, q2, n + 1
         return stages, sparsity, model, q, n
 
+    def distill(self) -> dict[str, float]:
+        """The distillation keys of a retraining stage (none when ``distill`` is 0)."""
+        if not self.s.distill:
+            return {}
+        return {"distill": self.s.distill, "distill_temperature": self.s.distill_temperature}
+
     def global_stage(self, sparsity: float, iterations: int) -> dict[str, Any]:
         return {"prune": {"method": "magnitude", "sparsity": sparsity,
                           "iterations": max(iterations, 1), "retrain_epochs": self.s.retrain_epochs,
-                          "lr_factor": self.s.lr_factor}}
+                          "lr_factor": self.s.lr_factor, **self.distill()}}
 
-    def prune_stage(self, sparsity: dict[str, float]) -> dict[str, Any]:
+    def prune_stage(self, sparsity: dict[str, float], epochs: int | None = None) -> dict[str, Any]:
         return {"prune": {"method": "magnitude", "per_layer": dict(sparsity), "iterations": 1,
-                          "retrain_epochs": self.s.retrain_epochs, "lr_factor": self.s.lr_factor}}
+                          "retrain_epochs": self.s.retrain_epochs if epochs is None else epochs,
+                          "lr_factor": self.s.lr_factor, **self.distill()}}
 
     def prune_move(self, st: _State, sparsity: dict[str, float] | None, bits: dict[str, int],
                    first: dict[str, Any] | None = None) -> tuple[bool, Probe]:
@@ -338,12 +345,10 @@ class _Search:
         s = self.s
         tail: list[dict[str, Any]] = []
         if s.final_epochs and any(v > 0 for v in st.sparsity.values()):
-            tail.append({"prune": {"method": "magnitude", "per_layer": dict(st.sparsity),
-                                   "iterations": 1, "retrain_epochs": s.final_epochs,
-                                   "lr_factor": s.lr_factor}})
+            tail.append(self.prune_stage(st.sparsity, s.final_epochs))
         tail.append({"share": {"weight_bits": dict(st.bits), "init": "linear",
                                "finetune_epochs": finetune, "optimizer": "adam",
-                               "lr": 1e-3}})
+                               "lr": 1e-3, **(self.distill() if finetune else {})}})
         tail.append({"encode": {"coder": "huffman", "gap_bits": "auto"}})
         return [*st.stages, *tail]
 

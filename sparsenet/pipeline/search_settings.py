@@ -47,6 +47,11 @@ class SearchSettings:
         needs its retrained float model within ``(1 - bits_reserve) · max_drop``.
     start_bits, min_bits : codebook bits per layer kind at the start, and the fewest tried.
     final_epochs, finetune_epochs : the final retraining and the centroid fine-tuning.
+    distill, distill_temperature : every retraining and the centroid fine-tuning also follow
+        the dense model's softened outputs (:class:`~sparsenet.training.distill.Distill`,
+        weight and temperature; ``distill=0``: labels alone). On LeNet-300 / Fashion-MNIST
+        it halved the validation drop of a retrained 80–90 % sparse model and cut its
+        disagreement with the dense model by a fifth (docs/pipeline.md).
     seed : the recipe's seed.
     """
 
@@ -67,6 +72,8 @@ class SearchSettings:
     min_bits: int = 2
     final_epochs: int = 8
     finetune_epochs: int = 4
+    distill: float = 1.0
+    distill_temperature: float = 4.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -92,6 +99,9 @@ class SearchSettings:
         need(1 <= self.min_bits <= 8, "min_bits", "1 to 8")
         need(0 < self.lr_factor <= 1, "lr_factor", "a factor in (0, 1]")
         need(0 <= self.bits_reserve < 1, "bits_reserve", "a fraction in [0, 1)")
+        need(finite(self.distill) and self.distill >= 0, "distill", "a weight >= 0")
+        need(finite(self.distill_temperature) and self.distill_temperature > 0,
+             "distill_temperature", "a temperature > 0")
         for name in ("warmup_iterations", "retrain_epochs", "recover_rounds",
                      "final_epochs", "finetune_epochs"):
             need(isinstance(getattr(self, name), int) and getattr(self, name) >= 0, name,

@@ -33,6 +33,7 @@ from ..prune import DEFAULT_GRID, PruneSchedule, make_criterion, prune_iterative
 from ..regularize import WeightPenalty
 from ..share import share_weights
 from ..training import Callback, TrainConfig, default_config, evaluate, fit
+from ..training.distill import Distill
 from .recipe import Recipe, Stage
 
 __all__ = ["StageContext", "STAGES", "stage", "base_config", "retrain_config", "config_facts",
@@ -79,6 +80,22 @@ class StageContext:
     # A bare instance of a custom (unregistered) architecture, to load files into; None
     # for registry models, whose files rebuild themselves. Stages deep-copy it.
     bare: nn.Module | None = None
+    # Loads the run's dense model (the teacher of ``distill``); None: no teacher available.
+    teacher_loader: Callable[[], nn.Module] | None = None
+
+    def teacher(self) -> nn.Module:
+        """The run's dense model: after its ``train`` stage, else the model the run began with."""
+        if self.teacher_loader is None:
+            raise SparsenetError(f"{self.name}: distill needs the run's dense model; none given")
+        return self.teacher_loader()
+
+    def distill(self) -> list[Callback]:
+        """A :class:`~sparsenet.training.distill.Distill` callback if the stage sets ``distill``."""
+        weight = self.settings.get("distill") or 0.0
+        if weight == 0:
+            return []
+        temperature = self.settings.get("distill_temperature") or 4.0
+        return [Distill(self.teacher(), weight, temperature)]
 
     def fresh_model(self) -> nn.Module | None:
         """A deep copy of :attr:`bare` (``None`` for registry models)."""
@@ -170,7 +187,7 @@ def regularize_stage(model: nn.Module, ctx: StageContext) -> nn.Module:
         if s[kind] > 0:
             callbacks.append(_weight_penalty(kind, s[kind], s.get("layers")))
     cfg = retrain_config(model, ctx, s["epochs"])
-    _train(model, ctx, cfg, callbacks, tag="regularize")
+    _train(model, ctx, cfg, callbacks + ctx.distill(), tag="regularize")
     return model
 
 
@@ -198,7 +215,8 @@ def prune_stage(model: nn.Module, ctx: StageContext) -> nn.Module:
         recalibrate_bn=s.get("recalibrate_bn", True), pattern=s.get("pattern"),
     )
     result = prune_iterative(model, ctx.data.train, crit, **target, schedule=schedule,
-                             config=cfg, val=ctx.data.test, seed=ctx.seed)
+                             config=cfg, val=ctx.data.test, callbacks=ctx.distill(),
+                             seed=ctx.seed)
     ctx.record["iterations"] = _jsonable(
         [{k: v for k, v in h.items() if k != "fit"} for h in result.history]
     )
@@ -244,7 +262,8 @@ def factorize_stage(model: nn.Module, ctx: StageContext) -> nn.Module:
     s = ctx.settings
     kwargs = {k: s[k] for k in ("rank", "energy", "budget") if k in s}
     model = factorize(model, **kwargs)
-    _train(model, ctx, retrain_config(model, ctx, s["finetune_epochs"]), tag="finetune")
+    _train(model, ctx, retrain_config(model, ctx, s["finetune_epochs"]), ctx.distill(),
+           tag="finetune")
     return model
 
 
@@ -263,7 +282,7 @@ def share_stage(model: nn.Module, ctx: StageContext) -> nn.Module:
     )
     _recalibrate(model, ctx, cfg, "after_sharing")
     ctx.record["accuracy_before_finetune"] = evaluate(model, ctx.data.test)["accuracy"]
-    _train(model, ctx, cfg, tag="finetune")
+    _train(model, ctx, cfg, ctx.distill(), tag="finetune")
     if cfg.epochs:
         _recalibrate(model, ctx, cfg, "after_finetune")
     return model
