@@ -142,3 +142,32 @@ def test_the_budget_is_counted_in_whole_images():
     # 0.3 points of 5,000 images is 15 images
     assert search_mod._floor(0.9, 0.3, 5000) == pytest.approx(0.897, abs=1e-8)
     assert search_mod._floor(0.9, 0.0, 5000) < 0.9
+
+
+class _Labels(torch.nn.Module):
+    """Answers fixed labels (as one-hot logits) whatever the input."""
+
+    def __init__(self, labels):
+        super().__init__()
+        self.logits = torch.nn.functional.one_hot(labels, 10).float()
+
+    def forward(self, x):
+        return self.logits[: len(x)]
+
+
+@pytest.mark.parametrize("differ, accuracy, expected", [
+    (0, 0.9, True),        # far below, identical labels: half a budget decides
+    (0, 0.99, False),      # within half a budget
+    (100, 0.96, False),    # 2·√100/1000 = 2 points of noise: 4 points below is not clear...
+    (100, 0.955, True),    # ...4.5 points below is
+])
+def test_clearly_below_needs_half_a_budget_and_two_standard_errors(differ, accuracy, expected):
+    n = 1000
+    dense = torch.zeros(n, dtype=torch.long)
+    labels = dense.clone()
+    labels[:differ] = 1
+    s = object.__new__(search_mod._Search)
+    s.s = SearchSettings(max_drop=2.0)
+    s.val = (torch.zeros(n, 1), dense)
+    s.prune_floor = 0.98
+    assert s.clearly_below(_Labels(labels), accuracy, dense) is expected
