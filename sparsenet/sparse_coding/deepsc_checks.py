@@ -17,7 +17,7 @@ from sklearn.utils.validation import validate_data
 from ._checks import InvalidInputError, as_tensor, check_int, check_positive
 from .linear import CLASSIFIERS
 from .patches import patch_grid
-from .pooling import pooled_grid
+from .pooling import FEATURE_NORMS, pooled_grid
 
 __all__ = ["DeepSCChecks", "ENCODE_METHODS"]
 
@@ -52,6 +52,17 @@ class DeepSCChecks:
     classifier: str
     pool_size: int
     pool_stride: int
+    pyramid: Any
+    pyramid_overlap: Any
+    feature_norm: str | None
+
+    def _levels(self, gh: int, gw: int) -> tuple[list[int], list[int]]:
+        """The pyramid's plain and overlapping levels that fit a ``gh × gw`` code grid
+        (finer ones are skipped; at least the 1×1 level)."""
+        g = min(gh, gw)
+        levels = [int(lv) for lv in self.pyramid if lv <= g]
+        overlap = [int(lv) for lv in (self.pyramid_overlap or ()) if lv == 1 or lv + 1 <= g]
+        return (levels or ([] if overlap else [1])), overlap
 
     def _images(self, X: Any) -> torch.Tensor:
         """``X`` as a channels-last map (N, H, W, C).
@@ -100,6 +111,10 @@ class DeepSCChecks:
         if self.encode_method == "cd":
             check_positive(self.encode_tol, "encode_tol")
         check_int(self.batch_size, "batch_size")
+        if self.feature_norm not in FEATURE_NORMS:
+            raise InvalidInputError(
+                f"feature_norm={self.feature_norm!r}: expected one of {FEATURE_NORMS}"
+            )
         if self.classifier not in CLASSIFIERS:
             raise InvalidInputError(
                 f"classifier={self.classifier!r}: expected one of {CLASSIFIERS}"
