@@ -138,3 +138,18 @@ def test_round_trip_with_levers_in_a_fresh_process(tmp_path, digits_data):
         "sys.exit(0 if ok else 1)\n"
     )
     assert subprocess.run([sys.executable, "-c", code, str(tmp_path)]).returncode == 0
+
+
+def test_cli_passes_the_lever_flags(tmp_path, capsys):
+    import json
+
+    from sparsenet.cli import main
+
+    argv = "deepsc --data digits --layers 1 --atoms 12 --patch 3 --stride 1 --pool 2"
+    argv += " --dict-images 200 --pyramid 1,2 --overlap 3 --feature-norm sqrt+l2"
+    rc = main(argv.split() + ["--out", str(tmp_path / "run"), "--json", "--quiet"])
+    res = json.loads(capsys.readouterr().out)
+    assert rc == 0 and res["test_accuracy"] > 0.5
+    assert res["params"]["pyramid"] == [1, 2] and res["params"]["pyramid_overlap"] == [3]
+    assert res["params"]["feature_norm"] == "sqrt+l2"
+    assert res["n_features"] == 24 * (1 + 4 + 9)  # polarity 2 × 12 atoms, 14 cells
