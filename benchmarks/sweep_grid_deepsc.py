@@ -23,6 +23,7 @@ fits on the training split minus a stratified ``--held-out`` part
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -44,11 +45,12 @@ OUT_ROOT = Path(__file__).resolve().parent / "results" / "deepsc"
 
 
 def parse_variant(text: str) -> dict[str, Any]:
-    """``'p=1,2,4;o=2;norm=sqrt;layers=1'`` → dict (defaults: p 1,2,4, o none, norm none)."""
+    """``'p=1,2,4;o=2;norm=sqrt;layers=1'`` → dict (defaults: p 1,2,4, o none, norm none);
+    ``p2=1,2`` (``o2=...``) sets layer 2's levels alone."""
     v: dict[str, Any] = {"p": (1, 2, 4), "o": (), "norm": None, "layers": 0}
     for part in filter(None, text.split(";")):
         key, _, val = part.partition("=")
-        if key in ("p", "o"):
+        if key in ("p", "o") or key[:1] in ("p", "o") and key[1:].isdigit():
             v[key] = tuple(int(x) for x in val.split(",") if x)
         elif key == "norm":
             v[key] = None if val in ("", "none") else val
@@ -75,7 +77,7 @@ def grids(model: DeepSC) -> list[tuple[int, int]]:
 def columns(model: DeepSC, variant: dict[str, Any]) -> list[np.ndarray]:
     """Per layer, the superset feature columns (global indices) of ``variant``'s pyramid."""
     out, base = [], 0
-    for (gh, gw), width in zip(grids(model), model.layer_features_, strict=True):
+    for i, ((gh, gw), width) in enumerate(zip(grids(model), model.layer_features_, strict=True)):
         levels, overlap = model._levels(gh, gw)  # the superset's cells, in order
         kp = width // pyramid_size(levels, overlap)
         start, where = 0, {}
@@ -83,7 +85,8 @@ def columns(model: DeepSC, variant: dict[str, Any]) -> list[np.ndarray]:
             for lv in group:
                 where[kind, lv] = start
                 start += lv * lv
-        sub = DeepSC(pyramid=variant["p"], pyramid_overlap=variant["o"])._levels(gh, gw)
+        sub = DeepSC(pyramid=variant.get(f"p{i + 1}", variant["p"]),
+                     pyramid_overlap=variant.get(f"o{i + 1}", variant["o"]))._levels(gh, gw)
         cols = [
             base + kp * (where[kind, lv] + c) + np.arange(kp)
             for kind, group in zip(("p", "o"), sub, strict=True)
@@ -111,6 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", nargs="+", default=["p=1,2,4"])
     p.add_argument("--C", default="0.01", help="classifier C values, comma-separated")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--superset", default="", help="pyramid to extract, as a variant "
+                   "('p=1,2,4,6;o=3'); default: the union of the variants' levels")
+    p.add_argument("--cache", default=None,
+                   help="folder keeping the extracted features for a later run of the same "
+                        "model and split (the extraction time is then the load time)")
     p.add_argument("--out", required=True, help="folder name under benchmarks/results/deepsc")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -126,20 +134,39 @@ def main(argv: list[str] | None = None) -> int:
         xtr, ytr = data.x_train[fit_idx], labels[fit_idx]
         xval, yval = data.x_train[val_idx], labels[val_idx]
     cfg = json.loads(args.config)
-    plain = sorted({lv for _, v in variants for lv in v["p"]})
-    over = sorted({lv for _, v in variants for lv in v["o"]})
+    plain = sorted({lv for _, v in variants for k in v if k[0] == "p" for lv in v[k]})
+    over = sorted({lv for _, v in variants for k in v if k[0] == "o" for lv in v[k]})
+    if args.superset:  # a fixed superset (so that --cache finds the same extraction)
+        sup = parse_variant(args.superset)
+        if not (set(plain) <= set(sup["p"]) and set(over) <= set(sup["o"])):
+            raise SystemExit(f"--superset {args.superset!r} lacks levels the variants use")
+        plain, over = sorted(sup["p"]), sorted(sup["o"])
     model = DeepSC(**{"n_jobs": args.threads, **cfg, "pyramid": tuple(plain),
                       "pyramid_overlap": tuple(over), "feature_norm": None})
     t0 = time.perf_counter()
     model.fit_features(xtr)
     t1, c1 = time.perf_counter(), time.process_time()
-    ftr, fval = model.transform(xtr), model.transform(xval)
+    cache = None if args.cache is None else Path(args.cache) / (
+        f"{args.data}-{args.split}-{args.n}-{args.held_out}-"
+        + hashlib.sha256(json.dumps(model.get_params(), sort_keys=True, default=str)
+                         .encode()).hexdigest()[:16])
+    cached = cache is not None and (cache / "ftr.npy").exists()
+    if cached:  # features of an earlier run (extract_s below is then the load time)
+        ftr, fval = np.load(cache / "ftr.npy"), np.load(cache / "fval.npy")
+        model.layer_features_ = json.loads((cache / "blocks.json").read_text())
+    else:
+        ftr, fval = model.transform(xtr), model.transform(xval)
+        if cache is not None:
+            cache.mkdir(parents=True, exist_ok=True)
+            np.save(cache / "ftr.npy", ftr)
+            np.save(cache / "fval.npy", fval)
+            (cache / "blocks.json").write_text(json.dumps(model.layer_features_))
     t2, c2 = time.perf_counter(), time.process_time()
     n_img = len(xtr) + len(xval)
     head = {
         "config": cfg, "data": args.data, "split": args.split, "n_fit": len(xtr),
         "n_held_out": len(xval), "threads": args.threads, "dict_s": t1 - t0,
-        "extract_s": t2 - t1, "extract_cpu_s": c2 - c1,
+        "extract_s": t2 - t1, "extract_cpu_s": c2 - c1, "features_from_cache": cached,
         "extract_ms_per_image": 1000 * (t2 - t1) / n_img,
         "superset": {"pyramid": plain, "overlap": over, "features": model.layer_features_},
         "load_average": os.getloadavg(),

@@ -65,8 +65,8 @@ class DeepSC(
         this was ``n_components``, so an old-style call (with ``n_atoms``) that passes an
         integer ``n_components`` has it moved here, with a DeprecationWarning
     drlim_iter : Adam steps of each DrLIM fit
-    pyramid : spatial-pyramid levels pooled from every layer's codes (levels finer than a
-        layer's grid are skipped for that layer)
+    pyramid : spatial-pyramid levels pooled from every layer's codes, or one sequence of
+        levels per layer (levels finer than a layer's grid are skipped for that layer)
     pyramid_overlap : extra pyramid levels of half-overlapping cells (``l × l`` cells of
         2/(l+1) of the grid, :func:`.pooling.pyramid_cells`), after ``pyramid``; () for none
     polarity : pool positive and negative parts of the codes separately (doubles features)
@@ -120,8 +120,8 @@ class DeepSC(
         drlim: bool = True,
         drlim_components: int = 64,
         drlim_iter: int = 150,
-        pyramid: Sequence[int] = (1, 2, 4),
-        pyramid_overlap: Sequence[int] = (),
+        pyramid: Sequence[int] | Sequence[Sequence[int]] = (1, 2, 4),
+        pyramid_overlap: Sequence[int] | Sequence[Sequence[int]] = (),
         polarity: bool = True,
         feature_norm: str | None = None,
         classifier: str = "logreg",
@@ -370,7 +370,7 @@ class DeepSC(
         last = i == len(self.layers_) - 1
         gh = (maps.shape[1] - layer.size) // layer.stride + 1
         gw = (maps.shape[2] - layer.size) // layer.stride + 1
-        levels, overlap = self._levels(gh, gw)
+        levels, overlap = self._levels(gh, gw, i)
         feats, pooled = self._encode_pool(layer, maps, levels, not last, overlap)
         assert feats is not None
         feats = normalize_features(feats, self.feature_norm)

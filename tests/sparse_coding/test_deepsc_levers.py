@@ -153,3 +153,17 @@ def test_cli_passes_the_lever_flags(tmp_path, capsys):
     assert res["params"]["pyramid"] == [1, 2] and res["params"]["pyramid_overlap"] == [3]
     assert res["params"]["feature_norm"] == "sqrt+l2"
     assert res["n_features"] == 24 * (1 + 4 + 9)  # polarity 2 × 12 atoms, 14 cells
+
+
+def test_per_layer_pyramid(lever_models, digits_data):
+    """``pyramid`` may give each layer its own levels (same dictionaries: same seed)."""
+    plain, _ = lever_models
+    m = DeepSC(**TINY, pyramid=((1, 2, 3), (1,))).fit_features(digits_data.x_train[:150])
+    x = digits_data.x_test[:8]
+    f = m.transform(x)
+    assert m.layer_features_ == [16 * 14, 24 * 1]
+    # layer 2's whole-grid max is the first cell of the default pyramid's layer-2 block
+    f0 = plain.transform(x)
+    np.testing.assert_array_equal(f[:, 16 * 14 :], f0[:, 16 * 21 : 16 * 21 + 24])
+    with pytest.raises(ValueError, match="pyramid"):
+        DeepSC(**TINY, pyramid=((1, 2),)).fit_features(digits_data.x_train[:150])
