@@ -98,10 +98,24 @@ def columns(model: DeepSC, variant: dict[str, Any]) -> list[np.ndarray]:
     return out
 
 
-def variant_features(feats: np.ndarray, cols: list[np.ndarray], norm: str | None) -> np.ndarray:
-    """The variant's (N, F') features: each layer's columns, normalised per image."""
-    parts = [normalize_features(torch.from_numpy(feats[:, c]), norm).numpy() for c in cols]
-    return np.ascontiguousarray(np.hstack(parts))
+def variant_features(feats: np.ndarray, cols: list[np.ndarray], norm: str | None,
+                     inplace: bool = False, rows: int = 2000) -> np.ndarray:
+    """The variant's (N, F') features: each layer's columns, normalised per image.
+
+    Filled ``rows`` images at a time into one new array, so memory is ``feats`` plus the
+    result; with ``inplace``, when the variant is all of ``feats`` in order, ``feats`` is
+    normalised in place and returned.
+    """
+    every = np.concatenate(cols)
+    whole = inplace and len(every) == feats.shape[1] and bool(np.all(every == np.arange(len(every))))
+    out = feats if whole else np.empty((len(feats), len(every)), dtype=np.float32)
+    for r in range(0, len(feats), rows):
+        start = 0
+        for c in cols:
+            block = torch.from_numpy(np.ascontiguousarray(feats[r : r + rows][:, c]))
+            out[r : r + rows, start : start + len(c)] = normalize_features(block, norm).numpy()
+            start += len(c)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,10 +195,13 @@ def main(argv: list[str] | None = None) -> int:
         cols = columns(model, v)
         if v["layers"]:
             cols = cols[: v["layers"]]
-        vtr, vval = variant_features(ftr, cols, v["norm"]), variant_features(fval, cols, v["norm"])
-        for C in (float(c) for c in args.C.split(",")):
+        alone = len(variants) == 1  # the features are not needed afterwards
+        vtr = variant_features(ftr, cols, v["norm"], inplace=alone)
+        vval = variant_features(fval, cols, v["norm"], inplace=alone)
+        Cs = [float(c) for c in args.C.split(",")]
+        for C in Cs:
             t = time.perf_counter()
-            clf = make_classifier("logreg", C).fit(vtr, ytr)
+            clf = make_classifier("logreg", C, copy=len(Cs) > 1).fit(vtr, ytr)
             acc = float(clf.score(vval, yval))
             row = {"config": cfg, "variant": text, "C": C, "held_out_acc": acc,
                    "features": int(vtr.shape[1]), "fit_s": time.perf_counter() - t}

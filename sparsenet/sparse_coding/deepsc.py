@@ -289,6 +289,7 @@ class DeepSC(
             feats = self._transform(X)
             t0 = time.perf_counter()
             self.classifier_ = self._make_classifier().fit(feats, labels)
+            self.classifier_.steps[0][1].copy = True  # later callers' arrays stay untouched
         self.timings_["classifier_s"] = time.perf_counter() - t0
         self.classes_ = self.classifier_.classes_
         return self
@@ -299,8 +300,8 @@ class DeepSC(
             tags.transformer_tags.preserves_dtype = ["float32"]  # features are float32
         return tags
 
-    def _make_classifier(self) -> Pipeline:
-        return make_classifier(self.classifier, self.C, self.random_state)
+    def _make_classifier(self) -> Pipeline:  # copy=False: fit scales its own features in place
+        return make_classifier(self.classifier, self.C, self.random_state, copy=False)
 
     # ----------------------------------------------------------------- inference
     def transform(self, X: Any) -> np.ndarray:

@@ -108,8 +108,11 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
 CLASSIFIERS = ("logreg", "softmax", "svc")
 
 
-def make_classifier(kind: str, C: float, random_state: int = 0) -> Pipeline:
+def make_classifier(kind: str, C: float, random_state: int = 0, copy: bool = True) -> Pipeline:
     """StandardScaler then a linear classifier.
+
+    ``copy=False`` lets the scaler standardise the features passed to ``fit`` in place
+    (DeepSC's own feature matrix, which nothing else holds: saves its size in memory).
 
     ``"logreg"``: scikit-learn's multinomial ``LogisticRegression(solver="lbfgs",
     max_iter=100)`` on the float32 features (scikit-learn keeps float32 for lbfgs);
@@ -146,4 +149,4 @@ def make_classifier(kind: str, C: float, random_state: int = 0) -> Pipeline:
         clf = SoftmaxRegression(C=C, max_iter=100)
     else:
         raise InvalidInputError(f"classifier={kind!r}: expected one of {CLASSIFIERS}")
-    return make_pipeline(StandardScaler(), clf)
+    return make_pipeline(StandardScaler(copy=copy), clf)
