@@ -167,3 +167,10 @@ def test_per_layer_pyramid(lever_models, digits_data):
     np.testing.assert_array_equal(f[:, 16 * 14 :], f0[:, 16 * 21 : 16 * 21 + 24])
     with pytest.raises(ValueError, match="pyramid"):
         DeepSC(**TINY, pyramid=((1, 2),)).fit_features(digits_data.x_train[:150])
+
+
+def test_cli_pyramid_per_layer_syntax():
+    from sparsenet.cli.deepsc import _levels_arg
+
+    assert _levels_arg("1,2,4") == (1, 2, 4)
+    assert _levels_arg("1,2,4,8/1,2") == ((1, 2, 4, 8), (1, 2))
