@@ -78,7 +78,7 @@ def columns(model: DeepSC, variant: dict[str, Any]) -> list[np.ndarray]:
     """Per layer, the superset feature columns (global indices) of ``variant``'s pyramid."""
     out, base = [], 0
     for i, ((gh, gw), width) in enumerate(zip(grids(model), model.layer_features_, strict=True)):
-        levels, overlap = model._levels(gh, gw)  # the superset's cells, in order
+        levels, overlap = model._levels(gh, gw, i)  # the superset's cells, in order
         kp = width // pyramid_size(levels, overlap)
         start, where = 0, {}
         for kind, group in (("p", levels), ("o", overlap)):
@@ -107,7 +107,7 @@ def variant_features(feats: np.ndarray, cols: list[np.ndarray], norm: str | None
     normalised in place and returned.
     """
     every = np.concatenate(cols)
-    whole = inplace and len(every) == feats.shape[1] and bool(np.all(every == np.arange(len(every))))
+    whole = inplace and feats.flags.writeable and len(every) == feats.shape[1] and bool(np.all(every == np.arange(len(every))))
     out = feats if whole else np.empty((len(feats), len(every)), dtype=np.float32)
     for r in range(0, len(feats), rows):
         start = 0
@@ -148,13 +148,22 @@ def main(argv: list[str] | None = None) -> int:
         xtr, ytr = data.x_train[fit_idx], labels[fit_idx]
         xval, yval = data.x_train[val_idx], labels[val_idx]
     cfg = json.loads(args.config)
-    plain = sorted({lv for _, v in variants for k in v if k[0] == "p" for lv in v[k]})
-    over = sorted({lv for _, v in variants for k in v if k[0] == "o" for lv in v[k]})
+    n_layers = len(cfg.get("n_components", DeepSC().n_components))
+
+    def union(kind: str, wanted: list[dict[str, Any]]) -> tuple[tuple[int, ...], ...]:
+        """Per layer, every level of ``kind`` ("p" or "o") that a variant uses there."""
+        return tuple(
+            tuple(sorted({lv for v in wanted for lv in v.get(f"{kind}{i + 1}", v[kind])}))
+            for i in range(n_layers)
+        )
+
+    plain, over = union("p", [v for _, v in variants]), union("o", [v for _, v in variants])
     if args.superset:  # a fixed superset (so that --cache finds the same extraction)
         sup = parse_variant(args.superset)
-        if not (set(plain) <= set(sup["p"]) and set(over) <= set(sup["o"])):
+        s_plain, s_over = union("p", [sup]), union("o", [sup])
+        if not all(set(a) <= set(b) for a, b in zip(plain + over, s_plain + s_over, strict=True)):
             raise SystemExit(f"--superset {args.superset!r} lacks levels the variants use")
-        plain, over = sorted(sup["p"]), sorted(sup["o"])
+        plain, over = s_plain, s_over
     model = DeepSC(**{"n_jobs": args.threads, **cfg, "pyramid": tuple(plain),
                       "pyramid_overlap": tuple(over), "feature_norm": None})
     t0 = time.perf_counter()
@@ -166,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
                          .encode()).hexdigest()[:16])
     cached = cache is not None and (cache / "ftr.npy").exists()
     if cached:  # features of an earlier run (extract_s below is then the load time)
-        ftr, fval = np.load(cache / "ftr.npy"), np.load(cache / "fval.npy")
+        ftr = np.load(cache / "ftr.npy", mmap_mode="r")  # read-only: variants copy columns
+        fval = np.load(cache / "fval.npy", mmap_mode="r")
         model.layer_features_ = json.loads((cache / "blocks.json").read_text())
     else:
         ftr, fval = model.transform(xtr), model.transform(xval)
@@ -182,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         "n_held_out": len(xval), "threads": args.threads, "dict_s": t1 - t0,
         "extract_s": t2 - t1, "extract_cpu_s": c2 - c1, "features_from_cache": cached,
         "extract_ms_per_image": 1000 * (t2 - t1) / n_img,
-        "superset": {"pyramid": plain, "overlap": over, "features": model.layer_features_},
+        "superset": {"pyramid": [list(p) for p in plain], "overlap": [list(o) for o in over],
+                     "features": model.layer_features_},
         "load_average": os.getloadavg(),
     }
     out = OUT_ROOT / args.out
