@@ -22,9 +22,12 @@ from sparsenet.sparse_coding.linear import make_classifier
 __all__ = ["LEVERS", "lever_rows"]
 
 # (row name, DeepSC arguments over the default model); each adds to the row before it
+FINE = {"feature_norm": "sqrt", "pyramid": ((1, 2, 4, 8), (1, 2))}
 LEVERS: list[tuple[str, dict[str, Any]]] = [
-    ("2-layer DeepSC + DrLIM, sqrt feature norm", {"feature_norm": "sqrt"}),
-    ("  + pyramid level 6 (1, 2, 4, 6)", {"feature_norm": "sqrt", "pyramid": (1, 2, 4, 6)}),
+    ("2-layer DeepSC + DrLIM + sqrt feature norm", {"feature_norm": "sqrt"}),
+    ("  + pyramid 1,2,4,8 on layer 1, 1,2 on layer 2", FINE),
+    ("  + 128 layer-1 atoms, C = 0.003 (the preset)",
+     {**FINE, "n_components": (128, 128), "C": 0.003}),
 ]
 
 

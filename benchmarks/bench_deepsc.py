@@ -282,13 +282,13 @@ def compare_extraction(args: argparse.Namespace) -> int:
 def format_table(result: dict[str, Any]) -> str:
     lines = [
         f"{result['dataset']} (train {result['n_train']}, test {result['n_test']})",
-        f"{'method':36s} {'acc':>7s} {'feats':>6s} {'dict s':>7s} {'extract s':>9s} "
+        f"{'method':48s} {'acc':>7s} {'feats':>6s} {'dict s':>7s} {'extract s':>9s} "
         f"{'cpu s':>7s} {'ms/img':>7s}",
     ]
     for r in result["rows"]:
         cpu = "" if r["extract_cpu_s_est"] is None else f"{r['extract_cpu_s_est']:.0f}"
         lines.append(
-            f"{r['method']:36s} {r['test_accuracy']:7.4f} {r['n_features']:6d} "
+            f"{r['method']:48s} {r['test_accuracy']:7.4f} {r['n_features']:6d} "
             f"{r['dictionary_s']:7.1f} {r['extract_s']:9.1f} {cpu:>7s} "
             f"{r['extract_ms_per_image']:7.2f}"
         )
