@@ -214,6 +214,7 @@ def run_dataset(
         rows.append(_row(name, acc, ftr.shape[1], n_img, dict_s, wall, wall * cpu_per_wall, clf_s))
         print(f"  {name}: {acc:.4f} ({ftr.shape[1]} features, extract {wall:.0f}s)", flush=True)
         save()
+    del variants, ftr, fte, tr1, tr2, tr2d, te1, te2, te2d  # free the base rows' features
     if args.levers:  # issue 18's levers, each its own model (see _deepsc_levers.py)
 
         def add(name: str, acc: float, nf: int, dict_s: float, wall: float, cpu: float,

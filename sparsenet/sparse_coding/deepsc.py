@@ -34,7 +34,7 @@ from ._checks import InvalidInputError, check_int, check_positive
 from ._renamed import RenamedParamsMixin, apply_renamed, param_defaults
 from .deepsc_checks import DeepSCChecks
 from .drlim import DrLIM
-from .linear import make_classifier
+from .linear import fit_in_place, make_classifier
 from .patches import ZCAWhitener, extract_patches, normalize_patches
 from .persist import PersistMixin, persistable
 from .pooling import normalize_features
@@ -288,8 +288,7 @@ class DeepSC(
             self._fit_features(X)
             feats = self._transform(X)
             t0 = time.perf_counter()
-            self.classifier_ = self._make_classifier().fit(feats, labels)
-            self.classifier_.steps[0][1].copy = True  # later callers' arrays stay untouched
+            self.classifier_ = fit_in_place(self._make_classifier(), feats, labels)
         self.timings_["classifier_s"] = time.perf_counter() - t0
         self.classes_ = self.classifier_.classes_
         return self
@@ -300,8 +299,8 @@ class DeepSC(
             tags.transformer_tags.preserves_dtype = ["float32"]  # features are float32
         return tags
 
-    def _make_classifier(self) -> Pipeline:  # copy=False: fit scales its own features in place
-        return make_classifier(self.classifier, self.C, self.random_state, copy=False)
+    def _make_classifier(self) -> Pipeline:
+        return make_classifier(self.classifier, self.C, self.random_state)
 
     # ----------------------------------------------------------------- inference
     def transform(self, X: Any) -> np.ndarray:

@@ -174,3 +174,23 @@ def test_cli_pyramid_per_layer_syntax():
 
     assert _levels_arg("1,2,4") == (1, 2, 4)
     assert _levels_arg("1,2,4,8/1,2") == ((1, 2, 4, 8), (1, 2))
+
+
+def test_fit_in_place_matches_pipeline_fit():
+    from sparsenet.sparse_coding.linear import fit_in_place, make_classifier
+
+    rng = np.random.default_rng(0)
+    x = (rng.random((300, 20)) * rng.random(20) * 5).astype(np.float32)
+    y = rng.integers(0, 3, 300)
+    want = make_classifier("logreg", 0.1).fit(x, y)
+    x2 = x.copy()
+    got = fit_in_place(make_classifier("logreg", 0.1), x2, y, rows=64)  # 5 chunks
+    scaler = got.steps[0][1]
+    np.testing.assert_allclose(scaler.mean_, want.steps[0][1].mean_, rtol=1e-6)
+    np.testing.assert_allclose(scaler.scale_, want.steps[0][1].scale_, rtol=1e-6)
+    np.testing.assert_allclose(x2, (x - scaler.mean_) / scaler.scale_, atol=1e-5)  # in place
+    assert x2.dtype == np.float32 and scaler.copy
+    np.testing.assert_allclose(got.decision_function(x), want.decision_function(x), atol=1e-3)
+    x3 = x.copy()
+    got.predict(x3)
+    assert np.array_equal(x3, x)  # later calls do not touch the caller's array
