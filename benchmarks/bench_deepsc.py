@@ -6,6 +6,8 @@ For each data set (Fashion-MNIST, MNIST-5k) one table:
     1-layer SC + pyramid (ScSPM-like)   layer-1 sparse codes, 1×1/2×2/4×4 max pooling
     2-layer DeepSC, no DrLIM            + local 4×4 pooling, a second sparse-coding layer
     2-layer DeepSC + DrLIM              + DrLIM reduction of the pooled codes between layers
+    (--levers) one row per accuracy lever of issue 18, each its own model, with its own
+    extraction time (benchmarks/_deepsc_levers.py)
 
 The 1-layer row is the first block of the 2-layer (no DrLIM) features: the same seed gives
 the same first-layer dictionary and codes, so its extraction time is that run's layer-1
@@ -42,6 +44,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import git_commit  # noqa: E402  (benchmarks/_common.py)
+from _deepsc_levers import LEVERS, lever_rows  # noqa: E402
 
 from sparsenet.cli.deepsc import random_subset  # noqa: E402
 from sparsenet.data import Dataset, load_dataset  # noqa: E402
@@ -211,6 +214,15 @@ def run_dataset(
         rows.append(_row(name, acc, ftr.shape[1], n_img, dict_s, wall, wall * cpu_per_wall, clf_s))
         print(f"  {name}: {acc:.4f} ({ftr.shape[1]} features, extract {wall:.0f}s)", flush=True)
         save()
+    del variants, ftr, fte, tr1, tr2, tr2d, te1, te2, te2d  # free the base rows' features
+    if args.levers:  # issue 18's levers, each its own model (see _deepsc_levers.py)
+
+        def add(name: str, acc: float, nf: int, dict_s: float, wall: float, cpu: float,
+                clf_s: float) -> None:
+            rows.append(_row(name, acc, nf, n_img, dict_s, wall, cpu, clf_s))
+            save()
+
+        lever_rows(data, common, LEVERS, add)
     return result
 
 
@@ -271,13 +283,13 @@ def compare_extraction(args: argparse.Namespace) -> int:
 def format_table(result: dict[str, Any]) -> str:
     lines = [
         f"{result['dataset']} (train {result['n_train']}, test {result['n_test']})",
-        f"{'method':36s} {'acc':>7s} {'feats':>6s} {'dict s':>7s} {'extract s':>9s} "
+        f"{'method':48s} {'acc':>7s} {'feats':>6s} {'dict s':>7s} {'extract s':>9s} "
         f"{'cpu s':>7s} {'ms/img':>7s}",
     ]
     for r in result["rows"]:
         cpu = "" if r["extract_cpu_s_est"] is None else f"{r['extract_cpu_s_est']:.0f}"
         lines.append(
-            f"{r['method']:36s} {r['test_accuracy']:7.4f} {r['n_features']:6d} "
+            f"{r['method']:48s} {r['test_accuracy']:7.4f} {r['n_features']:6d} "
             f"{r['dictionary_s']:7.1f} {r['extract_s']:9.1f} {cpu:>7s} "
             f"{r['extract_ms_per_image']:7.2f}"
         )
@@ -315,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compare-extraction", type=int, default=0, metavar="N",
                    help="time old (torch) against new (fused kernel) extraction on N images")
     p.add_argument("--batch", type=int, default=500, help="images per feature chunk")
+    p.add_argument("--levers", action="store_true",
+                   help="add a row per accuracy lever of issue 18 (_deepsc_levers.LEVERS)")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     if args.skip_drlim and not args.skip_plain:

@@ -54,6 +54,12 @@ def _bounded_list(limit: int, what: str) -> Any:
     return conv
 
 
+def _levels_arg(text: str) -> tuple[Any, ...]:
+    """``1,2,4`` → (1, 2, 4) for every layer; ``1,2,4,8/1,2`` → ((1, 2, 4, 8), (1, 2))."""
+    parts = [tuple(_int_list(part)) for part in text.split("/")]
+    return parts[0] if len(parts) == 1 else tuple(parts)
+
+
 def _float_list(text: str) -> list[float]:
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
@@ -84,6 +90,13 @@ def register(sub: Any) -> None:
     p.add_argument("--alpha", type=_float_list, default=[0.5], help="lasso penalty (per layer)")
     p.add_argument("--pool", type=positive_int, default=4, help="local max-pool size p (p×p)")
     p.add_argument("--pool-stride", type=positive_int, default=2)
+    p.add_argument("--pyramid", type=_levels_arg, default=(1, 2, 4),
+                   help="spatial-pyramid levels pooled from every layer (1,2,4), or per layer "
+                        "separated by '/' (1,2,4,8/1,2)")
+    p.add_argument("--overlap", type=_int_list, default=[],
+                   help="extra pyramid levels of half-overlapping cells, e.g. 3 (default none)")
+    p.add_argument("--feature-norm", choices=["none", "sqrt", "l2", "sqrt+l2"], default="none",
+                   help="normalise each layer's pooled features per image before the classifier")
     p.add_argument("--no-drlim", action="store_true", help="skip DrLIM reduction between layers")
     p.add_argument("--components", type=positive_int, default=64, help="DrLIM output dimension")
     p.add_argument("--drlim-iter", type=positive_int, default=150, help="DrLIM Adam steps")
@@ -178,6 +191,9 @@ def cmd_deepsc(args: argparse.Namespace) -> int:
         whiten=not args.no_whiten,
         pool_size=args.pool,
         pool_stride=args.pool_stride,
+        pyramid=args.pyramid,
+        pyramid_overlap=tuple(args.overlap),
+        feature_norm=None if args.feature_norm == "none" else args.feature_norm,
         drlim=not args.no_drlim,
         drlim_components=args.components,
         drlim_iter=args.drlim_iter,

@@ -34,9 +34,10 @@ from ._checks import InvalidInputError, check_int, check_positive
 from ._renamed import RenamedParamsMixin, apply_renamed, param_defaults
 from .deepsc_checks import DeepSCChecks
 from .drlim import DrLIM
-from .linear import make_classifier
+from .linear import fit_in_place, make_classifier
 from .patches import ZCAWhitener, extract_patches, normalize_patches
 from .persist import PersistMixin, persistable
+from .pooling import normalize_features
 from .sclayer import SCLayer, learn_dictionary
 from .threads import limit_threads
 
@@ -64,9 +65,14 @@ class DeepSC(
         this was ``n_components``, so an old-style call (with ``n_atoms``) that passes an
         integer ``n_components`` has it moved here, with a DeprecationWarning
     drlim_iter : Adam steps of each DrLIM fit
-    pyramid : spatial-pyramid levels pooled from every layer's codes (levels finer than a
-        layer's grid are skipped for that layer)
+    pyramid : spatial-pyramid levels pooled from every layer's codes, or one sequence of
+        levels per layer (levels finer than a layer's grid are skipped for that layer)
+    pyramid_overlap : extra pyramid levels of half-overlapping cells (``l × l`` cells of
+        2/(l+1) of the grid, :func:`.pooling.pyramid_cells`), after ``pyramid``; () for none
     polarity : pool positive and negative parts of the codes separately (doubles features)
+    feature_norm : per image and layer, normalise the pooled features before the classifier:
+        None, ``"sqrt"`` (signed square root), ``"l2"`` or ``"sqrt+l2"``
+        (:func:`.pooling.normalize_features`)
     classifier : ``"logreg"`` (scikit-learn's multinomial ``LogisticRegression``, lbfgs, on
         float32 features), ``"softmax"`` (:class:`SoftmaxRegression`, float32 L-BFGS in
         torch, the classifier before) or ``"svc"`` (LinearSVC); see :func:`make_classifier`
@@ -114,8 +120,10 @@ class DeepSC(
         drlim: bool = True,
         drlim_components: int = 64,
         drlim_iter: int = 150,
-        pyramid: Sequence[int] = (1, 2, 4),
+        pyramid: Sequence[int] | Sequence[Sequence[int]] = (1, 2, 4),
+        pyramid_overlap: Sequence[int] | Sequence[Sequence[int]] = (),
         polarity: bool = True,
+        feature_norm: str | None = None,
         classifier: str = "logreg",
         C: float = 0.01,
         encode_iter: int = 5,
@@ -143,7 +151,9 @@ class DeepSC(
         self.drlim_components = drlim_components
         self.drlim_iter = drlim_iter
         self.pyramid = pyramid
+        self.pyramid_overlap = pyramid_overlap
         self.polarity = polarity
+        self.feature_norm = feature_norm
         self.classifier = classifier
         self.C = C
         self.encode_iter = encode_iter
@@ -243,12 +253,11 @@ class DeepSC(
 
     def _pooled(self, layer: SCLayer, maps: torch.Tensor) -> torch.Tensor:
         """The local max-pooled codes (B, gh', gw', K') of ``layer`` on ``maps``."""
-        pooled = self._encode_pool(layer, maps, None, True)[1]
-        assert pooled is not None
-        return pooled
+        return self._encode_pool(layer, maps, None, True)[1]  # type: ignore[return-value]
 
     def _encode_pool(
-        self, layer: SCLayer, maps: torch.Tensor, levels: Sequence[int] | None, pool: bool
+        self, layer: SCLayer, maps: torch.Tensor, levels: Sequence[int] | None, pool: bool,
+        overlap: Sequence[int] = (),
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """``layer.encode_pool`` with this model's encoder, polarity and local pooling."""
         return layer.encode_pool(
@@ -258,6 +267,7 @@ class DeepSC(
             tol=float(self.encode_tol) if self.encode_method == "cd" else 0.0,
             polarity=self.polarity,
             levels=levels,
+            overlap=overlap,
             pool=(self.pool_size, self.pool_stride) if pool else None,
         )
 
@@ -278,7 +288,7 @@ class DeepSC(
             self._fit_features(X)
             feats = self._transform(X)
             t0 = time.perf_counter()
-            self.classifier_ = self._make_classifier().fit(feats, labels)
+            self.classifier_ = fit_in_place(self._make_classifier(), feats, labels)
         self.timings_["classifier_s"] = time.perf_counter() - t0
         self.classes_ = self.classifier_.classes_
         return self
@@ -350,21 +360,20 @@ class DeepSC(
 
     def layer_step(self, i: int, maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Run fitted layer ``i`` on its input map (B, h, w, c).
-
         Returns
         -------
-        features : Tensor (B, F_i), the pyramid-pooled codes of this layer
+        features : Tensor (B, F_i), the pyramid-pooled codes of this layer (``feature_norm``-ed)
         next_maps : Tensor (B, h', w', c'), the locally pooled (and DrLIM-reduced) codes that
-            layer ``i + 1`` takes; None for the last layer (the fused encoder never holds
-            the codes map; ``layers_[i].codes(maps, encode_iter)`` computes it)
+            layer ``i + 1`` takes; None for the last layer (``layers_[i].codes`` computes it)
         """
         layer = self.layers_[i]
         last = i == len(self.layers_) - 1
         gh = (maps.shape[1] - layer.size) // layer.stride + 1
         gw = (maps.shape[2] - layer.size) // layer.stride + 1
-        levels = [lv for lv in self.pyramid if lv <= min(gh, gw)] or [1]
-        feats, pooled = self._encode_pool(layer, maps, levels, not last)
+        levels, overlap = self._levels(gh, gw, i)
+        feats, pooled = self._encode_pool(layer, maps, levels, not last, overlap)
         assert feats is not None
+        feats = normalize_features(feats, self.feature_norm)
         if pooled is not None and layer.reducer is not None:
             pooled = layer.reducer.transform(pooled)  # (B, gh', gw', d)
         return feats, pooled

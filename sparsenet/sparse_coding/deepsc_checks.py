@@ -17,7 +17,7 @@ from sklearn.utils.validation import validate_data
 from ._checks import InvalidInputError, as_tensor, check_int, check_positive
 from .linear import CLASSIFIERS
 from .patches import patch_grid
-from .pooling import pooled_grid
+from .pooling import FEATURE_NORMS, pooled_grid
 
 __all__ = ["DeepSCChecks", "ENCODE_METHODS"]
 
@@ -33,6 +33,19 @@ def _per_layer(value: Any, n_layers: int, name: str) -> list[Any]:
         return list(value)
     return [value] * n_layers
 
+
+
+def _layer_levels(value: Any, layer: int, name: str) -> list[Any]:
+    """Levels of ``layer`` from ``value``: levels for all layers, or one sequence per layer."""
+    value = list(value or ())
+    if not any(isinstance(v, (list, tuple)) for v in value):
+        return value
+    if not all(isinstance(v, (list, tuple)) for v in value) or layer >= len(value):
+        raise InvalidInputError(
+            f"{name}={value!r}: expected levels (e.g. (1, 2, 4)) or one sequence of levels "
+            f"per layer (e.g. ((1, 2, 4), (1, 2)))"
+        )
+    return list(value[layer])
 
 
 class DeepSCChecks:
@@ -52,6 +65,22 @@ class DeepSCChecks:
     classifier: str
     pool_size: int
     pool_stride: int
+    pyramid: Any
+    pyramid_overlap: Any
+    feature_norm: str | None
+
+    def _levels(self, gh: int, gw: int, layer: int = 0) -> tuple[list[int], list[int]]:
+        """Layer ``layer``'s plain and overlapping pyramid levels that fit its ``gh × gw``
+        code grid (finer ones are skipped; at least the 1×1 level).
+
+        ``pyramid`` and ``pyramid_overlap`` are either levels for every layer, e.g. (1, 2, 4),
+        or one such sequence per layer, e.g. ((1, 2, 4, 8), (1, 2)).
+        """
+        g = min(gh, gw)
+        levels = [int(lv) for lv in _layer_levels(self.pyramid, layer, "pyramid") if lv <= g]
+        overlap = [int(lv) for lv in _layer_levels(self.pyramid_overlap, layer, "pyramid_overlap")
+                   if lv == 1 or lv + 1 <= g]
+        return (levels or ([] if overlap else [1])), overlap
 
     def _images(self, X: Any) -> torch.Tensor:
         """``X`` as a channels-last map (N, H, W, C).
@@ -100,6 +129,13 @@ class DeepSCChecks:
         if self.encode_method == "cd":
             check_positive(self.encode_tol, "encode_tol")
         check_int(self.batch_size, "batch_size")
+        for i in range(n):  # levels for all layers, or one sequence per layer
+            _layer_levels(self.pyramid, i, "pyramid")
+            _layer_levels(self.pyramid_overlap, i, "pyramid_overlap")
+        if self.feature_norm not in FEATURE_NORMS:
+            raise InvalidInputError(
+                f"feature_norm={self.feature_norm!r}: expected one of {FEATURE_NORMS}"
+            )
         if self.classifier not in CLASSIFIERS:
             raise InvalidInputError(
                 f"classifier={self.classifier!r}: expected one of {CLASSIFIERS}"

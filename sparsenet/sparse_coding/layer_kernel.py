@@ -44,8 +44,9 @@ import numpy as np
 
 from .fista_cpu import _FISTA_STEPS, fista_one
 from .lasso_cpu import _jit, _solve_one
+from .pooling import pyramid_cells
 
-__all__ = ["layer_kernel", "SOLVERS"]
+__all__ = ["layer_kernel", "pyramid_cells", "SOLVERS"]
 
 SOLVERS = ("fista", "cd")
 
@@ -244,20 +245,6 @@ def _encode_patch(raw: Any, x: Any, xw: Any, b: Any, code: Any, s: Any, diag: An
         fista_one(g, b, xsq, code, alpha, tol, max_iter, False, need_xsq, max_support, s)
 
 
-def pyramid_cells(gh: int, gw: int, levels: Any) -> np.ndarray:
-    """The cells of :func:`~.pooling.pyramid_max_pool` (adaptive-pooling bins), in its
-    output order: (n_cells, 4) int64 rows ``[row0, row1, col0, col1)``."""
-    rows = []
-    for level in levels:
-        for ci in range(level):
-            for cj in range(level):
-                rows.append((
-                    (ci * gh) // level, -((-(ci + 1) * gh) // level),
-                    (cj * gw) // level, -((-(cj + 1) * gw) // level),
-                ))
-    return np.array(rows, dtype=np.int64).reshape(-1, 4)
-
-
 def layer_kernel(
     maps: np.ndarray,
     *,
@@ -273,6 +260,7 @@ def layer_kernel(
     tol: float = 0.0,
     polarity: bool = True,
     levels: Any = (1, 2, 4),
+    overlap: Any = (),
     pool: tuple[int, int] | None = None,
     want_feats: bool = True,
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -291,12 +279,14 @@ def layer_kernel(
         sweeps)
     polarity : split codes into positive and negative parts before pooling (K' = 2K)
     levels : spatial-pyramid levels (each ≤ the grid's sides)
+    overlap : overlapping pyramid levels, after ``levels`` (:func:`.pooling.pyramid_cells`)
     pool : (p, s) local max pooling, or None for no pooled map
     want_feats : compute the pyramid features
 
     Returns
     -------
-    feats : ndarray (B, n_cells · K') float32, or None
+    feats : ndarray (B, n_cells · K') float32, or None (``n_cells = pyramid_size(levels,
+        overlap)``)
     pooled : ndarray (B, ph, pw, K') float32, or None
     """
     if solver not in SOLVERS:
@@ -319,7 +309,8 @@ def layer_kernel(
         mode, mean = 1, np.asarray(whiten_mean, dtype=np.float32)
         wz = np.ascontiguousarray(np.asarray(whitening, dtype=np.float64) @ d.T, dtype=np.float32)
     kp = 2 * k if polarity else k
-    cells = pyramid_cells(gh, gw, levels) if want_feats else np.zeros((0, 4), dtype=np.int64)
+    cells = (pyramid_cells(gh, gw, levels, overlap) if want_feats
+             else np.zeros((0, 4), dtype=np.int64))
     feats = np.empty((nb, len(cells) * kp), dtype=np.float32)
     if pool is None:
         p_size, p_stride, ph, pw = 1, 1, 0, 0

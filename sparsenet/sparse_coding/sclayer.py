@@ -103,6 +103,7 @@ class SCLayer:
         tol: float = 0.0,
         polarity: bool = True,
         levels: Sequence[int] | None = (1, 2, 4),
+        overlap: Sequence[int] = (),
         pool: tuple[int, int] | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Pyramid features and local max-pooled codes of (N, h, w, c) maps, one compiled call.
@@ -113,11 +114,13 @@ class SCLayer:
             or ``"cd"`` (the exact lasso, duality gap ≤ ``tol · ||x||²``)
         polarity : pool ``split_polarity`` of the codes (K' = 2K) instead of the codes (K)
         levels : pyramid levels for the features, or None for no features
+        overlap : overlapping pyramid levels, after ``levels`` (:func:`.pooling.pyramid_cells`)
         pool : (p, s) local max pooling, or None for no pooled map
 
         Returns
         -------
-        features : Tensor (N, K' · Σ l²) or None, as ``pyramid_max_pool(codes', levels)``
+        features : Tensor (N, K' · Σ l²) or None, as ``pyramid_max_pool(codes', levels,
+            overlap)``
         pooled : Tensor (N, gh', gw', K') or None, as ``local_max_pool(codes', p, s)``
         """
         from .layer_kernel import layer_kernel
@@ -136,7 +139,8 @@ class SCLayer:
             max_iter=max_iter,
             tol=tol,
             polarity=polarity,
-            levels=tuple(levels or (1,)),
+            levels=tuple(levels or (() if overlap else (1,))),
+            overlap=tuple(overlap),
             pool=pool,
             want_feats=levels is not None,
         )
