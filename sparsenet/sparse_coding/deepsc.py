@@ -360,6 +360,7 @@ class DeepSC(
 
     def layer_step(self, i: int, maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Run fitted layer ``i`` on its input map (B, h, w, c).
+
         Returns
         -------
         features : Tensor (B, F_i), the pyramid-pooled codes of this layer (``feature_norm``-ed)
