@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -14,3 +17,26 @@ def digit_problem(digits_data):
     rng = np.random.default_rng(0)
     idx = rng.permutation(len(x))
     return _unit_rows(x[idx[:300]]), _unit_rows(x[idx[300:400]])
+
+
+@pytest.fixture
+def loads_the_same():
+    """:func:`_loads_the_same_in_a_fresh_process`, for tests."""
+    return _loads_the_same_in_a_fresh_process
+
+
+def _loads_the_same_in_a_fresh_process(model, xt, tmp_path, check: str = "") -> bool:
+    """Save ``model``, load it in a new interpreter and compare ``decision_function(xt)``
+    exactly; ``check``: one more Python statement run on the loaded ``m`` there."""
+    model.save(tmp_path / "m.npz")
+    np.save(tmp_path / "xt.npy", xt)
+    np.save(tmp_path / "want.npy", model.decision_function(xt))
+    code = (
+        "import sys, numpy as np\n"
+        "from sparsenet.sparse_coding import DeepSC\n"
+        "d = sys.argv[1]; m = DeepSC.load(d + '/m.npz')\n"
+        f"{check}\n"
+        "ok = np.array_equal(m.decision_function(np.load(d + '/xt.npy')), np.load(d + '/want.npy'))\n"
+        "sys.exit(0 if ok else 1)\n"
+    )
+    return subprocess.run([sys.executable, "-c", code, str(tmp_path)]).returncode == 0
