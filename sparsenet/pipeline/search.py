@@ -222,10 +222,11 @@ class _Search:
         Fashion-MNIST (n = 5,000, d ≈ 100) that is ≈ 0.2 points; on MNIST-5k (n = 333) one
         image is 0.3 points, and half a budget alone stopped the climb on one unlucky image.
         """
+        if accuracy >= self.prune_floor - self.s.max_drop / 200:
+            return False  # within half a budget: no need to count disagreements
         n = len(self.val[1])
         differ = int((predict(model, self.val[0]) != dense_labels).sum())
-        margin = max(self.s.max_drop / 200, 2 * math.sqrt(max(differ, 1)) / n)
-        return accuracy < self.prune_floor - margin
+        return accuracy < self.prune_floor - 2 * math.sqrt(max(differ, 1)) / n
 
     def moves(self, st: _State, kind: str, step: dict[str, float],
               closed: set[str]) -> list[dict[str, Any]]:
