@@ -131,7 +131,9 @@ class _Reader:
         if not isinstance(v, dict) or len(v) not in (1, 2):
             raise self.bad(f"unexpected value of type {type(v).__name__}")
         if "__tensor__" in v:
-            return torch.from_numpy(self.array(v["__tensor__"]).copy())
+            # order="K": a column-major tensor comes back column-major, so its matmuls take
+            # the same kernel as before saving (a C copy rounds differently, ~1e-6)
+            return torch.from_numpy(self.array(v["__tensor__"]).copy(order="K"))
         if "__array__" in v:
             return self.array(v["__array__"])
         if "__scalar__" in v:

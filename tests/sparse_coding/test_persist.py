@@ -70,3 +70,21 @@ def test_hostile_estimator_files(tmp_path):
         bad.write_bytes(junk)
         with pytest.raises(CorruptFileError):
             SparseCoder.load(bad)
+
+
+def test_tensors_keep_their_memory_layout(tmp_path):
+    # DrLIM's projection is column-major; a row-major copy after loading made its matmul
+    # round differently (~1e-6 in DeepSC's decision values)
+    import torch
+
+    from sparsenet.sparse_coding.drlim import DrLIM
+    from sparsenet.sparse_coding.persist import load_estimator, save_estimator
+
+    maps = torch.rand(6, 4, 4, 10, generator=torch.Generator().manual_seed(0))
+    r = DrLIM(n_components=3, n_iter=5).fit(maps)
+    r.components_ = r.components_.t().contiguous().t()  # column-major, whatever fit made
+    save_estimator(r, tmp_path / "r.npz")
+    back = load_estimator(tmp_path / "r.npz", DrLIM)
+    assert back.components_.stride() == r.components_.stride() == (1, 3)
+    assert torch.equal(back.components_, r.components_)
+    assert torch.equal(back.transform(maps), r.transform(maps))
