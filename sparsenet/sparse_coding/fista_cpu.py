@@ -21,7 +21,7 @@ from .eig_small import lmax
 from .lasso import _GROW, _INNER_REL, _WIDTHS
 from .lasso_cpu import _gap, _jit, _newton
 
-__all__ = ["fista_one"]
+__all__ = ["fista_one", "fista_one_block", "select_block", "gather_block"]
 
 _WIDTHS_ARR = np.array(_WIDTHS, dtype=np.int64)
 _FISTA_STEPS = 10  # FISTA iterations per round (lasso._solve_block)
@@ -79,12 +79,13 @@ def _steps(gw: Any, bw: Any, cw: Any, y: Any, cn: Any, grad: Any, m: int, step: 
 
 @_jit(nogil=True, fastmath=False)
 def _fista_block(gw: Any, bw: Any, cw: Any, m: int, alpha: float, positive: bool, budget: int,
-                 inner_tol: float, xsq: float, need_gap: bool, max_support: int, s: Any) -> int:
+                 inner_tol: float, xsq: float, need_gap: bool, max_support: int, s: Any,
+                 lip: float) -> int:
     """``lasso._solve_block`` (inner="fista") for one sample; returns iterations used.
 
-    ``gw`` (m, m) block Gram, ``bw`` (m,) correlations, ``cw`` (m,) codes (in place).
+    ``gw`` (m, m) block Gram, ``bw`` (m,) correlations, ``cw`` (m,) codes (in place),
+    ``lip`` its largest eigenvalue (:func:`.eig_small.lmax`).
     """
-    lip = lmax(gw, m, s.tri, s.d, s.e, s.v, s.p)
     step = 1.0 / lip if lip > 0 else 0.0
     thresh = alpha * step
     y, cn, before, grad = s.y, s.cn, s.before, s.grad
@@ -156,49 +157,84 @@ def fista_one(g: Any, b: Any, xsq: float, c: Any, alpha: float, tol: float, max_
                 if worst <= alpha:
                     break
         first = False
-        n_supp = 0
-        n_viol = 0
-        for h in range(k):
-            v = q[h] if positive else abs(q[h])
-            if c[h] != 0:
-                n_supp += 1
-                score[h] = np.inf
-            else:
-                score[h] = v
-                if v > alpha:
-                    n_viol += 1
-        need = max(1, n_supp + min(n_viol, _GROW))
-        width = k
-        for w_ in _WIDTHS_ARR:
-            if w_ >= need:
-                width = w_
-                break
-        width = min(k, width)
-        top = 0  # the top `width` scores, best first (torch.topk), by insertion
-        for h in range(k):
-            v = score[h]
-            if top == width and v <= score[W[top - 1]]:
-                continue
-            a = top if top < width else width - 1
-            while a > 0 and score[W[a - 1]] < v:
-                W[a] = W[a - 1]
-                a -= 1
-            W[a] = h
-            if top < width:
-                top += 1
-        for a in range(width):
-            ja = W[a]
-            cw[a] = c[ja]
-            bw[a] = b[ja]
-            for e in range(width):
-                gw[a, e] = g[ja, W[e]]
+        width = select_block(c, q, alpha, positive, score, W)
+        gather_block(g, b, c, W, width, s)
+        lip = lmax(s.gw, width, s.tri, s.d, s.e, s.v, s.p)
         inner_tol = max(0.5 * tol * xsq, _INNER_REL * gap)
         used += _fista_block(gw, bw, cw, width, alpha, positive, max_iter - used, inner_tol,
-                             xsq, need_gap, max_support, s)
+                             xsq, need_gap, max_support, s, lip)
         for h in range(k):
             c[h] = 0.0
         for a in range(width):
             c[W[a]] = cw[a]
+
+
+@_jit(nogil=True, fastmath=False)
+def select_block(c: Any, q: Any, alpha: float, positive: bool, score: Any, W: Any) -> int:
+    """The block of one outer iteration: the support of ``c`` plus up to 12 worst KKT
+    violators (scores ``|q|``), widened to a class of :data:`.lasso._WIDTHS`; writes the
+    block's atoms, best first as ``torch.topk`` orders them, to ``W[:width]`` and returns
+    ``width``."""
+    k = q.shape[0]
+    n_supp = 0
+    n_viol = 0
+    for h in range(k):
+        v = q[h] if positive else abs(q[h])
+        if c[h] != 0:
+            n_supp += 1
+            score[h] = np.inf
+        else:
+            score[h] = v
+            if v > alpha:
+                n_viol += 1
+    need = max(1, n_supp + min(n_viol, _GROW))
+    width = k
+    for w_ in _WIDTHS_ARR:
+        if w_ >= need:
+            width = w_
+            break
+    width = min(k, width)
+    top = 0  # the top `width` scores, best first (torch.topk), by insertion
+    for h in range(k):
+        v = score[h]
+        if top == width and v <= score[W[top - 1]]:
+            continue
+        a = top if top < width else width - 1
+        while a > 0 and score[W[a - 1]] < v:
+            W[a] = W[a - 1]
+            a -= 1
+        W[a] = h
+        if top < width:
+            top += 1
+    return width
+
+
+@_jit(nogil=True, fastmath=False)
+def gather_block(g: Any, b: Any, c: Any, W: Any, width: int, s: Any) -> None:
+    """The block's Gram ``s.gw``, correlations ``s.bw`` and codes ``s.cw`` from atoms
+    ``W[:width]``."""
+    for a in range(width):
+        ja = W[a]
+        s.cw[a] = c[ja]
+        s.bw[a] = b[ja]
+        for e in range(width):
+            s.gw[a, e] = g[ja, W[e]]
+
+
+@_jit(nogil=True, fastmath=False)
+def fista_one_block(g: Any, b: Any, c: Any, alpha: float, positive: bool, max_iter: int,
+                    max_support: int, W: Any, width: int, lip: float, s: Any) -> None:
+    """:func:`fista_one`'s single outer iteration (``tol == 0``, ``max_iter ≤ 10``: DeepSC's
+    encoder) from zero codes, once :func:`select_block` chose ``W[:width]`` and the block's
+    λ_max ``lip`` is known; codes into ``c`` (k,)."""
+    k = b.shape[0]
+    for h in range(k):
+        c[h] = 0.0
+    gather_block(g, b, c, W, width, s)
+    _fista_block(s.gw, s.bw, s.cw, width, alpha, positive, max_iter, 0.0, 0.0, False,
+                 max_support, s, lip)
+    for a in range(width):
+        c[W[a]] = s.cw[a]
 
 
 

@@ -10,7 +10,7 @@ from sklearn.decomposition import sparse_encode as sk_sparse_encode
 from sparsenet.sparse_coding import lasso_objective, sparse_encode
 from sparsenet.sparse_coding import layer_kernel as lk
 from sparsenet.sparse_coding.deepsc import DeepSC
-from sparsenet.sparse_coding.eig_small import lmax
+from sparsenet.sparse_coding.eig_small import LANES, lmax, lmax_lanes
 from sparsenet.sparse_coding.patches import normalize_patches
 from sparsenet.sparse_coding.pooling import local_max_pool, pyramid_max_pool, split_polarity
 
@@ -134,6 +134,37 @@ def test_lmax_matches_eigvalsh(m):
         padded[:m, :m] = g
         got = lmax(padded, m, s.tri, s.d, s.e, s.v, s.p)
         assert abs(got - want) <= 1e-7 * max(abs(want), 1.0), (t, got, want)
+
+
+@pytest.mark.parametrize("m", [1, 2, 8, 16])
+@pytest.mark.parametrize("nl", [1, 5, LANES])
+def test_lmax_lanes_is_lmax_bit_for_bit(m, nl):
+    """Blocks of a Gram matrix side by side: every λ_max exactly :func:`lmax`'s, also for
+    singular and rank-one blocks (Lanczos breaks down: the Householder fallback) and for a
+    partial group padded with identity lanes."""
+    rng = np.random.default_rng(m * 100 + nl)
+    k = 40
+    atoms = rng.standard_normal((k, 25)).astype(np.float32)
+    atoms[10:14] = atoms[0:4]  # repeated atoms: singular blocks
+    atoms[20:24] = 0
+    atoms[20:24, 3] = 1  # four copies of one direction: a rank-one block
+    g = (atoms @ atoms.T).astype(np.float32)
+    n_solve = 3 * LANES
+    sel = np.zeros((n_solve, 16), dtype=np.int64)
+    for t in range(n_solve):
+        pool = [0, 1, 2, 3, 10, 11, 12, 13] if t % 4 == 0 else \
+            [20, 21, 22, 23] if t % 4 == 1 else range(k)
+        sel[t, :m] = rng.choice(np.array(list(pool)), size=m, replace=len(pool) < m)
+    slots = rng.permutation(n_solve)[:nl].astype(np.int64)
+    got = np.full(n_solve, np.nan)
+    lmax_lanes(g, sel, slots, nl, m, LANES if nl >= 8 else nl, got)
+    s = lk._scratch(k, np.float32)
+    for sid in slots:
+        blk = g[np.ix_(sel[sid, :m], sel[sid, :m])]
+        want = lmax(np.ascontiguousarray(blk), m, s.tri, s.d, s.e, s.v, s.p)
+        assert got[sid] == want, (sid, got[sid], want)
+    others = np.setdiff1d(np.arange(n_solve), slots)
+    assert np.isnan(got[others]).all()  # only the lanes' slots are written
 
 
 def test_pyramid_cells_are_adaptive_pooling_bins():
