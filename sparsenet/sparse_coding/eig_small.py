@@ -125,8 +125,10 @@ def lmax_lanes(g: Any, sel: Any, slots: Any, nl: int, n: int, lanes: int, out: A
             for q in range(lanes):
                 p[i, q] = v[i, q]
                 v[i, q] = w[i, q] / beta[q]
-    dd = np.empty(n)
-    ee = np.empty(n)
+    live = np.zeros(lanes, dtype=np.bool_)  # padding and broken-down lanes: not iterated
+    for q in range(nl):
+        live[q] = steps[q] == n
+    top = _laguerre_lanes(d, e, n, lanes, live)
     for q in range(nl):
         s = slots[q]
         if steps[q] < n:
@@ -134,12 +136,72 @@ def lmax_lanes(g: Any, sel: Any, slots: Any, nl: int, n: int, lanes: int, out: A
             for i in range(n):
                 for j in range(n):
                     blk[i, j] = g[sel[s, i], sel[s, j]]
-            out[s] = lmax(blk, n, np.empty((n, n)), dd, ee, np.empty(n), np.empty(n))
+            out[s] = lmax(blk, n, np.empty((n, n)), np.empty(n), np.empty(n), np.empty(n),
+                          np.empty(n))
         else:
-            for i in range(n):
-                dd[i] = d[i, q]
-                ee[i] = e[i, q]
-            out[s] = _laguerre_top(dd, ee, n)
+            out[s] = top[q]
+
+
+@_jit(nogil=True, fastmath=False, error_model="numpy")
+def _laguerre_lanes(d: Any, e: Any, n: int, lanes: int, live: Any) -> Any:
+    """:func:`_laguerre_top` of the tridiagonals ``(d[:, q], e[:, q])`` (n ≥ 2) of the lanes
+    with ``live[q]`` (modified), bit for bit: the recurrences run over all lanes at once
+    (vectorised), each lane's iteration and stopping tests as in the scalar version; a
+    stopped lane keeps its x."""
+    x = np.full(lanes, -np.inf)
+    for i in range(n):
+        for q in range(lanes):
+            rad = (abs(e[i - 1, q]) if i > 0 else 0.0) + (abs(e[i, q]) if i < n - 1 else 0.0)
+            x[q] = max(x[q], d[i, q] + rad)
+    scale = np.empty(lanes)
+    for q in range(lanes):
+        scale[q] = max(abs(x[q]), 1e-300)
+    f0, f1 = np.empty(lanes), np.empty(lanes)
+    g0, g1 = np.empty(lanes), np.empty(lanes)
+    h0, h1 = np.empty(lanes), np.empty(lanes)
+    even = n % 2 == 0
+    for _ in range(100):
+        for q in range(lanes):
+            f0[q] = 1.0
+            f1[q] = d[0, q] - x[q]
+            g0[q] = 0.0
+            g1[q] = -1.0
+            h0[q] = 0.0
+            h1[q] = 0.0
+        for i in range(1, n):
+            for q in range(lanes):
+                ee = e[i - 1, q] * e[i - 1, q]
+                dx = d[i, q] - x[q]
+                f2 = dx * f1[q] - ee * f0[q]
+                g2 = dx * g1[q] - f1[q] - ee * g0[q]
+                h2 = dx * h1[q] - 2.0 * g1[q] - ee * h0[q]
+                f0[q], f1[q], g0[q], g1[q], h0[q], h1[q] = f1[q], f2, g1[q], g2, h1[q], h2
+        more = False
+        for q in range(lanes):
+            if not live[q]:
+                continue
+            live[q] = False
+            fq = f1[q]
+            if fq == 0.0 or (fq > 0) != even:
+                continue
+            gg = g1[q] / fq
+            hh = gg * gg - h1[q] / fq
+            disc = (n - 1) * (n * hh - gg * gg)
+            den = gg + np.sqrt(disc) if disc > 0 else gg
+            if not den > 0.0:
+                continue
+            step = n / den
+            x_new = x[q] - step
+            if not x_new < x[q]:
+                continue
+            x[q] = x_new
+            if step <= 1e-12 * scale[q]:
+                continue
+            live[q] = True
+            more = True
+        if not more:
+            break
+    return x
 
 
 @_jit(nogil=True, fastmath=False)

@@ -21,7 +21,7 @@ from .eig_small import lmax
 from .lasso import _GROW, _INNER_REL, _WIDTHS
 from .lasso_cpu import _gap, _jit, _newton
 
-__all__ = ["fista_one", "fista_one_block", "select_block", "gather_block"]
+__all__ = ["fista_one", "fista_one_block", "select_block", "select_first_block", "gather_block"]
 
 _WIDTHS_ARR = np.array(_WIDTHS, dtype=np.int64)
 _FISTA_STEPS = 10  # FISTA iterations per round (lasso._solve_block)
@@ -204,6 +204,39 @@ def select_block(c: Any, q: Any, alpha: float, positive: bool, score: Any, W: An
             W[a] = W[a - 1]
             a -= 1
         W[a] = h
+        if top < width:
+            top += 1
+    return width
+
+
+@_jit(nogil=True, fastmath=False)
+def select_first_block(b: Any, alpha: float, W: Any, topv: Any) -> int:
+    """:func:`select_block` for zero codes (``q = b``, no support, ``positive`` False), the
+    same ``W[:width]`` in the same order, with the running top values kept in ``topv`` (no
+    indirect loads) and the violators counted in a pass that vectorises."""
+    k = b.shape[0]
+    n_viol = 0
+    for h in range(k):
+        n_viol += abs(b[h]) > alpha
+    need = max(1, min(n_viol, _GROW))
+    width = k
+    for w_ in _WIDTHS_ARR:
+        if w_ >= need:
+            width = w_
+            break
+    width = min(k, width)
+    top = 0
+    for h in range(k):
+        v = abs(b[h])
+        if top == width and v <= topv[top - 1]:
+            continue
+        a = top if top < width else width - 1
+        while a > 0 and topv[a - 1] < v:
+            W[a] = W[a - 1]
+            topv[a] = topv[a - 1]
+            a -= 1
+        W[a] = h
+        topv[a] = v
         if top < width:
             top += 1
     return width

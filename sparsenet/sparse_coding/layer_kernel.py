@@ -46,7 +46,7 @@ import numba
 import numpy as np
 
 from .eig_small import LANES, lmax_lanes
-from .fista_cpu import _FISTA_STEPS, fista_one, fista_one_block, select_block
+from .fista_cpu import _FISTA_STEPS, fista_one, fista_one_block, select_first_block
 from .lasso_cpu import _jit, _solve_one
 from .pooling import pyramid_cells
 
@@ -177,8 +177,7 @@ def _layer(maps: Any, size: int, stride: int, eps: float, mode: int, mean: Any, 
                         worst = max(worst, abs(b[a]))
                         codes[sid, a] = 0.0
                     if worst > alpha:  # else zero codes (fista_one's first test)
-                        widths[sid] = select_block(codes[sid], b, alpha, False, s.score,
-                                                   sel[sid])
+                        widths[sid] = select_first_block(b, alpha, sel[sid], s.q)
                 else:
                     _encode_patch(raw, x, xw, bs[0], codes[sid], s, diag, eps, mode, mean,
                                   wz, dt, g, alpha, cd, max_iter, tol, need_xsq, max_support)
