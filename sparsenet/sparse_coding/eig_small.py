@@ -15,7 +15,7 @@ import numpy as np
 
 from .lasso_cpu import _jit
 
-__all__ = ["lmax", "lmax_lanes", "LANES"]
+__all__ = ["lmax", "lmax_lanes", "gather_lanes", "lmax_gathered", "LANES"]
 
 LANES = 32  # blocks per lmax_lanes call (the vectorised loops need at least 32)
 
@@ -57,19 +57,15 @@ def lmax_lanes(g: Any, sel: Any, slots: Any, nl: int, n: int, lanes: int, out: A
     lane loops and then cannot vectorise them. Padding lanes hold the identity. A lane whose
     Lanczos breaks down is redone by :func:`lmax` (its Householder fallback).
     """
-    if n == 1:
-        for q in range(nl):
-            out[slots[q]] = float(g[sel[slots[q], 0], sel[slots[q], 0]])
-        return
-    a = np.empty((n, n, lanes), dtype=g.dtype)  # exact copies of g; float32: 32 KB (L1)
-    v = np.empty((n, lanes))
-    w = np.empty((n, lanes))
-    p = np.empty((n, lanes))
-    d = np.empty((n, lanes))
-    e = np.empty((n, lanes))
-    beta = np.zeros(lanes)
-    alpha = np.empty(lanes)
-    steps = np.full(lanes, n)
+    lmax_gathered(gather_lanes(g, sel, slots, nl, n, lanes), g, sel, slots, nl, n, lanes, out)
+
+
+@_jit(nogil=True, fastmath=False)
+def gather_lanes(g: Any, sel: Any, slots: Any, nl: int, n: int, lanes: int) -> Any:
+    """The blocks of :func:`lmax_lanes` side by side: ``a[i, j, q] = g[sel[s, i], sel[s, j]]``
+    for ``s = slots[q]``, (n, n, lanes) in g's dtype (float32: 32 KB, fits L1); padding
+    lanes (q ≥ nl) hold the identity."""
+    a = np.empty((n, n, lanes), dtype=g.dtype)
     for q in range(lanes):
         if q < nl:
             row = sel[slots[q]]
@@ -81,6 +77,25 @@ def lmax_lanes(g: Any, sel: Any, slots: Any, nl: int, n: int, lanes: int, out: A
             for i in range(n):
                 for j in range(n):
                     a[i, j, q] = 1.0 if i == j else 0.0
+    return a
+
+
+@_jit(nogil=True, fastmath=False, error_model="numpy")
+def lmax_gathered(a: Any, g: Any, sel: Any, slots: Any, nl: int, n: int, lanes: int,
+                  out: Any) -> None:
+    """:func:`lmax_lanes` on blocks already side by side (:func:`gather_lanes`)."""
+    if n == 1:
+        for q in range(nl):
+            out[slots[q]] = float(a[0, 0, q])
+        return
+    v = np.empty((n, lanes))
+    w = np.empty((n, lanes))
+    p = np.empty((n, lanes))
+    d = np.empty((n, lanes))
+    e = np.empty((n, lanes))
+    beta = np.zeros(lanes)
+    alpha = np.empty(lanes)
+    steps = np.full(lanes, n)
     norm = 0.0
     for i in range(n):
         vi = 1.0 + 0.61803398875 * ((i * 7) % n) / n

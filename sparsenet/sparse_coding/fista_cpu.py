@@ -21,7 +21,7 @@ from .eig_small import lmax
 from .lasso import _GROW, _INNER_REL, _WIDTHS
 from .lasso_cpu import _gap, _jit, _newton
 
-__all__ = ["fista_one", "fista_one_block", "select_block", "select_first_block", "gather_block"]
+__all__ = ["fista_one", "select_block", "select_first_block", "gather_block"]
 
 _WIDTHS_ARR = np.array(_WIDTHS, dtype=np.int64)
 _FISTA_STEPS = 10  # FISTA iterations per round (lasso._solve_block)
@@ -252,22 +252,3 @@ def gather_block(g: Any, b: Any, c: Any, W: Any, width: int, s: Any) -> None:
         s.bw[a] = b[ja]
         for e in range(width):
             s.gw[a, e] = g[ja, W[e]]
-
-
-@_jit(nogil=True, fastmath=False)
-def fista_one_block(g: Any, b: Any, c: Any, alpha: float, positive: bool, max_iter: int,
-                    max_support: int, W: Any, width: int, lip: float, s: Any) -> None:
-    """:func:`fista_one`'s single outer iteration (``tol == 0``, ``max_iter ≤ 10``: DeepSC's
-    encoder) from zero codes, once :func:`select_block` chose ``W[:width]`` and the block's
-    λ_max ``lip`` is known; codes into ``c`` (k,)."""
-    k = b.shape[0]
-    for h in range(k):
-        c[h] = 0.0
-    gather_block(g, b, c, W, width, s)
-    _fista_block(s.gw, s.bw, s.cw, width, alpha, positive, max_iter, 0.0, 0.0, False,
-                 max_support, s, lip)
-    for a in range(width):
-        c[W[a]] = s.cw[a]
-
-
-

@@ -45,8 +45,9 @@ from typing import Any
 import numba
 import numpy as np
 
-from .eig_small import LANES, lmax_lanes
-from .fista_cpu import _FISTA_STEPS, fista_one, fista_one_block, select_first_block
+from .eig_small import LANES, gather_lanes, lmax_gathered
+from .fista_cpu import _FISTA_STEPS, fista_one, select_first_block
+from .fista_lanes import fista_lanes
 from .lasso_cpu import _jit, _solve_one
 from .pooling import pyramid_cells
 
@@ -182,8 +183,7 @@ def _layer(maps: Any, size: int, stride: int, eps: float, mode: int, mean: Any, 
                     _encode_patch(raw, x, xw, bs[0], codes[sid], s, diag, eps, mode, mean,
                                   wz, dt, g, alpha, cd, max_iter, tol, need_xsq, max_support)
         if fast:
-            _solve_blocks(g, bs, codes, sel, widths, lips, n_solve, alpha, max_iter,
-                          max_support, s, lanes)
+            _solve_blocks(g, bs, codes, sel, widths, lips, n_solve, alpha, lanes)
         if want_feats:
             for f in range(feats.shape[1]):
                 feats[n, f] = -np.inf
@@ -210,28 +210,31 @@ def _layer(maps: Any, size: int, stride: int, eps: float, mode: int, mean: Any, 
 
 @_jit(nogil=True, fastmath=False)
 def _solve_blocks(g: Any, bs: Any, codes: Any, sel: Any, widths: Any, lips: Any, n_solve: int,
-                  alpha: float, max_iter: int, max_support: int, s: Any, lanes: int) -> None:
-    """Pass 2 of :func:`_layer` for the FISTA encoder: λ_max of every solve's block,
-    :data:`.eig_small.LANES` blocks of one width at a time, then each solve's FISTA block."""
+                  alpha: float, lanes: int) -> None:
+    """Pass 2 of :func:`_layer` for the FISTA encoder: the solves' blocks, ``lanes`` of one
+    width at a time, side by side (:func:`.eig_small.gather_lanes`), their λ_max
+    (:func:`.eig_small.lmax_gathered`) and FISTA steps (:func:`.fista_lanes.fista_lanes`)."""
     pend = np.empty((17, lanes), dtype=np.int64)
     count = np.zeros(17, dtype=np.int64)
-    for sid in range(n_solve):
-        m = widths[sid]
-        if m == 0:
-            continue
-        pend[m, count[m]] = sid
-        count[m] += 1
-        if count[m] == lanes:
-            lmax_lanes(g, sel, pend[m], lanes, m, lanes, lips)
-            count[m] = 0
-    for m in range(17):
-        if count[m] > 0:  # a last, partial group (padded: the vector loops need 32 lanes)
-            lmax_lanes(g, sel, pend[m], count[m], m, lanes if count[m] >= 8 else count[m],
-                       lips)
-    for sid in range(n_solve):
-        if widths[sid] > 0:
-            fista_one_block(g, bs[sid], codes[sid], alpha, False, max_iter, max_support,
-                            sel[sid], widths[sid], lips[sid], s)
+    for sid in range(n_solve + 17):
+        if sid < n_solve:
+            m = widths[sid]
+            if m == 0:
+                continue
+            pend[m, count[m]] = sid
+            count[m] += 1
+            if count[m] < lanes:
+                continue
+        else:  # the last, partial groups (padded: the vector loops need 32 lanes)
+            m = sid - n_solve
+            if count[m] == 0:
+                continue
+        nl = count[m]
+        width = lanes if nl >= 8 else nl
+        a = gather_lanes(g, sel, pend[m], nl, m, width)
+        lmax_gathered(a, g, sel, pend[m], nl, m, width, lips)
+        fista_lanes(a, bs, sel, pend[m], nl, m, width, alpha, lips, codes)
+        count[m] = 0
 
 
 @_jit(nogil=True, fastmath=False, inline="always")
