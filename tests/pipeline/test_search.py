@@ -171,3 +171,13 @@ def test_clearly_below_needs_half_a_budget_and_two_standard_errors(differ, accur
     s.val = (torch.zeros(n, 1), dense)
     s.prune_floor = 0.98
     assert s.clearly_below(_Labels(labels), accuracy, dense) is expected
+
+
+def test_a_spent_time_budget_stops_every_phase(tmp_path, trained, digits_data):
+    """--time-budget: stop searching, then finish. The bits phase used to go on past it."""
+    model, rep = _search(trained, digits_data, tmp_path / "t", time_budget=1e-6)
+    steps = json.loads((tmp_path / "t" / "search.json").read_text())["steps"]
+    moves = [s["move"].split()[0] for s in steps]
+    assert moves[0] == "start" and not {"rung", "prune", "bits", "warm"} & set(moves)
+    assert set(rep["search"]["bits"].values()) == {6}  # LeNet-300's fc layers' start bits
+    assert (tmp_path / "t" / "model.snn").stat().st_size == rep["final"]["file_bytes"]
