@@ -49,6 +49,7 @@ def run_one(model: str, data: str, threads: int, variant: str, max_drop: float,
     name = f"{model}-{data}-t{threads}" + ("" if variant == "full" else f"-{variant}")
     rdir = artifacts_dir() / "smallest" / name
     settings = SearchSettings(max_drop=max_drop, time_budget=time_budget, **VARIANTS[variant])
+    commit = git_commit()  # the code that runs: read now, not when the search ends
     t0 = time.perf_counter()
     _model, rep = compress(model, data, "smallest", run_dir=rdir, max_drop=max_drop,
                            settings=settings, resume=resume, force=not resume)
@@ -63,7 +64,7 @@ def run_one(model: str, data: str, threads: int, variant: str, max_drop: float,
         "test_dense": b["test_accuracy"], "test_final": f["test_accuracy"],
         "test_drop_points": 100 * f["test_drop"], "search_seconds": s["seconds"],
         "wall_seconds": wall, "sparsity": s["sparsity"], "bits": s["bits"],
-        "commit": git_commit(), "machine": machine(),
+        "commit": commit, "machine": machine(),
     }
     dest = OUT / name
     dest.mkdir(parents=True, exist_ok=True)
