@@ -169,6 +169,17 @@ def fista_one(g: Any, b: Any, xsq: float, c: Any, alpha: float, tol: float, max_
             c[W[a]] = cw[a]
 
 
+@_jit(nogil=True, fastmath=False, inline="always")
+def _width_class(need: int, k: int) -> int:
+    """The narrowest block width of :data:`.lasso._WIDTHS` holding ``need`` atoms (≤ k)."""
+    width = k
+    for w_ in _WIDTHS_ARR:
+        if w_ >= need:
+            width = w_
+            break
+    return min(k, width)
+
+
 @_jit(nogil=True, fastmath=False)
 def select_block(c: Any, q: Any, alpha: float, positive: bool, score: Any, W: Any) -> int:
     """The block of one outer iteration: the support of ``c`` plus up to 12 worst KKT
@@ -187,13 +198,7 @@ def select_block(c: Any, q: Any, alpha: float, positive: bool, score: Any, W: An
             score[h] = v
             if v > alpha:
                 n_viol += 1
-    need = max(1, n_supp + min(n_viol, _GROW))
-    width = k
-    for w_ in _WIDTHS_ARR:
-        if w_ >= need:
-            width = w_
-            break
-    width = min(k, width)
+    width = _width_class(max(1, n_supp + min(n_viol, _GROW)), k)
     top = 0  # the top `width` scores, best first (torch.topk), by insertion
     for h in range(k):
         v = score[h]
@@ -218,13 +223,7 @@ def select_first_block(b: Any, alpha: float, W: Any, topv: Any) -> int:
     n_viol = 0
     for h in range(k):
         n_viol += abs(b[h]) > alpha
-    need = max(1, min(n_viol, _GROW))
-    width = k
-    for w_ in _WIDTHS_ARR:
-        if w_ >= need:
-            width = w_
-            break
-    width = min(k, width)
+    width = _width_class(max(1, min(n_viol, _GROW)), k)
     top = 0
     for h in range(k):
         v = abs(b[h])
