@@ -15,9 +15,9 @@ import numpy as np
 
 from .lasso_cpu import _jit
 
-__all__ = ["lmax", "lmax_lanes", "gather_lanes", "lmax_gathered", "LANES"]
+__all__ = ["lmax", "gather_lanes", "lmax_gathered", "LANES"]
 
-LANES = 32  # blocks per lmax_lanes call (the vectorised loops need at least 32)
+LANES = 32  # blocks side by side (LLVM's vector loops need at least 32 iterations)
 
 
 
@@ -43,28 +43,11 @@ def lmax(blk: Any, m: int, a: Any, d: Any, e: Any, v: Any, p: Any) -> float:
     return _laguerre_top(d, e, steps)
 
 
-@_jit(nogil=True, fastmath=False, error_model="numpy")
-def lmax_lanes(g: Any, sel: Any, slots: Any, nl: int, n: int, lanes: int, out: Any) -> None:
-    """:func:`lmax` of ``nl`` blocks ``g[sel[s, :n]][:, sel[s, :n]]`` (``s`` in
-    ``slots[:nl]``) at once, bit for bit: ``out[s]`` = λ_max.
-
-    Why by hand, and why lanes: one block's Lanczos is a chain of dependent 16-wide steps
-    that numba compiles to scalar code (≈ 2 µs per 16×16 block, a third of DeepSC's
-    encoding time). Here the same float64 operations, in the same order, run on ``lanes``
-    blocks side by side (the block index innermost), so every step is a vector operation
-    over blocks; the results are those of :func:`lmax` exactly (tested). ``lanes`` ≥ ``nl``
-    comes in as an argument, not a constant: with a constant trip count LLVM unrolls the
-    lane loops and then cannot vectorise them. Padding lanes hold the identity. A lane whose
-    Lanczos breaks down is redone by :func:`lmax` (its Householder fallback).
-    """
-    lmax_gathered(gather_lanes(g, sel, slots, nl, n, lanes), g, sel, slots, nl, n, lanes, out)
-
-
 @_jit(nogil=True, fastmath=False)
 def gather_lanes(g: Any, sel: Any, slots: Any, nl: int, n: int, lanes: int) -> Any:
-    """The blocks of :func:`lmax_lanes` side by side: ``a[i, j, q] = g[sel[s, i], sel[s, j]]``
-    for ``s = slots[q]``, (n, n, lanes) in g's dtype (float32: 32 KB, fits L1); padding
-    lanes (q ≥ nl) hold the identity."""
+    """Blocks ``g[sel[s, :n]][:, sel[s, :n]]`` of the solves ``s = slots[q]``, q < nl, side by
+    side: ``a[i, j, q]``, (n, n, lanes) in g's dtype (float32: 32 KB, fits L1); padding lanes
+    (q ≥ nl) hold the identity."""
     a = np.empty((n, n, lanes), dtype=g.dtype)
     for q in range(lanes):
         if q < nl:
@@ -81,9 +64,19 @@ def gather_lanes(g: Any, sel: Any, slots: Any, nl: int, n: int, lanes: int) -> A
 
 
 @_jit(nogil=True, fastmath=False, error_model="numpy")
-def lmax_gathered(a: Any, g: Any, sel: Any, slots: Any, nl: int, n: int, lanes: int,
-                  out: Any) -> None:
-    """:func:`lmax_lanes` on blocks already side by side (:func:`gather_lanes`)."""
+def lmax_gathered(a: Any, slots: Any, nl: int, n: int, lanes: int, out: Any) -> None:
+    """:func:`lmax` of the ``nl`` blocks side by side in ``a`` (:func:`gather_lanes`), bit for
+    bit: ``out[slots[q]]`` = λ_max of ``a[:, :, q]``.
+
+    Why by hand, and why lanes: one block's Lanczos is a chain of dependent 16-wide steps
+    that numba compiles to scalar code (≈ 2 µs per 16×16 block, a third of DeepSC's
+    encoding time). Here the same float64 operations, in the same order, run on ``lanes``
+    blocks side by side (the block index innermost), so every step is a vector operation
+    over blocks; the results are those of :func:`lmax` exactly (tested). ``lanes`` ≥ ``nl``
+    comes in as an argument, not a constant: with a constant trip count LLVM unrolls the
+    lane loops and then cannot vectorise them. A lane whose Lanczos breaks down is redone by
+    :func:`lmax` (its Householder fallback).
+    """
     if n == 1:
         for q in range(nl):
             out[slots[q]] = float(a[0, 0, q])
@@ -147,10 +140,7 @@ def lmax_gathered(a: Any, g: Any, sel: Any, slots: Any, nl: int, n: int, lanes: 
     for q in range(nl):
         s = slots[q]
         if steps[q] < n:
-            blk = np.empty((n, n), dtype=g.dtype)
-            for i in range(n):
-                for j in range(n):
-                    blk[i, j] = g[sel[s, i], sel[s, j]]
+            blk = np.ascontiguousarray(a[:, :, q])
             out[s] = lmax(blk, n, np.empty((n, n)), np.empty(n), np.empty(n), np.empty(n),
                           np.empty(n))
         else:

@@ -21,7 +21,7 @@ from .eig_small import lmax
 from .lasso import _GROW, _INNER_REL, _WIDTHS
 from .lasso_cpu import _gap, _jit, _newton
 
-__all__ = ["fista_one", "select_block", "select_first_block", "gather_block"]
+__all__ = ["fista_one", "select_first_block"]
 
 _WIDTHS_ARR = np.array(_WIDTHS, dtype=np.int64)
 _FISTA_STEPS = 10  # FISTA iterations per round (lasso._solve_block)

@@ -46,6 +46,7 @@ def fista_lanes(a: Any, bs: Any, sel: Any, slots: Any, nl: int, n: int, lanes: i
     thresh = np.zeros(lanes)
     t = np.ones(lanes)
     dot = np.empty(lanes)
+    mom = np.empty(lanes)
     for q in range(nl):
         s = slots[q]
         lip = lips[s]
@@ -78,11 +79,11 @@ def fista_lanes(a: Any, bs: Any, sel: Any, slots: Any, nl: int, n: int, lanes: i
                 t[q] = 1.0
         for q in range(lanes):
             tn = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * t[q] * t[q]))
-            dot[q] = (t[q] - 1.0) / tn  # the momentum, in dot's storage
+            mom[q] = (t[q] - 1.0) / tn
             t[q] = tn
         for i in range(n):
             for q in range(lanes):
-                y[i, q] = cn[i, q] + dot[q] * (float(cn[i, q]) - float(cw[i, q]))
+                y[i, q] = cn[i, q] + mom[q] * (float(cn[i, q]) - float(cw[i, q]))
                 cw[i, q] = cn[i, q]
     for q in range(nl):
         s = slots[q]

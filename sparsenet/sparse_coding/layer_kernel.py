@@ -27,9 +27,11 @@ of the first one of its image. Both give bit-identical codes, so nothing approxi
 
 FISTA's step needs the largest eigenvalue of each patch's block Gram matrix:
 :func:`.eig_small.lmax` (Lanczos + Laguerre, ~2 µs where LAPACK through numba took 15). With
-DeepSC's encoder an image's blocks are first all chosen, then their eigenvalues computed 32
-at a time (:func:`.eig_small.lmax_lanes`, the same numbers bit for bit), then solved: on
-Fashion-MNIST that cut the extraction of 1,000 images from 3.51 s to 2.96 s on one thread.
+DeepSC's encoder (one block and ten FISTA steps per patch) an image's blocks are first all
+chosen, then solved :data:`.eig_small.LANES` at a time, side by side
+(:func:`.eig_small.lmax_gathered`, :func:`.fista_lanes.fista_lanes`: the same numbers bit for
+bit, as vector loops over patches); docs/deepsc.md, "Patches side by side", has the
+measurements.
 
 Developer note: numba's on-disk cache of :func:`_layer` is invalidated by changes to this
 file only. After editing :mod:`.fista_cpu`, :mod:`.eig_small` or :mod:`.lasso_cpu`, delete
@@ -103,13 +105,13 @@ def _layer(maps: Any, size: int, stride: int, eps: float, mode: int, mean: Any, 
     Writes ``feats`` (B, n_cells · K') and ``pooled`` (B, ph, pw, K'), K' = 2K with
     ``polarity`` (positive parts, then negative parts), else K. ``lanes``:
     :data:`.eig_small.LANES`, passed in so that LLVM does not see a constant (see
-    :func:`.eig_small.lmax_lanes`).
+    :func:`.eig_small.lmax_gathered`).
 
     Per image, three passes: (1) every position's patch is gathered and either mapped to an
     earlier solve (same as the previous patch, or a constant patch once one is coded) or
     becomes a new solve; (2) the solves are coded; (3) every position's codes are pooled.
-    With DeepSC's FISTA encoder (``not need_xsq``: one block per patch) pass 2 first takes
-    the blocks' λ_max :data:`.eig_small.LANES` blocks at a time (:func:`.eig_small.lmax_lanes`),
+    With DeepSC's FISTA encoder (``not need_xsq``: one block per patch) pass 2 solves
+    :data:`.eig_small.LANES` blocks of one width at a time, side by side (:func:`_solve_blocks`),
     which is what makes the passes worth it; the codes are those of the one-patch path.
     """
     nb, h, w, nch = maps.shape
@@ -232,7 +234,7 @@ def _solve_blocks(g: Any, bs: Any, codes: Any, sel: Any, widths: Any, lips: Any,
         nl = count[m]
         width = lanes if nl >= 8 else nl
         a = gather_lanes(g, sel, pend[m], nl, m, width)
-        lmax_gathered(a, g, sel, pend[m], nl, m, width, lips)
+        lmax_gathered(a, pend[m], nl, m, width, lips)
         fista_lanes(a, bs, sel, pend[m], nl, m, width, alpha, lips, codes)
         count[m] = 0
 

@@ -35,7 +35,7 @@ def test_lanes_give_fista_ones_codes(k, max_iter, nl):
         codes = np.zeros((n_solve, k), dtype=np.float32)
         lips = np.full(n_solve, np.nan)
         a = gather_lanes(g, sel, slots, len(slots), m, lanes)
-        lmax_gathered(a, g, sel, slots, len(slots), m, lanes, lips)
+        lmax_gathered(a, slots, len(slots), m, lanes, lips)
         fista_lanes(a, bs, sel, slots, len(slots), m, lanes, alpha, lips, codes)
         for sid in slots:
             want = np.empty(k, dtype=np.float32)

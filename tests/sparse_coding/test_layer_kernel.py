@@ -10,7 +10,7 @@ from sklearn.decomposition import sparse_encode as sk_sparse_encode
 from sparsenet.sparse_coding import lasso_objective, sparse_encode
 from sparsenet.sparse_coding import layer_kernel as lk
 from sparsenet.sparse_coding.deepsc import DeepSC
-from sparsenet.sparse_coding.eig_small import LANES, lmax, lmax_lanes
+from sparsenet.sparse_coding.eig_small import LANES, gather_lanes, lmax, lmax_gathered
 from sparsenet.sparse_coding.patches import normalize_patches
 from sparsenet.sparse_coding.pooling import local_max_pool, pyramid_max_pool, split_polarity
 
@@ -138,7 +138,7 @@ def test_lmax_matches_eigvalsh(m):
 
 @pytest.mark.parametrize("m", [1, 2, 8, 16])
 @pytest.mark.parametrize("nl", [1, 5, LANES])
-def test_lmax_lanes_is_lmax_bit_for_bit(m, nl):
+def test_lmax_gathered_is_lmax_bit_for_bit(m, nl):
     """Blocks of a Gram matrix side by side: every λ_max exactly :func:`lmax`'s, also for
     singular and rank-one blocks (Lanczos breaks down: the Householder fallback) and for a
     partial group padded with identity lanes."""
@@ -157,7 +157,8 @@ def test_lmax_lanes_is_lmax_bit_for_bit(m, nl):
         sel[t, :m] = rng.choice(np.array(list(pool)), size=m, replace=len(pool) < m)
     slots = rng.permutation(n_solve)[:nl].astype(np.int64)
     got = np.full(n_solve, np.nan)
-    lmax_lanes(g, sel, slots, nl, m, LANES if nl >= 8 else nl, got)
+    lanes = LANES if nl >= 8 else nl
+    lmax_gathered(gather_lanes(g, sel, slots, nl, m, lanes), slots, nl, m, lanes, got)
     s = lk._scratch(k, np.float32)
     for sid in slots:
         blk = g[np.ix_(sel[sid, :m], sel[sid, :m])]
