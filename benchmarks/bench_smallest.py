@@ -44,12 +44,21 @@ OUT = Path(__file__).resolve().parent / "results" / "smallest"
 
 
 def run_one(model: str, data: str, threads: int, variant: str, max_drop: float,
-            resume: bool, time_budget: float | None) -> dict[str, Any]:
+            resume: bool, time_budget: float | None, confidence: float = 0.5,
+            reuse: Path | None = None) -> dict[str, Any]:
     torch.set_num_threads(threads)
-    name = f"{model}-{data}-t{threads}" + ("" if variant == "full" else f"-{variant}")
+    name = f"{model}-{data}-t{threads}" + ("" if variant == "full" else f"-{variant}") + \
+        ("" if confidence == 0.5 else f"-c{confidence:g}")
     rdir = artifacts_dir() / "smallest" / name
-    settings = SearchSettings(max_drop=max_drop, time_budget=time_budget, **VARIANTS[variant])
+    settings = SearchSettings(max_drop=max_drop, time_budget=time_budget, confidence=confidence,
+                              **VARIANTS[variant])
     commit = git_commit()  # the code that runs: read now, not when the search ends
+    if reuse is not None:
+        # an earlier run's finished stages (same model, data and threads): the runner reuses
+        # a stage only when its whole recipe prefix matches, as on --resume
+        shutil.copytree(reuse / "stages", rdir / "stages", dirs_exist_ok=resume)
+        shutil.copy2(reuse / "manifest.json", rdir / "manifest.json")
+        resume = True
     t0 = time.perf_counter()
     _model, rep = compress(model, data, "smallest", run_dir=rdir, max_drop=max_drop,
                            settings=settings, resume=resume, force=not resume)
@@ -57,7 +66,8 @@ def run_one(model: str, data: str, threads: int, variant: str, max_drop: float,
     f, b, s = rep["final"], rep["baseline"], rep["search"]
     row = {
         "model": model, "data": data, "threads": threads, "variant": variant,
-        "max_drop_points": max_drop, "file_bytes": f["file_bytes"],
+        "max_drop_points": max_drop, "confidence": confidence,
+        "reused_stages_of": None if reuse is None else str(reuse), "file_bytes": f["file_bytes"],
         "dense_bytes": b["dense_bytes"], "ratio": b["dense_bytes"] / f["file_bytes"],
         "validation_dense": b["accuracy"], "validation_final": f["accuracy"],
         "validation_drop_points": 100 * (b["accuracy"] - f["accuracy"]),
@@ -88,11 +98,16 @@ def main() -> None:
     ap.add_argument("--max-drop", type=float, default=0.3)
     ap.add_argument("--time-budget", type=float, default=None, help="seconds")
     ap.add_argument("--variant", action="append", choices=sorted(VARIANTS))
+    ap.add_argument("--confidence", type=float, default=0.5,
+                    help="SearchSettings.confidence (0.5: the drop as measured)")
+    ap.add_argument("--reuse", type=Path, default=None, metavar="RUN_DIR",
+                    help="start from the finished stages of an earlier run of the same model, "
+                    "data and threads (reused where the recipe prefix matches; a new run dir)")
     ap.add_argument("--resume", action="store_true")
     args = ap.parse_args()
     for v in args.variant or ["full"]:
         run_one(args.model, args.data, args.threads, v, args.max_drop, args.resume,
-                args.time_budget)
+                args.time_budget, args.confidence, args.reuse)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ __all__ = [
     "seed_int",
     "positive_float",
     "nonneg_float",
+    "confidence_float",
     "duration",
     "input_shape",
     "positive_ints",
@@ -124,6 +125,7 @@ seed_int = _typed(
 nonneg_float = _typed(
     float, lambda v: v >= 0 and v == v and v != float("inf"), "a finite number >= 0"
 )
+confidence_float = _typed(float, lambda v: 0.5 <= v < 1, "a probability in [0.5, 1)")
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
 

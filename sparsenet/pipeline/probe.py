@@ -31,9 +31,9 @@ from ..errors import SparsenetError
 from ..io import write_json
 from ..prune import prune
 from ..share import share_weights
-from ..training import evaluate
+from ..training import predict
 
-__all__ = ["Probe", "probe", "Journal", "JOURNAL", "state_key"]
+__all__ = ["Probe", "probe", "score", "Journal", "JOURNAL", "state_key"]
 
 JOURNAL = "search.json"
 _FORMAT = "sparsenet-search"
@@ -41,10 +41,21 @@ _FORMAT = "sparsenet-search"
 
 @dataclass(frozen=True)
 class Probe:
-    """A probe's answer: validation ``accuracy`` in [0, 1] and ``bytes`` of the ``.snn``."""
+    """A probe's answer: validation ``accuracy`` in [0, 1], ``bytes`` of the ``.snn``, and
+    ``differ``, the validation images whose label differs from the reference (dense) model's
+    (the standard error of the accuracy drop is about √differ / n)."""
 
     accuracy: float
     bytes: int
+    differ: int
+
+
+def score(model: nn.Module, val: tuple[torch.Tensor, torch.Tensor],
+          reference: torch.Tensor) -> tuple[float, int]:
+    """Accuracy of ``model`` on ``val = (x, y)`` (exactly :func:`~sparsenet.training.evaluate`'s)
+    and the number of images whose predicted label differs from ``reference`` ``(N,)``."""
+    pred = predict(model, val[0])
+    return float((pred == val[1]).double().mean()), int((pred != reference).sum())
 
 
 def state_key(sparsity: dict[str, float], bits: dict[str, int], base: str) -> str:
@@ -65,12 +76,15 @@ def probe(
     sparsity: dict[str, float],
     bits: dict[str, int],
     val: tuple[torch.Tensor, torch.Tensor],
+    reference: torch.Tensor,
     scratch: Path,
     metadata: dict[str, Any],
     seed: int = 0,
 ) -> Probe:
     """Accuracy on ``val`` and ``.snn`` bytes of ``model`` pruned to ``sparsity`` and shared at
-    ``bits`` (both ``{layer name: value}``), without retraining. ``model`` is not changed.
+    ``bits`` (both ``{layer name: value}``), without retraining, and how many of ``val``'s
+    images it labels differently from ``reference`` (the dense model's labels, ``(N,)``).
+    ``model`` is not changed.
 
     ``scratch`` is a file path the probe may overwrite (the ``.snn`` it measures).
     """
@@ -79,9 +93,9 @@ def probe(
     if bn.has_batchnorm(m):
         m = bn.fold_bn(m)  # as the share stage does: the shared weights are the deployed ones
     share_weights(m, weight_bits=dict(bits), init="linear", seed=seed)
-    acc = float(evaluate(m, val)["accuracy"])
+    acc, differ = score(m, val, reference)
     save_snn(m, scratch, coder="huffman", gap_bits="auto", metadata=metadata)
-    return Probe(acc, scratch.stat().st_size)
+    return Probe(acc, scratch.stat().st_size, differ)
 
 
 class Journal:
@@ -132,12 +146,15 @@ class Journal:
                                "facts": self.facts, "probes": self.probes, "steps": self.steps})
 
     def cached(self, key: str) -> Probe | None:
+        """The answer kept for ``key``; None if there is none (or one from a journal written
+        before answers counted ``differ``: asked again, it gives the same accuracy and bytes)."""
         got = self.probes.get(key)
         if isinstance(got, dict) and isinstance(got.get("accuracy"), (int, float)) \
-                and isinstance(got.get("bytes"), int):
-            return Probe(float(got["accuracy"]), int(got["bytes"]))
+                and isinstance(got.get("bytes"), int) and isinstance(got.get("differ"), int):
+            return Probe(float(got["accuracy"]), int(got["bytes"]), int(got["differ"]))
         return None
 
     def remember(self, key: str, answer: Probe, **facts: Any) -> None:
-        self.probes[key] = {"accuracy": answer.accuracy, "bytes": answer.bytes, **facts}
+        self.probes[key] = {"accuracy": answer.accuracy, "bytes": answer.bytes,
+                            "differ": answer.differ, **facts}
         self.save()

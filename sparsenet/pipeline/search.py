@@ -54,8 +54,8 @@ from ..errors import SparsenetError
 from ..layers import compressible_tensors
 from ..paths import check_output
 from ..progress import log
-from ..training import TrainConfig, evaluate, predict
-from .probe import Journal, Probe, probe, state_key
+from ..training import TrainConfig, predict
+from .probe import Journal, Probe, probe, score, state_key
 from .runner import MANIFEST, RunError
 from .runner import compress as run_recipe
 from .search_settings import MAX_SPARSITY, SearchSettings
@@ -84,6 +84,7 @@ class _Search:
         self.source, self.data, self.s, self.dir, self.out = model, data, settings, rdir, out
         self.quiet, self.config, self.journal, self.held = quiet, config, journal, held
         self.val = holdout(data, held).test
+        self.dense_labels: Any = None  # the dense model's labels of the validation images
         self.scratch = rdir / "search-probe.snn"
         self.started = time.monotonic()
         self.floor = self.prune_floor = self.dense_val = 0.0
@@ -114,7 +115,7 @@ class _Search:
         key = state_key(sparsity, bits, self.digest(st.stages))
         got = self.journal.cached(key)
         if got is None:
-            got = probe(st.model, sparsity, bits, self.val, self.scratch,
+            got = probe(st.model, sparsity, bits, self.val, self.dense_labels, self.scratch,
                         {"dataset": self.data.name, "recipe": "smallest"}, seed=self.s.seed)
             self.journal.remember(key, got)
         return got
@@ -124,10 +125,16 @@ class _Search:
         key = "float:" + self.digest(st.stages)
         got = self.journal.cached(key)
         if got is None:
-            acc = float(evaluate(st.model, self.val)["accuracy"])
-            got = Probe(acc, self.probe(st, sparsity, bits).bytes)
+            acc, differ = score(st.model, self.val, self.dense_labels)
+            got = Probe(acc, self.probe(st, sparsity, bits).bytes, differ)
             self.journal.remember(key, got)
         return got
+
+    def meets(self, p: Probe, floor: float) -> bool:
+        """Whether ``p``'s accuracy keeps ``floor`` with the settings' confidence: less the
+        margin ``z·√differ / n`` (none at ``confidence = 0.5``)."""
+        margin = self.s.z * math.sqrt(p.differ) / len(self.val[1]) if self.s.z else 0.0
+        return p.accuracy - margin >= floor
 
     def over_time(self) -> bool:
         return self.s.time_budget is not None and \
@@ -146,7 +153,8 @@ class _Search:
             raise SparsenetError("nothing to compress: the model has no compressible weights")
         bits = {n: self.s.start_bits.get(k, 8) for n, k in names.items()}
         st = _State(stages, dict.fromkeys(names, 0.0), bits, model)
-        dense = float(evaluate(model, self.val)["accuracy"])
+        self.dense_labels = predict(model, self.val[0])
+        dense, _ = score(model, self.val, self.dense_labels)
         self.dense_val = dense
         self.floor = _floor(dense, self.s.max_drop, self.held)
         # pruning may spend the budget but a reserve, kept for the bits phase
@@ -185,9 +193,8 @@ class _Search:
         pruning budget (:meth:`clearly_below`).
         """
         path = [(st.stages, st.sparsity, st.model)]
-        accs = [self.dense_val]
+        probes = [Probe(self.dense_val, 0, 0)]
         below: list[bool] = []
-        dense_labels = predict(st.model, self.val[0])
         for k, target in enumerate(self.s.ladder):
             if self.over_time():
                 log(f"search: time budget of {self.s.time_budget:g} s spent", self.quiet)
@@ -195,17 +202,20 @@ class _Search:
             stage = self.global_stage(target, self.s.warmup_iterations if k == 0 else 1)
             stages, sparsity, model, q, _ = self.retrain([*path[-1][0], stage], None, st.bits)
             path.append((stages, sparsity, model))
-            accs.append(q.accuracy)
+            probes.append(q)
             self.note({"move": f"rung {target:g}", "bytes": q.bytes, "accuracy": q.accuracy,
-                       "accepted": q.accuracy >= self.prune_floor})
+                       "differ": q.differ, "accepted": self.meets(q, self.prune_floor)})
             log(f"search: rung {target:g}: {q.bytes:,} B at start bits, validation "
                 f"{q.accuracy:.4f}", self.quiet)
-            below.append(self.clearly_below(model, q.accuracy, dense_labels))
+            below.append(self.clearly_below(q))
             if below[-2:] == [True, True]:
                 break  # two rungs in a row clearly below: the trend is down
+        accs = [q.accuracy for q in probes]
         fitted = _non_increasing(accs)
-        best = max([0] + [i for i, f in enumerate(fitted) if f >= self.prune_floor])
-        self.journal.facts["ladder"] = {"accuracy": accs, "fitted": fitted, "chosen": best}
+        best = max([0] + [i for i, (f, q) in enumerate(zip(fitted, probes, strict=True))
+                          if self.meets(Probe(f, q.bytes, q.differ), self.prune_floor)])
+        self.journal.facts["ladder"] = {"accuracy": accs, "fitted": fitted, "chosen": best,
+                                        "differ": [q.differ for q in probes]}
         for i in range(1, best + 1):  # each rung can be undone back to the one below
             st.moves.append({"kind": "rung", "stages": path[i - 1][0], "sparsity": path[i - 1][1],
                              "model": path[i - 1][2]})
@@ -213,8 +223,8 @@ class _Search:
         log(f"search: chose rung {best} of {len(accs) - 1} (fitted validation "
             f"{fitted[best]:.4f}, budget for pruning {self.prune_floor:.4f})", self.quiet)
 
-    def clearly_below(self, model: nn.Module, accuracy: float, dense_labels: Any) -> bool:
-        """Whether a rung's validation ``accuracy`` lies below the pruning budget by more than
+    def clearly_below(self, q: Probe) -> bool:
+        """Whether a rung's validation accuracy lies below the pruning budget by more than
         half the budget *and* two standard errors of its drop from dense.
 
         The drop is a paired difference: its standard error is about √d / n for ``d`` of the
@@ -222,11 +232,9 @@ class _Search:
         Fashion-MNIST (n = 5,000, d ≈ 100) that is ≈ 0.2 points; on MNIST-5k (n = 333) one
         image is 0.3 points, and half a budget alone stopped the climb on one unlucky image.
         """
-        if accuracy >= self.prune_floor - self.s.max_drop / 200:
-            return False  # within half a budget: no need to count disagreements
-        n = len(self.val[1])
-        differ = int((predict(model, self.val[0]) != dense_labels).sum())
-        return accuracy < self.prune_floor - 2 * math.sqrt(max(differ, 1)) / n
+        if q.accuracy >= self.prune_floor - self.s.max_drop / 200:
+            return False  # within half a budget
+        return q.accuracy < self.prune_floor - 2 * math.sqrt(max(q.differ, 1)) / len(self.val[1])
 
     def moves(self, st: _State, kind: str, step: dict[str, float],
               closed: set[str]) -> list[dict[str, Any]]:
@@ -283,7 +291,7 @@ class _Search:
         record = {"move": f"{mv['kind']} {mv['layer']} -> {mv['to']}", "price": price,
                   "probe_bytes": p.bytes, "probe_accuracy": p.accuracy}
         if mv["kind"] == "bits":
-            ok = p.accuracy >= self.floor
+            ok = self.meets(p, self.floor)
             if ok:
                 st.bits = bits
                 st.moves.append({"kind": "bits", "layer": mv["layer"], "from": mv["to"] + 1})
@@ -311,7 +319,7 @@ class _Search:
         q = self.float_probe(_State(stages, sparsity, bits, model), sparsity, bits)
         n = 0
         while n < (self.s.recover_rounds if rounds is None else rounds):
-            if rounds is None and q.accuracy >= self.prune_floor:
+            if rounds is None and self.meets(q, self.prune_floor):
                 break
             more = [*stages, self.prune_stage(sparsity)]
             m2, _ = self.run(more)
@@ -348,19 +356,20 @@ class _Search:
         key = "move:" + self.digest(stages)
         known = self.journal.probes.get(key)
         if isinstance(known, dict) and known.get("accepted") is False:
-            return False, Probe(float(known["accuracy"]), int(known["bytes"]))
+            return False, Probe(float(known["accuracy"]), int(known["bytes"]),
+                                int(known.get("differ", 0)))
         rounds = int(known["rounds"]) if isinstance(known, dict) else None
         stages, sparsity, model, q, n = self.retrain(stages, sparsity, bits, rounds)
-        ok = q.accuracy >= self.prune_floor
-        self.journal.probes[key] = {"accuracy": q.accuracy, "bytes": q.bytes, "accepted": ok,
-                                    "rounds": n}
+        ok = self.meets(q, self.prune_floor)
+        self.journal.probes[key] = {"accuracy": q.accuracy, "bytes": q.bytes, "differ": q.differ,
+                                    "accepted": ok, "rounds": n}
         self.journal.save()
         if ok:
             st.stages, st.sparsity, st.model = stages, sparsity, model
         return ok, q
 
     def report(self, record: dict[str, Any], p: Probe, ok: bool) -> None:
-        record.update(bytes=p.bytes, accuracy=p.accuracy, accepted=ok)
+        record.update(bytes=p.bytes, accuracy=p.accuracy, differ=p.differ, accepted=ok)
         self.note(record)
         log(f"search: {record['move']}: {p.bytes:,} B, validation {p.accuracy:.4f} "
             f"{'accepted' if ok else 'rejected'}", self.quiet)
@@ -384,15 +393,17 @@ class _Search:
         while True:
             tried = []
             for ft in dict.fromkeys((0, self.s.finetune_epochs)):
-                _model, rep = self.run(self.final_stages(st, ft), final=True)
+                model, rep = self.run(self.final_stages(st, ft), final=True)
                 acc = rep["final"]["accuracy"]
-                tried.append((acc, ft, rep["final"]["file_bytes"]))
-                self.note({"move": f"final (fine-tuning {ft} epochs)",
-                           "bytes": rep["final"].get("file_bytes"), "accuracy": acc,
-                           "accepted": acc >= self.floor, "bits": dict(st.bits),
+                p = Probe(acc, rep["final"]["file_bytes"], score(model, self.val, self.dense_labels)[1])
+                tried.append((acc, ft, p))
+                self.note({"move": f"final (fine-tuning {ft} epochs)", "bytes": p.bytes,
+                           "accuracy": acc, "differ": p.differ,
+                           "accepted": self.meets(p, self.floor), "bits": dict(st.bits),
                            "sparsity": dict(st.sparsity)})
-            acc, ft, size = max(tried)  # a tie keeps the fine-tuned one
-            if acc >= self.floor:
+            acc, ft, p = max(tried, key=lambda t: t[:2])  # a tie keeps the fine-tuned one
+            size = p.bytes
+            if self.meets(p, self.floor):
                 # the result goes into the journal first, so the one report written holds it
                 self.journal.facts["result"] = {
                     "max_drop": self.s.max_drop, "floor": self.floor, "holdout": self.held,
@@ -402,9 +413,11 @@ class _Search:
                 self.journal.save()
                 return self.run(self.final_stages(st, ft), final=True, score=True)
             if not st.moves:
+                sure = f" with confidence {self.s.confidence:g}" if self.s.z else ""
                 raise BudgetError(
-                    f"no setting meets --max-drop {self.s.max_drop:g}: even the least "
-                    f"compressed one tried scores {acc:.4f} on validation, below {self.floor:.4f}")
+                    f"no setting meets --max-drop {self.s.max_drop:g}{sure}: even the least "
+                    f"compressed one tried scores {acc:.4f} on validation, against a budget "
+                    f"of {self.floor:.4f}")
             self.undo(st)
 
     def undo(self, st: _State) -> None:
@@ -487,7 +500,9 @@ def smallest(
     src = os.fspath(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__
     check_output(snn, "snn", inputs=[src], flag="--out")
     # the time budget only says when to stop: a killed search may resume with another one
-    same = {k: v for k, v in s.to_dict().items() if k != "time_budget"}
+    # (nor does a confidence left at 0.5 go in: journals from before it existed still resume)
+    same = {k: v for k, v in s.to_dict().items()
+            if k != "time_budget" and not (k == "confidence" and v == 0.5)}
     journal = Journal(rdir, {**same, "holdout": held, "data": data_obj.name, "model": src})
     if force:
         journal.remove()

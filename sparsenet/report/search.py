@@ -95,7 +95,10 @@ def search_markdown(search: dict[str, Any], layers: list[dict[str, Any]],
     lines = ["", "## Search for the smallest file within the budget", "",
              f"- Budget: validation accuracy ≥ {_pct(facts.get('floor'))} (dense "
              f"{_pct(facts.get('dense_validation'))} − {settings.get('max_drop')} points), on "
-             f"{settings.get('holdout')} training images held out of training",
+             f"{settings.get('holdout')} training images held out of training"
+             + (f"; a point meets it with confidence {settings['confidence']:g} (its accuracy "
+                "less z·√d/n, d the validation images labelled unlike dense)"
+                if _num(settings.get("confidence")) and settings["confidence"] != 0.5 else ""),
              f"- Search time: {result.get('seconds', float('nan')):.0f} s"
              if _num(result.get("seconds")) else "- Search time: (not finished)"]
     if figure:

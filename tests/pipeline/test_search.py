@@ -11,6 +11,7 @@ from sparsenet.data import holdout
 from sparsenet.errors import SpecError
 from sparsenet.models import model_for_dataset
 from sparsenet.pipeline import BudgetError, SearchSettings, compress, read_manifest
+from sparsenet.pipeline.probe import Probe
 from sparsenet.training import TrainConfig, evaluate, fit
 
 # Small and quick: one retraining epoch per move, big steps, few moves.
@@ -144,17 +145,6 @@ def test_the_budget_is_counted_in_whole_images():
     assert search_mod._floor(0.9, 0.0, 5000) < 0.9
 
 
-class _Labels(torch.nn.Module):
-    """Answers fixed labels (as one-hot logits) whatever the input."""
-
-    def __init__(self, labels):
-        super().__init__()
-        self.logits = torch.nn.functional.one_hot(labels, 10).float()
-
-    def forward(self, x):
-        return self.logits[: len(x)]
-
-
 @pytest.mark.parametrize("differ, accuracy, expected", [
     (0, 0.9, True),        # far below, identical labels: half a budget decides
     (0, 0.99, False),      # within half a budget
@@ -162,15 +152,70 @@ class _Labels(torch.nn.Module):
     (100, 0.955, True),    # ...4.5 points below is
 ])
 def test_clearly_below_needs_half_a_budget_and_two_standard_errors(differ, accuracy, expected):
-    n = 1000
-    dense = torch.zeros(n, dtype=torch.long)
-    labels = dense.clone()
-    labels[:differ] = 1
     s = object.__new__(search_mod._Search)
     s.s = SearchSettings(max_drop=2.0)
-    s.val = (torch.zeros(n, 1), dense)
+    s.val = (torch.zeros(1000, 1), torch.zeros(1000, dtype=torch.long))
     s.prune_floor = 0.98
-    assert s.clearly_below(_Labels(labels), accuracy, dense) is expected
+    assert s.clearly_below(Probe(accuracy, 0, differ)) is expected
+
+
+@pytest.mark.parametrize("confidence, floor, expected", [
+    (0.5, 0.95, True),                       # no margin: the accuracy as measured
+    (0.5, 0.9500001, False),
+    (0.9, 0.95 - 1.2816 * 10 / 1000, True),  # z(0.9) · √100 / 1000 = 1.28 points
+    (0.9, 0.95 - 1.2815 * 10 / 1000, False),
+])
+def test_a_point_meets_the_budget_less_z_standard_errors(confidence, floor, expected):
+    s = object.__new__(search_mod._Search)
+    s.s = SearchSettings(max_drop=2.0, confidence=confidence)
+    s.val = (torch.zeros(1000, 1), torch.zeros(1000, dtype=torch.long))
+    assert s.meets(Probe(0.95, 0, 100), floor) is expected
+    assert s.meets(Probe(0.95, 0, 0), 0.95)  # no image differs: no margin at any confidence
+
+
+@pytest.mark.parametrize("bad", [0.4, 1.0, float("nan"), "0.9", True])
+def test_bad_confidence_is_refused(bad):
+    with pytest.raises(SpecError, match="bad confidence .*expected a probability in"):
+        SearchSettings(max_drop=0.3, confidence=bad)
+
+
+def test_a_confident_search_keeps_its_margin_at_every_decision(tmp_path, trained, digits_data):
+    """Every accepted rung, bit move and the final point: accuracy − z·√differ/n ≥ budget."""
+    _model, rep = _search(trained, digits_data, tmp_path / "c", max_drop=5.0, confidence=0.8)
+    journal = json.loads((tmp_path / "c" / "search.json").read_text())
+    assert journal["settings"]["confidence"] == 0.8
+    n, z = journal["settings"]["holdout"], SearchSettings(max_drop=5.0, confidence=0.8).z
+    facts = journal["facts"]
+    final = [s for s in journal["steps"] if s["move"].startswith("final")]
+    kept = [s for s in journal["steps"] if s["accepted"] and s["move"].startswith("bits")]
+    assert kept  # the bits phase moved
+    for step in [*kept, *[f for f in final if f["accepted"]]]:
+        assert step["accuracy"] - z * step["differ"] ** 0.5 / n >= facts["floor"] - 1e-12
+    assert all(step["accepted"] == (step["accuracy"] - z * step["differ"] ** 0.5 / n
+                                    >= facts["floor"]) for step in final)
+    ladder = facts["ladder"]
+    best = ladder["chosen"]
+    # the rung kept meets the pruning budget (above the full one) less its margin
+    assert best == 0 or ladder["fitted"][best] - z * ladder["differ"][best] ** 0.5 / n >= \
+        facts["floor"] - 1e-12
+    assert rep["final"]["accuracy"] >= rep["search"]["floor"]
+
+
+def test_a_journal_from_before_confidence_still_resumes(tmp_path, trained, digits_data):
+    """Probe answers without ``differ`` (journals written before it) are asked again and give
+    the same answers; the file is the same."""
+    _search(trained, digits_data, tmp_path / "r")
+    path = tmp_path / "r" / "search.json"
+    journal = json.loads(path.read_text())
+    assert "confidence" not in journal["settings"]  # 0.5, the default, is not written
+    before = _sha(tmp_path / "r" / "model.snn")
+    for answer in journal["probes"].values():
+        answer.pop("differ", None)
+    path.write_text(json.dumps(journal))
+    settings = SearchSettings(max_drop=2.0, **QUICK)
+    compress(trained, digits_data, "smallest", run_dir=tmp_path / "r", quiet=True, max_drop=2.0,
+             settings=settings, resume=True)
+    assert _sha(tmp_path / "r" / "model.snn") == before
 
 
 def test_a_spent_time_budget_stops_every_phase(tmp_path, trained, digits_data):

@@ -29,6 +29,10 @@ def run(capsys, *argv):
         (["--max-drop", "0.3", "--time-budget", "soon"], "argument --time-budget: 'soon'"),
         (["--max-drop", "0.3", "--seed", "3"], "--check and --seed go with --recipe"),
         (["--max-drop", "101"], "bad max_drop 101.0; expected accuracy points between 0 and 100"),
+        (["--max-drop", "0.3", "--confidence", "1"],
+         "argument --confidence: '1' is not a probability in [0.5, 1)"),
+        (["--max-drop", "0.3", "--confidence", "0.3"], "'0.3' is not a probability in [0.5, 1)"),
+        (["--confidence", "0.9"], "--confidence goes with --max-drop"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(capsys, tmp_path, extra, fragment):
