@@ -62,7 +62,8 @@ class SearchSettings:
         rounds still run on the drop as measured, so the rungs are the same at any confidence). ``0.5`` (``z = 0``, the default): the drop as measured. On
         Fashion-MNIST's 5,000 validation images √d / n is 0.2–0.26 points at 2–3.4 %
         disagreement, as large as a 0.3-point budget (docs/pipeline.md measures what that does
-        to the test drop); on small sets (333 images) a margin leaves nothing to spend.
+        to the test drop); on small sets it exceeds the budget (MNIST-5k's 333 images:
+        0.4–0.8 points at 2–6 differing images).
     seed : the recipe's seed.
     """
 
