@@ -54,6 +54,8 @@ def run_one(model: str, data: str, threads: int, variant: str, max_drop: float,
                               **VARIANTS[variant])
     commit = git_commit()  # the code that runs: read now, not when the search ends
     if reuse is not None:
+        if rdir.exists() and not resume:
+            sys.exit(f"{rdir} exists: pass --resume to continue it, or remove it to --reuse")
         # an earlier run's finished stages (same model, data and threads): the runner reuses
         # a stage only when its whole recipe prefix matches, as on --resume
         shutil.copytree(reuse / "stages", rdir / "stages", dirs_exist_ok=resume)

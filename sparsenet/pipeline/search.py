@@ -43,7 +43,7 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -213,7 +213,7 @@ class _Search:
         accs = [q.accuracy for q in probes]
         fitted = _non_increasing(accs)
         best = max([0] + [i for i, (f, q) in enumerate(zip(fitted, probes, strict=True))
-                          if self.meets(Probe(f, q.bytes, q.differ), self.prune_floor)])
+                          if self.meets(replace(q, accuracy=f), self.prune_floor)])
         self.journal.facts["ladder"] = {"accuracy": accs, "fitted": fitted, "chosen": best,
                                         "differ": [q.differ for q in probes]}
         for i in range(1, best + 1):  # each rung can be undone back to the one below
@@ -397,7 +397,8 @@ class _Search:
             for ft in dict.fromkeys((0, self.s.finetune_epochs)):
                 model, rep = self.run(self.final_stages(st, ft), final=True)
                 acc = rep["final"]["accuracy"]
-                p = Probe(acc, rep["final"]["file_bytes"], score(model, self.val, self.dense_labels)[1])
+                differ = score(model, self.val, self.dense_labels)[1]
+                p = Probe(acc, rep["final"]["file_bytes"], differ)
                 tried.append((acc, ft, p))
                 self.note({"move": f"final (fine-tuning {ft} epochs)", "bytes": p.bytes,
                            "accuracy": acc, "differ": p.differ,

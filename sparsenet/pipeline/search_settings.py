@@ -58,8 +58,9 @@ class SearchSettings:
         point's validation drop is a paired difference with standard error ≈ √d / n (``d`` of
         the ``n`` validation images labelled differently from the dense model); a point meets
         the budget when ``drop + z·√d/n <= max_drop``, ``z`` the normal quantile of
-        ``confidence`` (for the rung kept, bit moves, prune moves and the final file; recovery
-        rounds still run on the drop as measured, so the rungs are the same at any confidence). ``0.5`` (``z = 0``, the default): the drop as measured. On
+        ``confidence``. That holds for the rung kept, bit moves, prune moves and the final
+        file; recovery rounds still run on the drop as measured, so the rungs are the same at
+        any confidence. ``0.5`` (``z = 0``, the default): the drop as measured. On
         Fashion-MNIST's 5,000 validation images √d / n is 0.2–0.26 points at 2–3.4 %
         disagreement, as large as a 0.3-point budget (docs/pipeline.md measures what that does
         to the test drop); on small sets it exceeds the budget (MNIST-5k's 333 images:
